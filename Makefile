@@ -1,0 +1,59 @@
+# tern: two commands for a newcomer.
+#   make run   install what is missing, build (release), start tern in development mode
+#   make test  install what is missing, build with ASan+UBSan, run every test and a short fuzz run
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 20
+PYTHON := /usr/bin/python3
+
+.PHONY: all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@ninja -C build/release -j $(JOBS) tern
+
+build-asan: deps
+	@cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTERN_SANITIZE=ON >/dev/null
+	@ninja -C build/asan -j $(JOBS)
+
+build-fuzz: deps
+	@CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERN_FUZZ=ON >/dev/null
+	@ninja -C build/fuzz -j $(JOBS)
+
+run: build
+	./build/release/tern serve --dev
+
+unit: build-asan
+	cd build/asan && ctest --output-on-failure -j $(JOBS)
+
+integration: build-asan
+	TERN_BIN=$(CURDIR)/build/asan/tern $(PYTHON) -m pytest -v -p no:cacheprovider tests/integration
+
+# Each fuzz target runs for FUZZ_SECONDS over a copy of its kept corpus (new inputs are not
+# written back, so `make test` leaves the tree clean); `make fuzz FUZZ_SECONDS=600` runs longer
+# and keeps what it finds.
+fuzz-smoke: build-fuzz
+	@for t in smtp_command smtp_data; do \
+	  work=$$(mktemp -d); cp tests/fuzz/corpus/$$t/* $$work/ 2>/dev/null || true; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$work 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' ; \
+	  status=$${PIPESTATUS[0]}; rm -rf $$work; [ $$status -eq 0 ] || exit $$status; \
+	done
+
+fuzz: build-fuzz
+	@for t in smtp_command smtp_data; do \
+	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/$$t || exit 1; \
+	done
+
+test: build-asan build-fuzz
+	cd build/asan && ctest --output-on-failure -j $(JOBS)
+	$(MAKE) --no-print-directory fuzz-smoke
+	TERN_BIN=$(CURDIR)/build/asan/tern $(PYTHON) -m pytest -v -p no:cacheprovider tests/integration
+
+clean:
+	rm -rf build

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tern needs to build, run and test.
+# Idempotent and quick when everything is present: only missing packages are fetched.
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  clang libclang-rt-14-dev           # libFuzzer targets (the fuzz build)
+  libboost1.81-dev libssl-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
+  libcli11-dev libgtest-dev libcrypt-dev
+  openssl swaks python3 python3-pytest procps passwd
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,91 @@
+// Configuration: one TOML file, parsed and validated in one pass.
+// parse_config() is pure (text in, Config or problems out) so it is unit-tested and fuzzable;
+// every problem names the file, line, key and what to write instead.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tern {
+
+struct ListenAddress {
+  std::string host;  // numeric IPv4 or IPv6 address, without brackets
+  uint16_t port = 0;
+  std::string text() const;
+};
+
+struct UserConfig {
+  std::string local;   // lowercased local part
+  std::string domain;  // lowercased domain
+  std::string password_hash;
+  std::string address() const { return local + "@" + domain; }
+};
+
+struct Config {
+  std::string source_path;  // absolute path of the file this came from
+  std::string hostname;
+  std::filesystem::path data_dir;  // absolute
+
+  struct RunAs {
+    std::string smtp = "tern-smtp";
+    std::string queue = "tern-queue";
+    std::string deliver = "tern-vmail";
+  } run_as;
+
+  struct Smtp {
+    std::vector<ListenAddress> listen;
+    uint64_t max_message_size = 26214400;
+    uint32_t max_recipients = 1000;
+    uint32_t max_connections = 500;
+    uint32_t max_errors = 10;
+    uint32_t command_timeout = 300;  // seconds, RFC 5321 4.5.3.2
+    uint32_t data_timeout = 600;
+  } smtp;
+
+  struct Queue {
+    uint32_t concurrency_local = 10;  // 0 holds deliveries, like qmail's concurrencylocal
+    uint32_t retry_initial = 60;      // seconds before the first retry
+    uint32_t retry_max = 3600;        // cap on the interval between retries
+  } queue;
+
+  std::vector<std::string> domains;  // lowercased
+  std::vector<UserConfig> users;
+
+  bool is_local_domain(std::string_view domain) const;
+  const UserConfig* find_user(std::string_view local, std::string_view domain) const;
+
+  std::filesystem::path spool_dir() const { return data_dir / "spool"; }
+  std::filesystem::path domains_dir() const { return data_dir / "domains"; }
+  std::filesystem::path run_dir() const { return data_dir / "run"; }
+  std::filesystem::path tls_dir() const { return data_dir / "tls"; }
+};
+
+struct ConfigProblem {
+  std::string file;
+  int line = 0;  // 0 when the problem is not tied to a line
+  std::string key;
+  std::string message;  // what is wrong and what to write instead
+};
+
+std::string format_problem(const ConfigProblem& p);
+
+struct ConfigResult {
+  std::optional<Config> config;  // set only when problems is empty
+  std::vector<ConfigProblem> problems;
+};
+
+// base_dir resolves a relative data_dir; filename is used in problem reports.
+ConfigResult parse_config(std::string_view text, std::string_view filename,
+                          const std::filesystem::path& base_dir);
+ConfigResult load_config(const std::filesystem::path& path);
+
+// The configuration `tern serve --dev` writes at first start (ports 2525, data beside the file).
+std::string dev_config_text(std::string_view password_hash);
+
+std::string to_lower(std::string_view s);
+
+}  // namespace tern

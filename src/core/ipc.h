@@ -1,0 +1,184 @@
+// IPC between tern's processes: typed, length-prefixed frames over Unix stream sockets.
+//
+// Frame:   u32 length (big-endian, counts type + payload) | u16 type | payload
+// Payload: the message's fields in declaration order; u8/u64 big-endian, strings as
+//          u32 length + bytes, string lists as u32 count + strings.
+// A message's fields are listed once, in its fields() member; the same list drives encoding
+// and decoding, so the two cannot drift apart. Unknown types and short or trailing payloads are
+// decode errors: a process never trusts another's bytes more than it must.
+// Descriptors (the spool file handed from queue to deliver) travel as SCM_RIGHTS with a frame.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tern::ipc {
+
+constexpr uint32_t max_frame_size = 1u << 20;
+
+enum class Type : uint16_t {
+  submit_begin = 1,   // smtp -> queue: envelope of a new message
+  submit_ready = 2,   // queue -> smtp: queue id assigned, send the body
+  submit_chunk = 3,   // smtp -> queue: body bytes (LF line ends, dot-unstuffed)
+  submit_end = 4,     // smtp -> queue: body complete, commit it
+  submit_result = 5,  // queue -> smtp: committed (ok) or refused
+  deliver_request = 10,  // queue -> deliver: one recipient, message fd attached
+  deliver_result = 11,   // deliver -> queue: outcome for that recipient
+};
+
+enum class Status : uint8_t { ok = 0, temporary = 1, permanent = 2 };
+
+struct SubmitBegin {
+  static constexpr Type type = Type::submit_begin;
+  std::string client_address;
+  std::string helo;
+  std::string sender;  // empty for the null sender <>
+  std::vector<std::string> recipients;
+  template <typename A> void fields(A& a) { a(client_address, helo, sender, recipients); }
+};
+
+struct SubmitReady {
+  static constexpr Type type = Type::submit_ready;
+  std::string queue_id;
+  template <typename A> void fields(A& a) { a(queue_id); }
+};
+
+struct SubmitChunk {
+  static constexpr Type type = Type::submit_chunk;
+  std::string data;
+  template <typename A> void fields(A& a) { a(data); }
+};
+
+struct SubmitEnd {
+  static constexpr Type type = Type::submit_end;
+  template <typename A> void fields(A&) {}
+};
+
+struct SubmitResult {
+  static constexpr Type type = Type::submit_result;
+  Status status = Status::ok;
+  std::string queue_id;
+  std::string text;  // for the log and the SMTP reply when not ok
+  template <typename A> void fields(A& a) { a(status, queue_id, text); }
+};
+
+struct DeliverRequest {
+  static constexpr Type type = Type::deliver_request;
+  std::string queue_id;
+  std::string sender;
+  std::string recipient;  // local@domain, lowercased
+  template <typename A> void fields(A& a) { a(queue_id, sender, recipient); }
+};
+
+struct DeliverResult {
+  static constexpr Type type = Type::deliver_result;
+  Status status = Status::ok;
+  std::string text;
+  template <typename A> void fields(A& a) { a(status, text); }
+};
+
+struct Frame {
+  Type type{};
+  std::string payload;
+};
+
+namespace detail {
+struct Writer {
+  std::string out;
+  void put(uint8_t v) { out += static_cast<char>(v); }
+  void put(Status v) { put(static_cast<uint8_t>(v)); }
+  void put(uint32_t v) {
+    for (int s = 24; s >= 0; s -= 8) out += static_cast<char>((v >> s) & 0xff);
+  }
+  void put(uint64_t v) {
+    for (int s = 56; s >= 0; s -= 8) out += static_cast<char>((v >> s) & 0xff);
+  }
+  void put(const std::string& v) {
+    put(static_cast<uint32_t>(v.size()));
+    out += v;
+  }
+  void put(const std::vector<std::string>& v) {
+    put(static_cast<uint32_t>(v.size()));
+    for (auto& s : v) put(s);
+  }
+  template <typename... F> void operator()(F&... f) { (put(f), ...); }
+};
+
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  bool take(size_t n, std::string_view& out) {
+    if (!ok || in.size() < n) return ok = false;
+    out = in.substr(0, n);
+    in.remove_prefix(n);
+    return true;
+  }
+  uint64_t number(size_t bytes) {
+    std::string_view b;
+    if (!take(bytes, b)) return 0;
+    uint64_t v = 0;
+    for (char c : b) v = (v << 8) | static_cast<unsigned char>(c);
+    return v;
+  }
+  void get(uint8_t& v) { v = static_cast<uint8_t>(number(1)); }
+  void get(Status& v) {
+    uint64_t n = number(1);
+    if (n > 2) ok = false;
+    v = static_cast<Status>(n);
+  }
+  void get(uint32_t& v) { v = static_cast<uint32_t>(number(4)); }
+  void get(uint64_t& v) { v = number(8); }
+  void get(std::string& v) {
+    uint64_t n = number(4);
+    std::string_view b;
+    if (take(n, b)) v.assign(b);
+  }
+  void get(std::vector<std::string>& v) {
+    uint64_t n = number(4);
+    if (n > in.size() / 4) ok = false;  // each string needs at least its length prefix
+    for (uint64_t i = 0; ok && i < n; ++i) get(v.emplace_back());
+  }
+  template <typename... F> void operator()(F&... f) { (get(f), ...); }
+};
+}  // namespace detail
+
+// Encodes a complete frame (header included) for message `m`.
+template <typename M> std::string encode(M m) {
+  detail::Writer body;
+  m.fields(body);
+  detail::Writer frame;
+  frame.put(static_cast<uint32_t>(body.out.size() + 2));
+  frame.out += static_cast<char>(static_cast<uint16_t>(M::type) >> 8);
+  frame.out += static_cast<char>(static_cast<uint16_t>(M::type) & 0xff);
+  frame.out += body.out;
+  return frame.out;
+}
+
+// Decodes a frame's payload as message M; nullopt when the type or the bytes do not match.
+template <typename M> std::optional<M> decode(const Frame& f) {
+  if (f.type != M::type) return std::nullopt;
+  M m;
+  detail::Reader r{f.payload};
+  m.fields(r);
+  if (!r.ok || !r.in.empty()) return std::nullopt;
+  return m;
+}
+
+// Splits a byte stream into frames. Pure: feed bytes, take frames.
+class FrameSplitter {
+ public:
+  void feed(std::string_view bytes) { buffer_.append(bytes); }
+  // A frame, nullopt when more bytes are needed. Sets error() on an impossible length.
+  std::optional<Frame> next();
+  bool error() const { return error_; }
+  bool empty() const { return buffer_.empty(); }
+
+ private:
+  std::string buffer_;
+  bool error_ = false;
+};
+
+}  // namespace tern::ipc

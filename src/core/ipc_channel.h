@@ -1,0 +1,46 @@
+// An IPC connection on the event loop: frames in and out of a Unix stream socket, with
+// optional descriptor passing. Errors end the channel (nullopt / false); they never throw.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/ipc.h"
+
+namespace tern::ipc {
+
+using UnixSocket = boost::asio::local::stream_protocol::socket;
+
+class Channel {
+ public:
+  explicit Channel(UnixSocket socket) : socket_(std::move(socket)) {}
+  ~Channel();
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+
+  // The next frame; nullopt at end of stream, on error or on a malformed frame.
+  // When `fd` is given it receives a descriptor that came with the frame (or -1); the caller owns it.
+  boost::asio::awaitable<std::optional<Frame>> read(int* fd = nullptr);
+  // Sends one encoded frame, with `fd` attached when >= 0 (the descriptor stays the caller's).
+  boost::asio::awaitable<bool> write(const std::string& bytes, int fd = -1);
+
+  template <typename M> boost::asio::awaitable<std::optional<M>> read_message(int* fd = nullptr) {
+    auto frame = co_await read(fd);
+    if (!frame) co_return std::nullopt;
+    co_return decode<M>(*frame);
+  }
+
+  UnixSocket& socket() { return socket_; }
+
+ private:
+  UnixSocket socket_;
+  FrameSplitter splitter_;
+  std::vector<int> fds_;
+};
+
+// Connects to a service's socket path.
+boost::asio::awaitable<std::optional<UnixSocket>> connect(boost::asio::any_io_executor ex, const std::string& path);
+
+}  // namespace tern::ipc

@@ -1,0 +1,35 @@
+// What every service child receives from the master, and the services' entry points.
+// A child is started as `tern service NAME --config FILE --listen-fds N`, already running as
+// its own user, with its N listening sockets on descriptors 3..3+N-1.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+
+namespace tern {
+
+struct ServiceStart {
+  std::string name;
+  std::string config_path;
+  std::shared_ptr<const Config> config;
+  std::vector<int> listen_fds;
+};
+
+// Exit codes of a service child (the master logs them).
+constexpr int exit_ok = 0;
+constexpr int exit_config = 78;    // EX_CONFIG: the configuration could not be read
+constexpr int exit_failure = 75;   // EX_TEMPFAIL: an environment error; the master restarts it
+
+int run_service(const std::string& name, const std::string& config_path, int listen_fd_count);
+
+// Implemented in src/smtp/server.cpp, src/queue/service.cpp, src/deliver/service.cpp.
+int run_smtp_service(const ServiceStart& start);
+int run_queue_service(const ServiceStart& start);
+int run_deliver_service(const ServiceStart& start);
+
+// Rereads the configuration for SIGHUP; keeps `current` and logs the problems when invalid.
+std::shared_ptr<const Config> reload_config(const std::string& path, std::shared_ptr<const Config> current);
+
+}  // namespace tern

@@ -1,0 +1,35 @@
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/service.h"
+
+namespace tern {
+
+std::shared_ptr<const Config> reload_config(const std::string& path, std::shared_ptr<const Config> current) {
+  ConfigResult r = load_config(path);
+  if (!r.config) {
+    for (const auto& p : r.problems) log::error("configuration not reloaded", {{"problem", format_problem(p)}});
+    return current;
+  }
+  log::info("configuration reloaded", {{"file", path}});
+  return std::make_shared<const Config>(std::move(*r.config));
+}
+
+int run_service(const std::string& name, const std::string& config_path, int listen_fd_count) {
+  log::init_service(name);
+  ConfigResult r = load_config(config_path);
+  if (!r.config) {
+    for (const auto& p : r.problems) log::error("cannot start: configuration problem", {{"problem", format_problem(p)}});
+    return exit_config;
+  }
+  ServiceStart start{name, config_path, std::make_shared<const Config>(std::move(*r.config)), {}};
+  for (int i = 0; i < listen_fd_count; ++i) start.listen_fds.push_back(3 + i);
+  log::info("started", {{"pid", static_cast<long>(::getpid())}, {"uid", static_cast<long>(::getuid())}});
+  if (name == "smtp") return run_smtp_service(start);
+  if (name == "queue") return run_queue_service(start);
+  if (name == "deliver") return run_deliver_service(start);
+  log::error("unknown service", {{"name", name}});
+  return exit_config;
+}
+
+}  // namespace tern

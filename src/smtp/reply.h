@@ -1,0 +1,80 @@
+// Every SMTP reply tern sends, with its RFC 3463 enhanced status code.
+#pragma once
+#include <string>
+#include <string_view>
+
+namespace tern::smtp {
+
+struct Reply {
+  int code = 0;
+  std::string enhanced;  // "5.1.1"; empty for 220/221-style greetings where none applies
+  std::string text;
+  bool positive() const { return code >= 200 && code < 400; }
+  // Wire form, CRLF-terminated; "\n" in text makes a multi-line reply.
+  std::string wire() const;
+};
+
+namespace replies {
+inline Reply ok() { return {250, "2.0.0", "Ok"}; }
+inline Reply sender_ok(std::string_view a) { return {250, "2.1.0", "Sender <" + std::string(a) + "> OK"}; }
+inline Reply recipient_ok(std::string_view a) { return {250, "2.1.5", "Recipient <" + std::string(a) + "> OK"}; }
+inline Reply queued(std::string_view id) { return {250, "2.0.0", "Ok: queued as " + std::string(id)}; }
+inline Reply start_data() { return {354, "", "End data with <CR><LF>.<CR><LF>"}; }
+inline Reply vrfy() { return {252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery"}; }
+inline Reply help() {
+  return {214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\nSee RFC 5321"};
+}
+inline Reply line_too_long(size_t max) {
+  return {500, "5.5.2", "Line too long (maximum " + std::to_string(max) + " characters)"};
+}
+inline Reply nul_in_command() { return {500, "5.5.2", "Syntax error: NUL character in command"}; }
+inline Reply unknown_command() { return {500, "5.5.2", "Command not recognized"}; }
+inline Reply not_implemented() { return {502, "5.5.1", "Command not implemented"}; }
+inline Reply syntax(std::string_view usage) { return {501, "5.5.4", "Syntax: " + std::string(usage)}; }
+inline Reply bad_sender_syntax() { return {501, "5.1.7", "Bad sender address syntax"}; }
+inline Reply bad_recipient_syntax() { return {501, "5.1.3", "Bad recipient address syntax"}; }
+inline Reply bad_parameter(std::string_view p) { return {501, "5.5.4", "Bad " + std::string(p) + " parameter"}; }
+inline Reply unsupported_parameter(std::string_view p) {
+  return {555, "5.5.4", "Unsupported parameter " + std::string(p)};
+}
+inline Reply utf8_needs_smtputf8() {
+  return {553, "5.6.7", "Non-ASCII address requires the SMTPUTF8 parameter on MAIL"};
+}
+inline Reply helo_first() { return {503, "5.5.1", "Send HELO or EHLO first"}; }
+inline Reply nested_mail() { return {503, "5.5.1", "Sender already specified"}; }
+inline Reply need_mail() { return {503, "5.5.1", "Need MAIL command"}; }
+inline Reply need_rcpt() { return {503, "5.5.1", "Need RCPT command"}; }
+inline Reply no_valid_recipients() { return {554, "5.5.1", "No valid recipients"}; }
+inline Reply too_many_recipients() { return {452, "4.5.3", "Too many recipients"}; }
+inline Reply relay_denied(std::string_view a) {
+  return {554, "5.7.1", "<" + std::string(a) + ">: Relay access denied"};
+}
+inline Reply unknown_user(std::string_view a) {
+  return {550, "5.1.1", "<" + std::string(a) + ">: No such user here"};
+}
+inline Reply message_too_big() { return {552, "5.3.4", "Message size exceeds fixed maximum message size"}; }
+inline Reply nul_in_data() { return {554, "5.6.0", "Message contains NUL characters"}; }
+inline Reply bare_line_end() {
+  return {554, "5.6.0", "Message contains bare CR or bare LF; lines must end with CRLF (RFC 5321 2.3.8)"};
+}
+inline Reply data_line_too_long() {
+  return {554, "5.6.0", "Message contains a line longer than 998 characters (RFC 5322 2.1.1)"};
+}
+inline Reply too_many_hops() { return {554, "5.4.6", "Too many hops: mail loop suspected"}; }
+inline Reply queue_unavailable() { return {451, "4.3.0", "Queue temporarily unavailable, try again later"}; }
+inline Reply too_many_errors(std::string_view host) {
+  return {421, "4.7.0", std::string(host) + " Too many errors, closing connection"};
+}
+inline Reply timeout(std::string_view host) {
+  return {421, "4.4.2", std::string(host) + " Timeout exceeded, closing connection"};
+}
+inline Reply shutting_down(std::string_view host) {
+  return {421, "4.3.2", std::string(host) + " Service shutting down, closing connection"};
+}
+inline Reply too_many_connections(std::string_view host) {
+  return {421, "4.7.0", std::string(host) + " Too many connections, try again later"};
+}
+inline Reply closing(std::string_view host) { return {221, "2.0.0", std::string(host) + " closing connection"}; }
+}  // namespace replies
+
+}  // namespace tern::smtp

@@ -1,0 +1,83 @@
+// The SMTP protocol state machine, with no I/O: parsed commands in, replies and actions out.
+// server.cpp drives it over a socket; unit tests drive it directly.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "smtp/command.h"
+#include "smtp/data_reader.h"
+#include "smtp/reply.h"
+
+namespace tern::smtp {
+
+struct SessionSettings {
+  std::string hostname;
+  uint64_t max_message_size = 26214400;
+  uint32_t max_recipients = 1000;
+  uint32_t max_errors = 10;
+};
+
+enum class RecipientVerdict { accept, relay_denied, unknown_user };
+// Decides RCPT; the address is already syntactically valid.
+using RecipientLookup = std::function<RecipientVerdict(const Address&)>;
+
+struct Envelope {
+  std::string helo;
+  bool esmtp = false;
+  std::string sender;                   // "" for the null reverse-path
+  std::vector<std::string> recipients;  // unique, "local@domain" with the domain lowercased
+  bool smtputf8 = false;
+  bool body_8bit = false;
+};
+
+enum class Action { none, start_data, close };
+
+struct Response {
+  Reply reply;
+  Action action = Action::none;
+};
+
+class Session {
+ public:
+  Session(SessionSettings settings, std::string client_address, RecipientLookup lookup);
+
+  Reply greeting() const;
+  // One command line's outcome. For Action::start_data the caller opens the queue, then sends
+  // data_go_ahead() or queue_unavailable() (and calls reset_transaction()).
+  Response handle(const ParseResult& parsed);
+  // For lines the server rejects before parsing (too long): counts the error.
+  Response reject_line(Reply reply);
+
+  // After the end of DATA: the reply for a message that the reader or the queue refused.
+  // nullopt when the message is acceptable and should be committed.
+  std::optional<Reply> check_data(const DataReader& reader) const;
+
+  const Envelope& envelope() const { return envelope_; }
+  void reset_transaction();
+  const SessionSettings& settings() const { return settings_; }
+
+  // RFC 5321 4.4 trace header, LF line ends, folded.
+  std::string received_header(const std::string& queue_id, const std::string& date) const;
+
+ private:
+  Response mail(const Command& cmd);
+  Response rcpt(const Command& cmd);
+  Response count_error(Response r);
+
+  SessionSettings settings_;
+  std::string client_address_;
+  RecipientLookup lookup_;
+  Envelope envelope_;
+  bool greeted_ = false;
+  bool in_transaction_ = false;
+  uint32_t rcpt_accepted_ = 0;
+  bool rcpt_attempted_ = false;
+  uint32_t errors_ = 0;
+};
+
+// RFC 5322 date-time for `t` in UTC, e.g. "Wed, 25 Nov 2026 00:45:59 +0000".
+std::string rfc5322_date(int64_t unix_seconds);
+
+}  // namespace tern::smtp
