@@ -1,1 +1,29 @@
 #include <gtest/gtest.h>
+
+#include "queue/envelope.h"
+
+using namespace tern::queue;
+
+TEST(Envelope, RoundTripsAndCleansControlCharacters) {
+  SpoolEnvelope e{"ID1", 1764031559, "[127.0.0.1]", "bad\rhelo", "", {}};
+  e.recipients.push_back({"a@example.test", RecipientState::pending, 0, 0});
+  e.recipients.push_back({"\"x y\"@example.test", RecipientState::delivered, 2, 99});
+  std::string text = serialize(e);
+  EXPECT_EQ(text,
+            "tern-envelope 1\nid ID1\nreceived 1764031559\nclient [127.0.0.1]\nhelo bad?helo\nsender \n"
+            "rcpt pending 0 0 a@example.test\nrcpt delivered 2 99 \"x y\"@example.test\n");
+  auto back = parse_envelope(text);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->sender, "");
+  EXPECT_EQ(back->recipients[1].address, "\"x y\"@example.test");
+  EXPECT_EQ(back->recipients[1].attempts, 2u);
+  EXPECT_FALSE(back->finished());
+}
+
+TEST(Envelope, TornOrForeignFilesAreRefused) {
+  EXPECT_FALSE(parse_envelope("tern-envelope 1\nid X\nrcpt pending 0 0 a@b.example"));  // no final LF
+  EXPECT_FALSE(parse_envelope("tern-envelope 2\nid X\nrcpt pending 0 0 a@b.example\n"));
+  EXPECT_FALSE(parse_envelope("tern-envelope 1\nid X\n"));  // no recipient
+  EXPECT_FALSE(parse_envelope("tern-envelope 1\nid X\nrcpt lost 0 0 a@b.example\n"));
+  EXPECT_FALSE(parse_envelope("tern-envelope 1\nid X\nrcpt pending x 0 a@b.example\n"));
+}

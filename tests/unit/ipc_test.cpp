@@ -1,1 +1,37 @@
 #include <gtest/gtest.h>
+
+#include "core/ipc.h"
+
+using namespace tern::ipc;
+
+TEST(Ipc, FramesRoundTripThroughTheSplitterInPieces) {
+  std::string bytes = encode(SubmitBegin{"[127.0.0.1]", "helo", "", {"a@x.test", "b@x.test"}}) +
+                      encode(SubmitChunk{std::string(70000, 'z')}) + encode(SubmitEnd{});
+  FrameSplitter s;
+  std::vector<Frame> frames;
+  for (size_t i = 0; i < bytes.size(); i += 777) {
+    s.feed(std::string_view(bytes).substr(i, 777));
+    while (auto f = s.next()) frames.push_back(*f);
+  }
+  ASSERT_EQ(frames.size(), 3u);
+  auto begin = decode<SubmitBegin>(frames[0]);
+  ASSERT_TRUE(begin);
+  EXPECT_EQ(begin->recipients, (std::vector<std::string>{"a@x.test", "b@x.test"}));
+  EXPECT_EQ(begin->sender, "");
+  EXPECT_EQ(decode<SubmitChunk>(frames[1])->data.size(), 70000u);
+  EXPECT_TRUE(decode<SubmitEnd>(frames[2]));
+  EXPECT_FALSE(decode<SubmitChunk>(frames[0]));  // wrong type
+}
+
+TEST(Ipc, MalformedPayloadsAndLengthsAreErrors) {
+  Frame f{Type::deliver_result, std::string("\x07\0\0\0\0", 5)};  // status 7 does not exist
+  EXPECT_FALSE(decode<DeliverResult>(f));
+  Frame trailing{Type::submit_end, "x"};
+  EXPECT_FALSE(decode<SubmitEnd>(trailing));
+  Frame huge_list{Type::submit_begin, std::string("\0\0\0\0\0\0\0\0\0\0\0\0\xff\xff\xff\xff", 16)};
+  EXPECT_FALSE(decode<SubmitBegin>(huge_list));
+  FrameSplitter s;
+  s.feed(std::string("\xff\xff\xff\xff\0\1", 6));
+  EXPECT_FALSE(s.next());
+  EXPECT_TRUE(s.error());
+}
