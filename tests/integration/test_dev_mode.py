@@ -1,0 +1,68 @@
+"""`tern serve --dev` as a newcomer meets it: the README's swaks line lands in alice's Maildir."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+TERN = os.environ.get("TERN_BIN", os.path.join(os.path.dirname(__file__), "../../build/asan/tern"))
+
+
+def readme_swaks_command():
+    readme = open(os.path.join(os.path.dirname(__file__), "../../README.md")).read()
+    line = next(l for l in readme.splitlines() if l.startswith("swaks "))
+    return line
+
+
+def wait_for_port(port, deadline):
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def test_readme_swaks_line_lands_in_maildir_within_a_second():
+    assert not wait_for_port(2525, time.time()), "port 2525 is already in use: stop the other tern first"
+    work = tempfile.mkdtemp(prefix="tern-dev-")
+    proc = subprocess.Popen([TERN, "serve", "--dev"], cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for_port(2525, time.time() + 20), "tern serve --dev did not open port 2525"
+        # The development configuration, certificate and example account exist.
+        config = open(os.path.join(work, "var", "tern.toml")).read()
+        assert 'address = "alice@example.test"' in config
+        assert re.search(r'password_hash = "\$y\$', config)
+        assert os.path.exists(os.path.join(work, "var", "tls", "cert.pem"))
+        key_mode = os.stat(os.path.join(work, "var", "tls", "key.pem")).st_mode & 0o777
+        assert key_mode == 0o600
+
+        swaks = subprocess.run(readme_swaks_command(), shell=True, cwd=work, capture_output=True,
+                               text=True, timeout=60)
+        assert swaks.returncode == 0, swaks.stdout + swaks.stderr
+        queued = re.search(r"<-  250 2\.0\.0 Ok: queued as (\S+)", swaks.stdout)
+        assert queued, swaks.stdout
+        sent_at = time.time()
+        new = os.path.join(work, "var", "domains", "example.test", "alice", "Maildir", "new")
+        files = []
+        while time.time() < sent_at + 1.0 and not files:
+            files = os.listdir(new) if os.path.isdir(new) else []
+            time.sleep(0.01)
+        assert len(files) == 1, "message not in Maildir/new within a second"
+        content = open(os.path.join(new, files[0])).read()
+        assert content.startswith("Return-Path: <you@example.org>\nDelivered-To: alice@example.test\n"
+                                  "Received: from ")
+        assert f"with ESMTP id {queued.group(1)}" in content
+        assert "Subject: hello\n" in content and "\nit works\n" in content
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+    assert proc.returncode == 0, out
+    assert "tern stopped" in out
+    assert "AddressSanitizer" not in out and "runtime error:" not in out, out
