@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PYTHON := /usr/bin/python3
 
-.PHONY: all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke clean
+.PHONY: all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -57,3 +57,7 @@ test: build-asan build-fuzz
 
 clean:
 	rm -rf build
+
+bench: build
+	@command -v smtp-source >/dev/null || (sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postfix)
+	TERN_BIN=$(CURDIR)/build/release/tern bench/smtp_accept.sh

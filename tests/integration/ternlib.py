@@ -1,0 +1,500 @@
+"""Helpers for the tern integration tests: configuration files, a handle on a running
+`tern serve` master, a raw SMTP client and polling with a deadline.
+
+Imported by conftest.py and the test modules (pytest puts this directory on sys.path).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+HOSTNAME = "mail.example.test"
+DOMAIN = "example.test"
+# Any crypt(3)-looking hash will do; this one is `echo pw | tern hash-password`.
+PASSWORD_HASH = "$y$j9T$jA67ydMBF2vVLDZAaqvb50$bgnQkt6YcSugLN/hOfSAkk2GSOXQ74vsvoSzXtTB0o7"
+SERVICE_USERS = {"smtp": "tern-smtp", "queue": "tern-queue", "deliver": "tern-vmail"}
+SERVICES = ("smtp", "queue", "deliver")
+IS_ROOT = os.geteuid() == 0
+CRLF = "\r\n"
+DEFAULT_TIMEOUT = 10.0
+
+# Sanitizer output that must never appear in a log (children's stderr is merged into it).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def tern_binary() -> str:
+    return os.environ.get("TERN_BIN", str(Path(__file__).resolve().parents[2] / "build" / "asan" / "tern"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Polling
+
+
+def wait_until(predicate, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.05, message: str = "condition"):
+    """Calls predicate() until it returns something truthy; returns that value, or fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for: {message}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_service_users() -> dict[str, int]:
+    """As root: makes the three run_as users if missing (idempotent). Returns service -> uid."""
+    uids = {}
+    for service, user in SERVICE_USERS.items():
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                check=False, capture_output=True)
+        uids[service] = pwd.getpwnam(user).pw_uid
+    return uids
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+def default_config(data_dir: str, port: int) -> dict:
+    return {
+        "server": {"hostname": HOSTNAME, "data_dir": data_dir},
+        "smtp": {
+            "listen": [f"127.0.0.1:{port}"],
+            "max_message_size": 100000,
+            "max_recipients": 1000,
+            "max_errors": 10,
+            "command_timeout": 300,
+            "data_timeout": 600,
+        },
+        "queue": {"concurrency_local": 10, "retry_initial": 1, "retry_max": 2},
+        "domains": [DOMAIN],
+        "users": ["alice@example.test", "dave@example.test", "erin@example.test"],
+    }
+
+
+def merge_config(base: dict, **changes) -> dict:
+    """Copy of `base` where each keyword names a section: dicts are merged, lists replaced."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key].update(value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(v)
+
+
+def render_config(cfg: dict) -> str:
+    out = []
+    for section in ("server", "run_as", "smtp", "queue"):
+        if section in cfg:
+            out.append(f"[{section}]")
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items())
+            out.append("")
+    for d in cfg.get("domains", []):
+        out += ["[[domain]]", f"name = {_toml_value(d)}", ""]
+    for u in cfg.get("users", []):
+        out += ["[[user]]", f"address = {_toml_value(u)}", f"password_hash = {_toml_value(PASSWORD_HASH)}", ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc
+
+
+def read_cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                out[k] = v.strip()
+    except OSError:
+        pass
+    return out
+
+
+def is_running(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    st = proc_status(pid)
+    return bool(st) and not st.get("State", "").startswith(("Z", "X"))
+
+
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The server handle
+
+
+class TernServer:
+    """A `tern serve --config FILE` master with its own data directory and port."""
+
+    def __init__(self, binary: str, config_changes: dict | None = None):
+        self.binary = binary
+        self.base = Path(tempfile.mkdtemp(prefix="tern-it-"))
+        os.chmod(self.base, 0o755)  # the service users must traverse it
+        self.data_dir = self.base / "data"
+        self.config_path = self.base / "tern.toml"
+        self.port = free_port()
+        self.config = merge_config(default_config(str(self.data_dir), self.port), **(config_changes or {}))
+        self.proc: subprocess.Popen | None = None
+        self.exit_codes: list[int] = []
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self.write_config()
+
+    # -- configuration ------------------------------------------------------------------------
+    def write_config(self, config: dict | str | None = None) -> None:
+        if config is not None and not isinstance(config, str):
+            self.config = config
+        text = config if isinstance(config, str) else render_config(self.config)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.config_path)
+
+    def set_config(self, **changes) -> None:
+        """Rewrites the file with `changes` merged in (takes effect at reload or next start)."""
+        self.write_config(merge_config(self.config, **changes))
+
+    # -- the master process -------------------------------------------------------------------
+    @property
+    def master_pid(self) -> int:
+        return self.proc.pid
+
+    def start(self, wait: bool = True) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "master already running"
+        if self.proc is not None:
+            self._join_reader()
+        since = len(self.lines())
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--config", str(self.config_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=str(self.base), start_new_session=True)
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
+        if wait:
+            self.wait_ready(since)
+
+    def _read(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._lock:
+                self._lines.append(line)
+        stream.close()
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+            self._reader = None
+
+    def wait_ready(self, since: int = 0, timeout: float = 20.0) -> None:
+        needed = (" smtp info started", " queue info spool scanned", " deliver info started")
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tern serve exited with {self.proc.returncode} while starting:\n"
+                                     + "\n".join(self.lines()[since:]))
+            tail = self.lines()[since:]
+            return all(any(n in line for line in tail) for n in needed) and self.port_open()
+
+        wait_until(ready, timeout, message="tern to start (port open, spool scanned, deliver started)")
+
+    def port_open(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def wait_exit(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self._join_reader()
+        self.exit_codes.append(code)
+        return code
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`. Returns the exit status (None if not running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait_exit(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.wait_exit(10)
+            raise AssertionError(f"tern master did not stop within {timeout:.0f}s of SIGTERM; killed")
+
+    def stray_pids(self) -> list[int]:
+        """Every process (master or child, any generation) started on this config file."""
+        me = os.getpid()
+        return [p for p in all_pids()
+                if p != me and str(self.config_path) in read_cmdline(p) and is_running(p)]
+
+    def cleanup(self) -> None:
+        try:
+            self.stop()
+        finally:
+            for pid in self.stray_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self._join_reader()
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # -- log ----------------------------------------------------------------------------------
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+    def log_text(self) -> str:
+        return "\n".join(self.lines())
+
+    def log_count(self, pattern: str) -> int:
+        """Number of log lines matching the regular expression `pattern` (re.search)."""
+        rx = re.compile(pattern)
+        return sum(1 for line in self.lines() if rx.search(line))
+
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
+        wait_until(lambda: self.log_count(pattern) >= count, timeout,
+                   message=f"{count} log line(s) matching {pattern!r}")
+
+    def sanitizer_reports(self) -> list[str]:
+        return [line for line in self.lines() if any(m in line for m in SANITIZER_MARKERS)]
+
+    # -- children -----------------------------------------------------------------------------
+    def child_pid(self, name: str) -> int | None:
+        """Pid of the running `tern service NAME` child of the current master, or None."""
+        if self.proc is None:
+            return None
+        for pid in all_pids():
+            args = read_cmdline(pid)
+            if len(args) >= 3 and args[1] == "service" and args[2] == name and str(self.config_path) in args:
+                st = proc_status(pid)
+                if st.get("PPid") == str(self.proc.pid) and is_running(pid):
+                    return pid
+        return None
+
+    def wait_child_pid(self, name: str, not_pid: int | None = None, timeout: float = DEFAULT_TIMEOUT) -> int:
+        return wait_until(lambda: (lambda p: p if p and p != not_pid else None)(self.child_pid(name)),
+                          timeout, message=f"a running {name} child" + (f" other than {not_pid}" if not_pid else ""))
+
+    # -- reload -------------------------------------------------------------------------------
+    def reload(self, config: dict | str | None = None, **changes) -> None:
+        """Rewrites the configuration, sends SIGHUP to the master and waits until the master and
+        the three children have logged "configuration reloaded"."""
+        if config is not None:
+            self.write_config(config)
+        elif changes:
+            self.set_config(**changes)
+        patterns = [rf" {s} info configuration reloaded" for s in ("master",) + SERVICES]
+        before = {p: self.log_count(p) for p in patterns}
+        self.signal(signal.SIGHUP)
+        for p in patterns:
+            self.wait_log(p, before[p] + 1)
+
+    # -- mail store and spool -----------------------------------------------------------------
+    def maildir(self, user: str = "alice") -> Path:
+        local, _, domain = user.partition("@")
+        return self.data_dir / "domains" / (domain or DOMAIN) / local / "Maildir" / "new"
+
+    def maildir_files(self, user: str = "alice") -> list[Path]:
+        d = self.maildir(user)
+        return sorted(d.iterdir()) if d.is_dir() else []
+
+    def messages(self, user: str = "alice") -> list[bytes]:
+        return [p.read_bytes() for p in self.maildir_files(user)]
+
+    def wait_messages(self, user: str = "alice", count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
+        wait_until(lambda: len(self.maildir_files(user)) >= count, timeout,
+                   message=f"{count} message(s) in {self.maildir(user)}")
+        return self.messages(user)
+
+    def spool_entries(self) -> list[str]:
+        out = []
+        for sub in ("msg", "env"):
+            d = self.data_dir / "spool" / sub
+            if d.is_dir():
+                out += [f"{sub}/{p.name}" for p in sorted(d.iterdir())]
+        return out
+
+    def wait_spool_empty(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        wait_until(lambda: not self.spool_entries(), timeout, message="an empty spool (msg/ and env/)")
+
+    def assert_nothing_delivered(self, user: str = "alice", already: int = 0) -> None:
+        """Proves that nothing but a fresh sentinel reaches `user` beyond the `already` messages
+        the test delivered on purpose: waits for an empty spool (anything queued is then
+        delivered), sends a sentinel, waits for it and for the spool to empty again, then checks
+        the counts."""
+        self.wait_spool_empty()
+        before = set(self.maildir_files(user))
+        marker = f"sentinel-{uuid.uuid4().hex}"
+        send_message(self.port, "sentinel@example.org", [f"{user}@{DOMAIN}" if "@" not in user else user],
+                     f"Subject: {marker}\r\n\r\n{marker}\r\n")
+        wait_until(lambda: len(set(self.maildir_files(user)) - before) >= 1, message="the sentinel message")
+        self.wait_spool_empty()
+        new = sorted(set(self.maildir_files(user)) - before)
+        assert len(new) == 1 and marker.encode() in new[0].read_bytes(), \
+            f"unexpected delivery to {user}: " + repr([p.read_bytes()[:400] for p in new])
+        assert len(before) == already, \
+            f"expected {already} earlier message(s) for {user}, found: " + repr([p.read_bytes()[:400] for p in before])
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw SMTP client
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class SmtpClient:
+    """Sends raw bytes and reads whole (possibly multi-line) replies, joined by "\\n"."""
+
+    def __init__(self, port: int, timeout: float = DEFAULT_TIMEOUT, greeting: bool = True):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.greeting = self.read_reply() if greeting else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def _fill(self) -> None:
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            raise ConnectionClosed(f"connection closed by server; unread bytes {self.buf!r}")
+        self.buf += chunk
+
+    def read_line(self) -> str:
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def read_reply(self) -> str:
+        lines = []
+        while True:
+            line = self.read_line()
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return "\n".join(lines)
+
+    def read_replies(self, n: int) -> list[str]:
+        return [self.read_reply() for _ in range(n)]
+
+    def cmd(self, line: bytes | str) -> str:
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.read_reply()
+
+    def ehlo(self, name: str = "client.test") -> str:
+        return self.cmd(f"EHLO {name}")
+
+    def closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
+        """True when the server closes the connection with nothing more to read."""
+        self.sock.settimeout(timeout)
+        try:
+            self._fill()
+        except ConnectionClosed:
+            return not self.buf
+        return False
+
+    def extra_data(self, wait: float = 0.3) -> bytes:
+        """Bytes that arrive within `wait` seconds beyond what was read (normally nothing)."""
+        old = self.sock.gettimeout()
+        self.sock.settimeout(wait)
+        try:
+            self._fill()
+        except (socket.timeout, ConnectionClosed):
+            pass
+        finally:
+            self.sock.settimeout(old)
+        return self.buf
+
+
+QUEUED_RE = re.compile(r"^250 2\.0\.0 Ok: queued as (\S+)$")
+
+
+def send_message(port: int, sender: str, recipients: list[str], data: str | bytes,
+                 helo: str = "client.test") -> str:
+    """One complete transaction with exact replies checked; `data` is the wire form without the
+    final ".\\r\\n" (already CRLF and dot-stuffed). Returns the queue id."""
+    with SmtpClient(port) as c:
+        assert c.ehlo(helo).startswith(f"250-{HOSTNAME} Hello [127.0.0.1]")
+        assert c.cmd(f"MAIL FROM:<{sender}>") == f"250 2.1.0 Sender <{sender}> OK"
+        for r in recipients:
+            assert c.cmd(f"RCPT TO:<{r}>") == f"250 2.1.5 Recipient <{r}> OK"
+        assert c.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"
+        payload = data.encode() if isinstance(data, str) else data
+        if not payload.endswith(b"\r\n"):
+            payload += b"\r\n"
+        c.send(payload + b".\r\n")
+        reply = c.read_reply()
+        m = QUEUED_RE.match(reply)
+        assert m, f"expected a 250 queued reply, got {reply!r}"
+        assert c.cmd("QUIT") == f"221 2.0.0 {HOSTNAME} closing connection"
+        return m.group(1)
