@@ -298,8 +298,11 @@ void Master::reload() {
   bool listen_changed = r.config->smtp.listen.size() != config_.smtp.listen.size();
   for (size_t i = 0; !listen_changed && i < r.config->smtp.listen.size(); ++i)
     listen_changed = r.config->smtp.listen[i].text() != config_.smtp.listen[i].text();
-  if (listen_changed || r.config->data_dir != config_.data_dir)
-    log::warn("smtp.listen and server.data_dir take effect only at the next start");
+  if (r.config->data_dir != config_.data_dir) {
+    log::error("configuration not reloaded: server.data_dir changed; restart tern to move the data directory");
+    return;
+  }
+  if (listen_changed) log::warn("smtp.listen takes effect only at the next start");
   config_ = std::move(*r.config);
   for (Child& c : children_)
     if (c.pid > 0) ::kill(c.pid, SIGHUP);

@@ -11,6 +11,11 @@ std::shared_ptr<const Config> reload_config(const std::string& path, std::shared
     for (const auto& p : r.problems) log::error("configuration not reloaded", {{"problem", format_problem(p)}});
     return current;
   }
+  if (current && r.config->data_dir != current->data_dir) {
+    log::error("configuration not reloaded: server.data_dir changed; restart tern to move the data directory",
+               {{"running", current->data_dir.string()}, {"file", r.config->data_dir.string()}});
+    return current;
+  }
   log::info("configuration reloaded", {{"file", path}});
   return std::make_shared<const Config>(std::move(*r.config));
 }

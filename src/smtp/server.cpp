@@ -90,8 +90,9 @@ smtp::RecipientLookup make_lookup(std::shared_ptr<const Config> config) {
 
 // The DATA phase: returns false when the connection must close.
 asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection> c, smtp::Session& session,
-                                      std::string& in, const std::string& client) {
-  const Config& cfg = *server.config;
+                                      std::string& in, const std::string& client,
+                                      std::shared_ptr<const Config> config) {
+  const Config& cfg = *config;  // the session's own reference: a SIGHUP may replace server.config meanwhile
   auto queue_socket = co_await ipc::connect(server.io.get_executor(), (cfg.run_dir() / "queue.sock").string());
   std::optional<ipc::SubmitReady> ready;
   std::unique_ptr<ipc::Channel> queue;
@@ -200,7 +201,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     if (!line.empty() && line.back() == '\r') line.pop_back();
     smtp::Response r = session.handle(smtp::parse_command(line));
     if (r.action == smtp::Action::start_data) {
-      open = co_await receive_message(server, c, session, in, client);
+      open = co_await receive_message(server, c, session, in, client, cfg);
       continue;
     }
     open = co_await send(*c, r.reply) && r.action != smtp::Action::close;
