@@ -217,9 +217,10 @@ void Master::start(Child& c) {
     }
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // after setuid, which clears it
     if (::getppid() != master_pid) ::_exit(exit_failure);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    sigset_t only_hup;  // SIGHUP stays blocked until the service can handle it (unblock_reload_signal)
+    sigemptyset(&only_hup);
+    sigaddset(&only_hup, SIGHUP);
+    ::sigprocmask(SIG_SETMASK, &only_hup, nullptr);
     std::string count = std::to_string(c.listen_fds.size());
     const char* argv[] = {"tern", "service", c.name.c_str(), "--config", config_path_.c_str(), "--listen-fds",
                           count.c_str(), nullptr};

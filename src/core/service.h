@@ -29,6 +29,10 @@ int run_smtp_service(const ServiceStart& start);
 int run_queue_service(const ServiceStart& start);
 int run_deliver_service(const ServiceStart& start);
 
+// The master starts each child with SIGHUP blocked, so a reload sent while the child starts up
+// waits until the child's handler is installed; each service calls this right after installing it.
+void unblock_reload_signal();
+
 // Rereads the configuration for SIGHUP; keeps `current` and logs the problems when invalid.
 std::shared_ptr<const Config> reload_config(const std::string& path, std::shared_ptr<const Config> current);
 

@@ -1,9 +1,17 @@
+#include <signal.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/service.h"
 
 namespace tern {
+
+void unblock_reload_signal() {
+  sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  ::sigprocmask(SIG_UNBLOCK, &hup, nullptr);
+}
 
 std::shared_ptr<const Config> reload_config(const std::string& path, std::shared_ptr<const Config> current) {
   ConfigResult r = load_config(path);

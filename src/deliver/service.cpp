@@ -97,6 +97,7 @@ int run_deliver_service(const ServiceStart& start) {
     acceptor.close(ignored);
   };
   signals.async_wait(on_signal);
+  unblock_reload_signal();
   while (!d.stopping) d.io.run_one();
   signals.cancel();
   d.io.run();

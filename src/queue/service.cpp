@@ -251,6 +251,7 @@ int run_queue_service(const ServiceStart& start) {
     q.tick.cancel();
   };
   signals.async_wait(on_signal);
+  unblock_reload_signal();
   schedule(q);
   start_tick(q);
   while (!q.stopping) q.io.run_one();

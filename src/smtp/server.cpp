@@ -198,6 +198,12 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
       discarding = false;
       continue;
     }
+    if (lf + 1 > max_command_line) {  // a whole over-long line arrived in one read
+      smtp::Reply too_long = smtp::replies::line_too_long(max_command_line);
+      smtp::Response r = session.reject_line(too_long);
+      open = co_await send(*c, r.reply) && r.action != smtp::Action::close;
+      continue;
+    }
     if (!line.empty() && line.back() == '\r') line.pop_back();
     smtp::Response r = session.handle(smtp::parse_command(line));
     if (r.action == smtp::Action::start_data) {
@@ -270,6 +276,7 @@ int run_smtp_service(const ServiceStart& start) {
     for (auto& c : server.connections) c->socket.cancel(ignored);
   };
   signals.async_wait(on_signal);
+  unblock_reload_signal();
   while (!server.stopping) server.io.run_one();
   // Let sessions finish their current step (a commit in progress still gets its 250).
   signals.cancel();

@@ -329,6 +329,16 @@ class TernServer:
         return wait_until(lambda: (lambda p: p if p and p != not_pid else None)(self.child_pid(name)),
                           timeout, message=f"a running {name} child" + (f" other than {not_pid}" if not_pid else ""))
 
+    def wait_handles_sighup(self, name: str) -> int:
+        """Waits until the running `name` child catches SIGHUP (SigCgt in /proc/PID/status).
+        A child logs "started" before it installs its handlers, and SIGHUP's default action
+        would end it; the master forwards every SIGHUP to every child it has started."""
+        def catching():
+            pid = self.child_pid(name)
+            mask = proc_status(pid).get("SigCgt") if pid else None
+            return pid if mask and int(mask, 16) & (1 << (signal.SIGHUP - 1)) else None
+        return wait_until(catching, message=f"the {name} child to handle SIGHUP")
+
     # -- reload -------------------------------------------------------------------------------
     def reload(self, config: dict | str | None = None, **changes) -> None:
         """Rewrites the configuration, sends SIGHUP to the master and waits until the master and
@@ -339,6 +349,8 @@ class TernServer:
             self.set_config(**changes)
         patterns = [rf" {s} info configuration reloaded" for s in ("master",) + SERVICES]
         before = {p: self.log_count(p) for p in patterns}
+        for name in SERVICES:
+            self.wait_handles_sighup(name)
         self.signal(signal.SIGHUP)
         for p in patterns:
             self.wait_log(p, before[p] + 1)

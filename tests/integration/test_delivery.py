@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import smtplib
 import subprocess
+import threading
 
 from ternlib import HOSTNAME, QUEUED_RE, SmtpClient, send_message
 
@@ -201,3 +202,60 @@ def test_spool_holds_message_until_delivery(tern_factory):
     server.wait_messages("alice", 1)
     server.wait_spool_empty()
     assert len(server.messages("alice")) == 1
+
+
+def test_smtputf8_sender(tern):
+    with SmtpClient(tern.port) as c:
+        assert c.ehlo().startswith("250-")
+        assert c.cmd("MAIL FROM:<jörg@bücher.example> SMTPUTF8") == "250 2.1.0 Sender <jörg@bücher.example> OK"
+        assert c.cmd("RCPT TO:<alice@example.test>") == "250 2.1.5 Recipient <alice@example.test> OK"
+        assert c.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"
+        c.send("Subject: ünïcödé\r\n\r\nhallo\r\n.\r\n".encode())
+        m = QUEUED_RE.match(c.read_reply())
+        assert m
+    (content,) = tern.wait_messages("alice", 1)
+    assert_delivered(content, prefix_re("jörg@bücher.example", "alice@example.test", "client.test", m.group(1),
+                                        with_="UTF8SMTP"),
+                     "Subject: ünïcödé\n\nhallo\n".encode())
+
+
+def test_delivered_to_loop_is_not_delivered(tern):
+    """A message that already carries alice's Delivered-To line is refused by deliver (loop)."""
+    queue_id = send_message(tern.port, "bob@example.org", ["alice@example.test", "dave@example.test"],
+                            "Delivered-To: alice@example.test\r\nSubject: loop\r\n\r\nloop\r\n")
+    tern.wait_messages("dave", 1)
+    tern.wait_spool_empty()
+    assert tern.messages("alice") == []
+    assert tern.log_count(rf" queue error delivery failed permanently id={re.escape(queue_id)} "
+                          r"to=alice@example\.test reason=.*looping") == 1
+
+
+def test_parallel_sessions(tern):
+    """Eight clients at once, three messages each: 24 files, each exactly once."""
+    errors, ids = [], []
+    lock = threading.Lock()
+
+    def client(n):
+        try:
+            for k in range(3):
+                qid = send_message(tern.port, f"sender{n}@example.org", ["erin@example.test"],
+                                   f"Subject: c{n} m{k}\r\n\r\nclient {n} message {k}\r\n")
+                with lock:
+                    ids.append(qid)
+        except Exception as e:  # noqa: BLE001 - reported below
+            with lock:
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(set(ids)) == 24
+    files = tern.wait_messages("erin", 24, timeout=30)
+    tern.wait_spool_empty()
+    files = tern.messages("erin")
+    assert len(files) == 24
+    bodies = sorted(f.split(b"\n\n", 1)[1] for f in files)
+    assert bodies == sorted(f"client {n} message {k}\n".encode() for n in range(8) for k in range(3))

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ternlib import HOSTNAME, QUEUED_RE, SmtpClient, send_message
+from ternlib import HOSTNAME, QUEUED_RE, SmtpClient, send_message, wait_until
 
 GREETING = f"220 {HOSTNAME} ESMTP tern"
 EHLO_REPLY = "\n".join([
@@ -145,6 +145,22 @@ SEQUENCES = {
     "size_at_maximum": [
         ("EHLO client.test", EHLO_REPLY),
         ("MAIL FROM:<a@b.test> SIZE=100000", "250 2.1.0 Sender <a@b.test> OK"),
+    ],
+    "ehlo_without_name": [("EHLO", "501 5.5.4 Syntax: EHLO hostname")],
+    "bad_size_value": [
+        ("EHLO client.test", EHLO_REPLY),
+        ("MAIL FROM:<a@b.test> SIZE=abc", "501 5.5.4 Bad SIZE parameter"),
+    ],
+    "rcpt_parameter": [
+        ("EHLO client.test", EHLO_REPLY),
+        ("MAIL FROM:<bob@example.org>", SENDER_OK),
+        ("RCPT TO:<alice@example.test> NOTIFY=NEVER", "555 5.5.4 Unsupported parameter NOTIFY"),
+    ],
+    "ehlo_resets_transaction": [
+        ("EHLO client.test", EHLO_REPLY),
+        ("MAIL FROM:<bob@example.org>", SENDER_OK),
+        ("EHLO client.test", EHLO_REPLY),
+        ("RCPT TO:<alice@example.test>", NEED_MAIL),
     ],
     "nul_in_command": [
         ("EHLO client.test", EHLO_REPLY),
@@ -375,3 +391,31 @@ def test_command_timeout(tern_factory):
         waited = time.monotonic() - started
         assert c.closed()
     assert 1.5 <= waited <= 6, f"timeout reply after {waited:.1f}s with command_timeout = 2"
+
+
+def test_data_timeout(tern_factory):
+    server = tern_factory(smtp={"data_timeout": 2})
+    with open_transaction(server.port) as c:
+        assert c.cmd("DATA") == START_DATA
+        c.send("Subject: slow\r\n\r\nthe rest never comes")
+        assert c.read_reply() == f"421 4.4.2 {HOSTNAME} Timeout exceeded, closing connection"
+        assert c.closed()
+    server.wait_log(r" smtp info client lost during DATA; message discarded")
+    server.assert_nothing_delivered()
+
+
+def test_max_connections(tern_factory):
+    server = tern_factory(smtp={"max_connections": 2})
+    first, second = SmtpClient(server.port), SmtpClient(server.port)
+    with first, second:
+        with SmtpClient(server.port, greeting=False) as third:
+            assert third.read_reply() == f"421 4.7.0 {HOSTNAME} Too many connections, try again later"
+            assert third.closed()
+        assert first.cmd("NOOP") == OK
+        assert second.cmd("QUIT") == QUIT_REPLY
+        assert second.closed()
+    # Both slots are free again once the sessions are gone.
+    def accepts():
+        with SmtpClient(server.port) as a, SmtpClient(server.port) as b:
+            return a.greeting == GREETING and b.greeting == GREETING
+    wait_until(accepts, message="two new sessions to be accepted")
