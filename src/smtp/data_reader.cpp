@@ -1,8 +1,22 @@
 #include "smtp/data_reader.h"
 
+#include <cctype>
+
 namespace tern::smtp {
 
+void DataReader::count_hops(char c) {
+  if (!in_header_) return;
+  if (c == '\n') {
+    if (header_start_.empty()) in_header_ = false;  // the blank line ends the header section
+    if (header_start_.starts_with("received:") || header_start_ == "delivered-to:") ++hops_;
+    header_start_.clear();
+  } else if (header_start_.size() < 13) {
+    header_start_ += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+}
+
 void DataReader::emit(char c, std::string& out) {
+  count_hops(c);
   if (++size_ > max_size_) {
     too_big_ = true;
     return;

@@ -20,6 +20,8 @@ namespace tern::smtp {
 class DataReader {
  public:
   static constexpr size_t max_line = 998;  // octets excluding CR LF, RFC 5322 2.1.1
+  // Received + Delivered-To header lines that mean a mail loop (qmail-smtpd's limit, RFC 5321 6.3).
+  static constexpr uint32_t max_hops = 100;
 
   explicit DataReader(uint64_t max_size) : max_size_(max_size) {}
 
@@ -34,17 +36,25 @@ class DataReader {
   bool bare_line_end() const { return bare_cr_ || bare_lf_; }
   bool nul() const { return nul_; }
   bool line_too_long() const { return line_too_long_; }
-  bool acceptable() const { return !too_big_ && !bare_line_end() && !nul_ && !line_too_long_; }
+  uint32_t hops() const { return hops_; }
+  bool too_many_hops() const { return hops_ >= max_hops; }
+  bool acceptable() const {
+    return !too_big_ && !bare_line_end() && !nul_ && !line_too_long_ && !too_many_hops();
+  }
 
  private:
   enum class State { line_start, dot, dot_cr, middle, cr, done };
   void emit(char c, std::string& out);
   void content(char c, std::string& out);
+  void count_hops(char c);
 
   State state_ = State::line_start;
   uint64_t max_size_;
   uint64_t size_ = 0;
   size_t line_length_ = 0;
+  bool in_header_ = true;
+  std::string header_start_;  // first octets of the current header line, lowercased
+  uint32_t hops_ = 0;
   bool too_big_ = false, bare_cr_ = false, bare_lf_ = false, nul_ = false, line_too_long_ = false;
 };
 

@@ -144,6 +144,7 @@ std::optional<Reply> Session::check_data(const DataReader& reader) const {
   if (reader.nul()) return replies::nul_in_data();
   if (reader.bare_line_end()) return replies::bare_line_end();
   if (reader.line_too_long()) return replies::data_line_too_long();
+  if (reader.too_many_hops()) return replies::too_many_hops();
   return std::nullopt;
 }
 

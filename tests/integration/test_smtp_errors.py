@@ -331,6 +331,26 @@ def test_data_line_longer_than_998(tern):
     tern.assert_nothing_delivered()
 
 
+def test_too_many_hops_is_a_loop(tern):
+    # 100 Received/Delivered-To header lines mean a mail loop (qmail-smtpd's rule); 99 pass.
+    with open_transaction(tern.port) as c:
+        assert c.cmd("DATA") == START_DATA
+        hops = "Received: from a by b; Wed, 25 Nov 2026 00:00:00 +0000\r\n" * 60
+        hops += "Delivered-To: alice@example.test\r\n" * 40
+        c.send(hops + "Subject: loop\r\n\r\nbody\r\n.\r\n")
+        assert c.read_reply() == "554 5.4.6 Too many hops: mail loop suspected"
+        assert c.cmd("NOOP") == OK
+    tern.assert_nothing_delivered()
+
+
+def test_ninety_nine_hops_are_accepted(tern):
+    with open_transaction(tern.port) as c:
+        assert c.cmd("DATA") == START_DATA
+        hops = "Received: from a by b; Wed, 25 Nov 2026 00:00:00 +0000\r\n" * 99
+        c.send(hops + "Subject: far\r\n\r\nReceived: in the body\r\n.\r\n")
+        assert QUEUED_RE.match(c.read_reply())
+
+
 def test_data_line_of_998_is_accepted(tern):
     body = "z" * 998
     send_message(tern.port, "bob@example.org", ["alice@example.test"], f"Subject: long\r\n\r\n{body}\r\n")

@@ -95,3 +95,21 @@ TEST(DataReader, NulAndLongLinesAndSize) {
   EXPECT_TRUE(big.too_big());
   EXPECT_LE(out.size(), 10u);
 }
+
+TEST(DataReader, CountsHopsOnlyInTheHeaderSection) {
+  std::string header;
+  for (int i = 0; i < 60; ++i) header += "Received: from a by b\r\n\tid x\r\n";
+  for (int i = 0; i < 39; ++i) header += "DELIVERED-TO: a@b.example\r\n";
+  std::string body = "\r\nReceived: in the body does not count\r\n.\r\n";
+  DataReader ok(1 << 20);
+  std::string out;
+  ok.feed(header + body, out);
+  EXPECT_EQ(ok.hops(), 99u);
+  EXPECT_TRUE(ok.acceptable());
+  DataReader loop(1 << 20);
+  out.clear();
+  loop.feed("Received: x\r\n" + header + body, out);
+  EXPECT_EQ(loop.hops(), 100u);
+  EXPECT_TRUE(loop.too_many_hops());
+  EXPECT_FALSE(loop.acceptable());
+}
