@@ -5,6 +5,11 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PYTHON := /usr/bin/python3
+# The throw-away PostgreSQL server of the tests (directory backend): started before the tests,
+# its connection string exported as TERN_TEST_POSTGRES, stopped when the recipe's shell exits.
+PG_DIR := $(CURDIR)/build/pg
+WITH_POSTGRES = set -e; pg="$$($(CURDIR)/scripts/test-postgres.sh start $(PG_DIR))"; eval "$$pg"; \
+	export TERN_TEST_POSTGRES; trap '$(CURDIR)/scripts/test-postgres.sh stop $(PG_DIR)' EXIT;
 
 .PHONY: all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke bench clean
 
@@ -29,10 +34,10 @@ run: build
 	./build/release/tern serve --dev
 
 unit: build-asan
-	cd build/asan && ctest --output-on-failure -j $(JOBS)
+	$(WITH_POSTGRES) cd build/asan && ctest --output-on-failure -j $(JOBS)
 
 integration: build-asan
-	TERN_BIN=$(CURDIR)/build/asan/tern $(PYTHON) -m pytest -v -p no:cacheprovider tests/integration
+	$(WITH_POSTGRES) TERN_BIN=$(CURDIR)/build/asan/tern $(PYTHON) -m pytest -v -p no:cacheprovider tests/integration
 
 # Each fuzz target runs for FUZZ_SECONDS over a copy of its kept corpus (new inputs are not
 # written back, so `make test` leaves the tree clean); `make fuzz FUZZ_SECONDS=600` runs longer
@@ -51,8 +56,9 @@ fuzz: build-fuzz
 	done
 
 test: build-asan build-fuzz
-	cd build/asan && ctest --output-on-failure -j $(JOBS)
-	$(MAKE) --no-print-directory fuzz-smoke
+	$(WITH_POSTGRES) \
+	(cd build/asan && ctest --output-on-failure -j $(JOBS)); \
+	$(MAKE) --no-print-directory fuzz-smoke; \
 	TERN_BIN=$(CURDIR)/build/asan/tern $(PYTHON) -m pytest -v -p no:cacheprovider tests/integration
 
 clean:

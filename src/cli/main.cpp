@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "cli/accounts.h"
 #include "core/config.h"
 #include "core/master.h"
 #include "core/password.h"
@@ -20,8 +21,8 @@ int check_config(const std::string& path) {
     return 1;
   }
   const tern::Config& c = *r.config;
-  std::cout << c.source_path << ": ok (" << c.domains.size() << " domains, " << c.users.size()
-            << " users, data in " << c.data_dir.string() << ")\n";
+  std::cout << c.source_path << ": ok (data in " << c.data_dir.string() << ", accounts in "
+            << (c.directory.backend == "sqlite" ? c.directory.sqlite_path.string() : "PostgreSQL") << ")\n";
   return 0;
 }
 
@@ -71,7 +72,8 @@ int main(int argc, char** argv) {
   auto* check = app.add_subcommand("check-config", "Report every problem in a configuration file");
   check->add_option("file", check_path, "Configuration file (default /etc/tern/tern.toml)");
 
-  app.add_subcommand("hash-password", "Read a password and print its yescrypt hash for password_hash");
+  app.add_subcommand("hash-password", "Read a password and print its yescrypt hash (for --password-hash)");
+  std::function<int()> run_account_command = tern::cli::add_account_commands(app);
 
   std::string service_name, service_config;
   int listen_fds = 0;
@@ -89,5 +91,6 @@ int main(int argc, char** argv) {
   if (*check) return check_config(check_path);
   if (app.got_subcommand("hash-password")) return hash_password_command();
   if (*service) return tern::run_service(service_name, service_config, listen_fds);
+  if (int rc = run_account_command(); rc != -1) return rc;
   return 0;
 }

@@ -20,18 +20,6 @@ std::string ListenAddress::text() const {
   return host + ":" + std::to_string(port);
 }
 
-bool Config::is_local_domain(std::string_view domain) const {
-  std::string d = to_lower(domain);
-  return std::find(domains.begin(), domains.end(), d) != domains.end();
-}
-
-const UserConfig* Config::find_user(std::string_view local, std::string_view domain) const {
-  std::string l = to_lower(local), d = to_lower(domain);
-  for (const UserConfig& u : users)
-    if (u.local == l && u.domain == d) return &u;
-  return nullptr;
-}
-
 std::string format_problem(const ConfigProblem& p) {
   std::string out = p.file;
   if (p.line > 0) out += ":" + std::to_string(p.line);
@@ -57,6 +45,7 @@ class Checker {
                   std::initializer_list<std::string_view> known) {
     for (auto&& [k, v] : table) {
       if (std::find(known.begin(), known.end(), k.str()) != known.end()) continue;
+      if (prefix.empty() && (k.str() == "domain" || k.str() == "user")) continue;  // reported as moved
       std::string list;
       for (auto n : known) list += (list.empty() ? "" : ", ") + std::string(n);
       std::string full = prefix.empty() ? std::string(k.str()) : std::string(prefix) + "." + std::string(k.str());
@@ -145,21 +134,6 @@ bool valid_domain(std::string_view d) {
 }
 
 // Local parts become directory names under domains/<domain>/, so they are kept to a safe set.
-bool valid_local_part(std::string_view l) {
-  if (l.empty() || l.size() > 64 || l.front() == '.' || l.back() == '.') return false;
-  for (char c : l)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::string_view("!#$%&'*+-=?^_`{|}~.").find(c) !=
-                                                              std::string_view::npos))
-      return false;
-  return l.find("..") == std::string_view::npos;
-}
-
-bool looks_like_crypt_hash(std::string_view h) {
-  for (std::string_view prefix : {"$y$", "$gy$", "$7$", "$6$", "$5$", "$1$", "$2b$", "$2a$", "$2y$"})
-    if (h.starts_with(prefix) && h.size() > prefix.size() + 8) return true;
-  return false;
-}
-
 }  // namespace
 
 ConfigResult parse_config(std::string_view text, std::string_view filename, const std::filesystem::path& base_dir) {
@@ -175,7 +149,7 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
 
   Checker c(filename);
   Config cfg;
-  c.known_keys(root, "", {"server", "run_as", "smtp", "queue", "domain", "user"});
+  c.known_keys(root, "", {"server", "run_as", "smtp", "queue", "directory", "delivery"});
 
   if (const toml::table* server = c.table(root, "server")) {
     c.known_keys(*server, "server", {"hostname", "data_dir"});
@@ -202,10 +176,11 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   if (!cfg.data_dir.empty() && cfg.data_dir.string().back() == '/') cfg.data_dir = cfg.data_dir.parent_path();
 
   if (const toml::table* run_as = c.table(root, "run_as")) {
-    c.known_keys(*run_as, "run_as", {"smtp", "queue", "deliver"});
+    c.known_keys(*run_as, "run_as", {"smtp", "queue", "deliver", "directory"});
     if (auto s = c.string(*run_as, "run_as", "smtp", "\"tern-smtp\"")) cfg.run_as.smtp = *s;
     if (auto s = c.string(*run_as, "run_as", "queue", "\"tern-queue\"")) cfg.run_as.queue = *s;
     if (auto s = c.string(*run_as, "run_as", "deliver", "\"tern-vmail\"")) cfg.run_as.deliver = *s;
+    if (auto s = c.string(*run_as, "run_as", "directory", "\"tern-dir\"")) cfg.run_as.directory = *s;
   }
 
   if (const toml::table* smtp = c.table(root, "smtp")) {
@@ -245,70 +220,83 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     c.integer(*queue, "queue", "retry_max", cfg.queue.retry_max, 1, 604800, "seconds");
   }
 
-  auto array_of_tables = [&](std::string_view key, auto&& each) {
-    const toml::node* n = root.get(key);
-    if (!n) return;
-    const toml::array* arr = n->as_array();
-    if (!arr || !arr->is_array_of_tables()) {
-      c.problem(n, std::string(key), "expected one or more [[" + std::string(key) + "]] sections");
-      return;
+  if (const toml::table* dir = c.table(root, "directory")) {
+    c.known_keys(*dir, "directory",
+                 {"backend", "sqlite_path", "postgresql", "extension_separators", "postmaster", "password_scheme",
+                  "auth_max_failures_account", "auth_max_failures_client", "auth_failure_window"});
+    if (auto b = c.string(*dir, "directory", "backend", "\"sqlite\"")) {
+      if (*b != "sqlite" && *b != "postgresql")
+        c.problem(dir->get("backend"), "directory.backend",
+                  "'" + *b + "' is not a backend; write backend = \"sqlite\" or backend = \"postgresql\"");
+      else
+        cfg.directory.backend = *b;
     }
-    for (const toml::node& item : *arr) each(*item.as_table());
-  };
+    if (auto p = c.string(*dir, "directory", "sqlite_path", "\"directory/accounts.db\"")) {
+      if (p->empty())
+        c.problem(dir->get("sqlite_path"), "directory.sqlite_path", "must not be empty; remove it for the default");
+      else
+        cfg.directory.sqlite_path = std::filesystem::path(*p);
+    }
+    if (auto p = c.string(*dir, "directory", "postgresql", "\"host=127.0.0.1 dbname=tern user=tern\""))
+      cfg.directory.postgresql = *p;
+    if (auto sep = c.string(*dir, "directory", "extension_separators", "\"+-\"")) {
+      bool ok = sep->size() <= 8;
+      for (char ch : *sep) ok = ok && std::string_view("+-_=.#~").find(ch) != std::string_view::npos;
+      if (!ok)
+        c.problem(dir->get("extension_separators"), "directory.extension_separators",
+                  "expected up to 8 characters from + - _ = . # ~ (\"\" turns sub-addressing off), e.g. "
+                  "extension_separators = \"+-\"");
+      else
+        cfg.directory.extension_separators = *sep;
+    }
+    if (auto pm = c.string(*dir, "directory", "postmaster", "\"admin@example.com\"")) {
+      auto at = pm->rfind('@');
+      if (!pm->empty() && (at == std::string::npos || at == 0 || at + 1 == pm->size() ||
+                           !valid_domain(pm->substr(at + 1)) || pm->find_first_of(" \t\r\n/") != std::string::npos))
+        c.problem(dir->get("postmaster"), "directory.postmaster",
+                  "'" + *pm + "' is not an address; write e.g. postmaster = \"admin@example.com\"");
+      else
+        cfg.directory.postmaster = to_lower(*pm);
+    }
+    if (auto sch = c.string(*dir, "directory", "password_scheme", "\"yescrypt\"")) {
+      if (*sch != "yescrypt" && *sch != "sha512-crypt" && *sch != "bcrypt")
+        c.problem(dir->get("password_scheme"), "directory.password_scheme",
+                  "'" + *sch + "' is not a scheme tern writes; use \"yescrypt\", \"sha512-crypt\" or \"bcrypt\"");
+      else
+        cfg.directory.password_scheme = *sch;
+    }
+    c.integer(*dir, "directory", "auth_max_failures_account", cfg.directory.auth_max_failures_account, 0, 100000,
+              "failures (0 = no limit)");
+    c.integer(*dir, "directory", "auth_max_failures_client", cfg.directory.auth_max_failures_client, 0, 100000,
+              "failures (0 = no limit)");
+    c.integer(*dir, "directory", "auth_failure_window", cfg.directory.auth_failure_window, 1, 86400, "seconds");
+  }
+  if (cfg.directory.backend == "postgresql" && cfg.directory.postgresql.empty())
+    c.problem(root.get("directory"), "directory.postgresql",
+              "missing: backend = \"postgresql\" needs a connection string, e.g. postgresql = \"host=127.0.0.1 "
+              "dbname=tern user=tern\"");
+  if (cfg.directory.sqlite_path.empty()) cfg.directory.sqlite_path = "directory/accounts.db";
+  if (cfg.directory.sqlite_path.is_relative()) cfg.directory.sqlite_path = cfg.data_dir / cfg.directory.sqlite_path;
+  cfg.directory.sqlite_path = cfg.directory.sqlite_path.lexically_normal();
 
-  array_of_tables("domain", [&](const toml::table& t) {
-    c.known_keys(t, "domain", {"name"});
-    auto name = c.string(t, "domain", "name", "\"example.com\"");
-    if (!name) {
-      if (!t.get("name")) c.problem(&t, "domain.name", "missing; each [[domain]] needs name = \"example.com\"");
-      return;
+  if (const toml::table* del = c.table(root, "delivery")) {
+    c.known_keys(*del, "delivery", {"over_quota_grace", "forward_sender"});
+    c.integer(*del, "delivery", "over_quota_grace", cfg.delivery.over_quota_grace, 0, 30 * 86400, "seconds");
+    if (auto f = c.string(*del, "delivery", "forward_sender", "\"rewrite\"")) {
+      if (*f != "rewrite" && *f != "keep")
+        c.problem(del->get("forward_sender"), "delivery.forward_sender",
+                  "'" + *f + "' is not a choice; write forward_sender = \"rewrite\" or \"keep\"");
+      else
+        cfg.delivery.forward_sender = *f;
     }
-    std::string d = to_lower(*name);
-    if (!valid_domain(d)) {
-      c.problem(t.get("name"), "domain.name", "'" + *name + "' is not a domain name; write e.g. name = \"example.com\"");
-      return;
-    }
-    if (cfg.is_local_domain(d)) {
-      c.problem(t.get("name"), "domain.name", "'" + d + "' is declared twice; remove one [[domain]] section");
-      return;
-    }
-    cfg.domains.push_back(d);
-  });
+  }
 
-  array_of_tables("user", [&](const toml::table& t) {
-    c.known_keys(t, "user", {"address", "password_hash"});
-    auto address = c.string(t, "user", "address", "\"alice@example.com\"");
-    auto hash = c.string(t, "user", "password_hash", "\"$y$j9T$...\"");
-    if (!address) {
-      if (!t.get("address"))
-        c.problem(&t, "user.address", "missing; each [[user]] needs address = \"alice@example.com\"");
-      return;
-    }
-    auto at = address->rfind('@');
-    std::string local = at == std::string::npos ? "" : to_lower(address->substr(0, at));
-    std::string domain = at == std::string::npos ? "" : to_lower(address->substr(at + 1));
-    if (!valid_local_part(local) || !valid_domain(domain)) {
-      c.problem(t.get("address"), "user.address",
-                "'" + *address + "' is not an address tern can host; write e.g. address = \"alice@example.com\"");
-      return;
-    }
-    if (!cfg.is_local_domain(domain)) {
-      c.problem(t.get("address"), "user.address",
-                "domain '" + domain + "' is not declared; add a [[domain]] section with name = \"" + domain + "\"");
-      return;
-    }
-    if (cfg.find_user(local, domain)) {
-      c.problem(t.get("address"), "user.address", "'" + local + "@" + domain + "' is declared twice");
-      return;
-    }
-    UserConfig u{local, domain, hash.value_or("")};
-    if (!hash && !t.get("password_hash"))
-      c.problem(&t, "user.password_hash", "missing; make one with `tern hash-password` and write password_hash = \"$y$...\"");
-    else if (hash && !looks_like_crypt_hash(*hash))
-      c.problem(t.get("password_hash"), "user.password_hash",
-                "not a crypt(3) hash ($y$, $6$, $5$, $1$ or $2b$); make one with `tern hash-password`");
-    cfg.users.push_back(std::move(u));
-  });
+  // Accounts moved from the configuration file to the directory database.
+  for (const char* moved : {"domain", "user"})
+    if (const toml::node* n = root.get(moved))
+      c.problem(n, moved,
+                "accounts are no longer kept in the configuration file: remove the [[" + std::string(moved) +
+                    "]] sections and create them with `tern domain add` / `tern user add` (docs/accounts.md)");
 
   result.problems = c.take();
   if (result.problems.empty()) result.config = std::move(cfg);
@@ -332,10 +320,13 @@ ConfigResult load_config(const std::filesystem::path& path) {
   return r;
 }
 
-std::string dev_config_text(std::string_view password_hash) {
-  std::string text = R"(# tern development configuration, written by `tern serve --dev` at first start.
+std::string dev_config_text() {
+  return R"(# tern development configuration, written by `tern serve --dev` at first start.
 # Edit freely; `kill -HUP` the master (or restart `make run`) to apply changes.
 # Every key is described in etc/tern.toml.example and docs/configuration.md.
+# Accounts live in the directory database (./var/directory/accounts.db): at first start tern
+# creates the domain example.test with the user alice@example.test (password "tern-dev-password");
+# add more with `./build/release/tern --config var/tern.toml user add bob@example.test`.
 
 [server]
 hostname = "mail.example.test"
@@ -348,16 +339,9 @@ listen = ["127.0.0.1:2525"]
 concurrency_local = 10
 retry_initial = 10
 
-[[domain]]
-name = "example.test"
-
-# The example account. Its password is "tern-dev-password".
-[[user]]
-address = "alice@example.test"
-password_hash = "@HASH@"
+[directory]
+postmaster = "alice@example.test"
 )";
-  text.replace(text.find("@HASH@"), 6, password_hash);
-  return text;
 }
 
 }  // namespace tern

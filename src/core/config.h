@@ -18,13 +18,6 @@ struct ListenAddress {
   std::string text() const;
 };
 
-struct UserConfig {
-  std::string local;   // lowercased local part
-  std::string domain;  // lowercased domain
-  std::string password_hash;
-  std::string address() const { return local + "@" + domain; }
-};
-
 struct Config {
   std::string source_path;  // absolute path of the file this came from
   std::string hostname;
@@ -34,6 +27,7 @@ struct Config {
     std::string smtp = "tern-smtp";
     std::string queue = "tern-queue";
     std::string deliver = "tern-vmail";
+    std::string directory = "tern-dir";
   } run_as;
 
   struct Smtp {
@@ -52,16 +46,29 @@ struct Config {
     uint32_t retry_max = 3600;        // cap on the interval between retries
   } queue;
 
-  std::vector<std::string> domains;  // lowercased
-  std::vector<UserConfig> users;
+  // Accounts live in the directory database (docs/accounts.md); this says where and how.
+  struct Directory {
+    std::string backend = "sqlite";       // or "postgresql"
+    std::filesystem::path sqlite_path;    // absolute; default <data_dir>/directory/accounts.db
+    std::string postgresql;               // libpq connection string
+    std::string extension_separators = "+-";
+    std::string postmaster;               // where postmaster@ and abuse@ go unless a domain overrides it
+    std::string password_scheme = "yescrypt";
+    uint32_t auth_max_failures_account = 10;  // failed logins per account within the window
+    uint32_t auth_max_failures_client = 30;   // failed logins per client address within the window
+    uint32_t auth_failure_window = 900;       // seconds
+  } directory;
 
-  bool is_local_domain(std::string_view domain) const;
-  const UserConfig* find_user(std::string_view local, std::string_view domain) const;
+  struct Delivery {
+    uint32_t over_quota_grace = 86400;     // seconds a full mailbox defers mail before it bounces; 0 = at once
+    std::string forward_sender = "rewrite";  // remote forwards: "rewrite" to the forwarding address, or "keep"
+  } delivery;
 
   std::filesystem::path spool_dir() const { return data_dir / "spool"; }
   std::filesystem::path domains_dir() const { return data_dir / "domains"; }
   std::filesystem::path run_dir() const { return data_dir / "run"; }
   std::filesystem::path tls_dir() const { return data_dir / "tls"; }
+  std::filesystem::path directory_dir() const { return data_dir / "directory"; }
 };
 
 struct ConfigProblem {
@@ -84,7 +91,7 @@ ConfigResult parse_config(std::string_view text, std::string_view filename,
 ConfigResult load_config(const std::filesystem::path& path);
 
 // The configuration `tern serve --dev` writes at first start (ports 2525, data beside the file).
-std::string dev_config_text(std::string_view password_hash);
+std::string dev_config_text();
 
 std::string to_lower(std::string_view s);
 

@@ -27,6 +27,10 @@ enum class Type : uint16_t {
   submit_result = 5,  // queue -> smtp: committed (ok) or refused
   deliver_request = 10,  // queue -> deliver: one recipient, message fd attached
   deliver_result = 11,   // deliver -> queue: outcome for that recipient
+  resolve_request = 20,  // smtp/deliver -> directory: what does this address mean?
+  resolve_result = 21,   // directory -> caller: verdict, mailboxes, remote forwards
+  auth_request = 22,     // a login service -> directory: check this password
+  auth_result = 23,      // directory -> caller: the outcome
 };
 
 enum class Status : uint8_t { ok = 0, temporary = 1, permanent = 2 };
@@ -70,7 +74,51 @@ struct DeliverRequest {
   std::string queue_id;
   std::string sender;
   std::string recipient;  // local@domain, lowercased
-  template <typename A> void fields(A& a) { a(queue_id, sender, recipient); }
+  uint64_t received = 0;  // unix seconds the queue accepted the message (over-quota grace)
+  template <typename A> void fields(A& a) { a(queue_id, sender, recipient, received); }
+};
+
+struct ResolveRequest {
+  static constexpr Type type = Type::resolve_request;
+  std::string address;
+  template <typename A> void fields(A& a) { a(address); }
+};
+
+// verdict: directory::Verdict (deliver, not_hosted, unknown, disabled, loop). status is
+// temporary when the directory could not answer (database down); verdict is then meaningless.
+struct ResolveResult {
+  static constexpr Type type = Type::resolve_result;
+  Status status = Status::ok;
+  uint8_t verdict = 0;
+  std::string detail;
+  std::vector<std::string> mailbox_addresses;  // parallel lists, one entry per mailbox
+  std::vector<std::string> maildirs;
+  std::vector<uint64_t> quota_bytes;
+  std::vector<uint64_t> quota_messages;
+  std::vector<std::string> remote;
+  template <typename A> void fields(A& a) {
+    a(status, verdict, detail, mailbox_addresses, maildirs, quota_bytes, quota_messages, remote);
+  }
+};
+
+struct AuthRequest {
+  static constexpr Type type = Type::auth_request;
+  std::string address;
+  std::string password;
+  std::string client;   // client IP address, for throttling
+  std::string service;  // "smtp", "imap", "pop3", "web" or "test" (tern user auth)
+  template <typename A> void fields(A& a) { a(address, password, client, service); }
+};
+
+enum class AuthOutcome : uint8_t { ok = 0, bad_credentials = 1, disabled = 2, service_denied = 3, throttled = 4,
+                                   unavailable = 5 };
+
+struct AuthResult {
+  static constexpr Type type = Type::auth_result;
+  uint8_t outcome = 0;  // AuthOutcome
+  std::string address;  // the canonical account address when ok
+  std::string text;     // for the log (never says whether the user exists to the client)
+  template <typename A> void fields(A& a) { a(outcome, address, text); }
 };
 
 struct DeliverResult {
@@ -103,6 +151,10 @@ struct Writer {
   void put(const std::vector<std::string>& v) {
     put(static_cast<uint32_t>(v.size()));
     for (auto& s : v) put(s);
+  }
+  void put(const std::vector<uint64_t>& v) {
+    put(static_cast<uint32_t>(v.size()));
+    for (auto n : v) put(n);
   }
   template <typename... F> void operator()(F&... f) { (put(f), ...); }
 };
@@ -139,6 +191,11 @@ struct Reader {
   void get(std::vector<std::string>& v) {
     uint64_t n = number(4);
     if (n > in.size() / 4) ok = false;  // each string needs at least its length prefix
+    for (uint64_t i = 0; ok && i < n; ++i) get(v.emplace_back());
+  }
+  void get(std::vector<uint64_t>& v) {
+    uint64_t n = number(4);
+    if (n > in.size() / 8) ok = false;
     for (uint64_t i = 0; ok && i < n; ++i) get(v.emplace_back());
   }
   template <typename... F> void operator()(F&... f) { (get(f), ...); }

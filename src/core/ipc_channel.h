@@ -43,4 +43,17 @@ class Channel {
 // Connects to a service's socket path.
 boost::asio::awaitable<std::optional<UnixSocket>> connect(boost::asio::any_io_executor ex, const std::string& path);
 
+// One request and its reply on a fresh connection; nullopt when the service cannot be reached
+// or answers nonsense. (Unix socket connections are cheap; this keeps callers stateless.)
+template <typename Reply, typename Request>
+boost::asio::awaitable<std::optional<Reply>> request(boost::asio::any_io_executor ex, std::string path,
+                                                     Request message) {
+  auto socket = co_await connect(ex, path);
+  if (!socket) co_return std::nullopt;
+  Channel channel(std::move(*socket));
+  std::string frame = encode(std::move(message));
+  if (!co_await channel.write(frame)) co_return std::nullopt;
+  co_return co_await channel.read_message<Reply>();
+}
+
 }  // namespace tern::ipc

@@ -27,6 +27,7 @@
 
 #include "core/config.h"
 #include "core/devcert.h"
+#include "directory/store.h"
 #include "core/files.h"
 #include "core/log.h"
 #include "core/password.h"
@@ -88,7 +89,11 @@ int bind_tcp(const ListenAddress& a, std::string& error) {
   return fd;
 }
 
-int bind_unix(const std::filesystem::path& path, std::optional<gid_t> client_group, std::string& error) {
+// client_group: only that group may connect (0660); nullopt: 0600, or 0666 when `open_to_all`
+// (the service then checks each caller's uid itself, with SO_PEERCRED, because it has more than
+// one kind of client).
+int bind_unix(const std::filesystem::path& path, std::optional<gid_t> client_group, std::string& error,
+              bool open_to_all = false) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
@@ -112,7 +117,7 @@ int bind_unix(const std::filesystem::path& path, std::optional<gid_t> client_gro
       return -1;
     }
   } else {
-    ::chmod(path.c_str(), 0600);
+    ::chmod(path.c_str(), open_to_all ? 0666 : 0600);
   }
   return fd;
 }
@@ -143,28 +148,31 @@ class Master {
 
 std::string Master::prepare() {
   std::string error;
-  std::optional<Identity> smtp, queue, vmail;
+  std::optional<Identity> smtp, queue, vmail, accounts;
   if (root_) {
     for (auto [user, slot] : {std::pair{&config_.run_as.smtp, &smtp}, {&config_.run_as.queue, &queue},
-                              {&config_.run_as.deliver, &vmail}}) {
+                              {&config_.run_as.deliver, &vmail}, {&config_.run_as.directory, &accounts}}) {
       *slot = lookup_identity(*user, error);
       if (!*slot) return error;
     }
   }
   for (auto [dir, mode] : {std::pair{config_.data_dir, 0755u}, {config_.run_dir(), 0755u},
-                           {config_.spool_dir(), 0700u}, {config_.domains_dir(), 0700u}})
+                           {config_.spool_dir(), 0700u}, {config_.domains_dir(), 0700u},
+                           {config_.directory_dir(), 0700u}})
     if (auto ec = files::make_dirs(dir, mode)) return "cannot create " + dir.string() + ": " + ec.message();
   if (root_) {
     if (::chown(config_.spool_dir().c_str(), queue->uid, queue->gid) != 0 ||
-        ::chown(config_.domains_dir().c_str(), vmail->uid, vmail->gid) != 0)
-      return "cannot hand the spool and mail store to their users: " + errno_text();
+        ::chown(config_.domains_dir().c_str(), vmail->uid, vmail->gid) != 0 ||
+        ::chown(config_.directory_dir().c_str(), accounts->uid, accounts->gid) != 0)
+      return "cannot hand the spool, mail store and account database to their users: " + errno_text();
   }
   lock_fd_ = ::open((config_.run_dir() / "master.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     return "another tern master is running with data directory " + config_.data_dir.string() +
            "; stop it first (kill -TERM its pid)";
 
-  Child smtp_child, queue_child, deliver_child;
+  Child smtp_child, queue_child, deliver_child, directory_child;
+  directory_child.name = "directory";
   smtp_child.name = "smtp";
   queue_child.name = "queue";
   deliver_child.name = "deliver";
@@ -173,16 +181,22 @@ std::string Master::prepare() {
     if (fd < 0) return error;
     smtp_child.listen_fds.push_back(fd);
   }
-  int qfd = bind_unix(config_.run_dir() / "queue.sock", smtp ? std::optional(smtp->gid) : std::nullopt, error);
+  // smtp submits messages, deliver submits forwards: the queue checks callers' uids itself.
+  int qfd = bind_unix(config_.run_dir() / "queue.sock", std::nullopt, error, root_);
   if (qfd < 0) return error;
   queue_child.listen_fds.push_back(qfd);
   int dfd = bind_unix(config_.run_dir() / "deliver.sock", queue ? std::optional(queue->gid) : std::nullopt, error);
   if (dfd < 0) return error;
   deliver_child.listen_fds.push_back(dfd);
+  int yfd = bind_unix(config_.run_dir() / "directory.sock", std::nullopt, error, root_);
+  if (yfd < 0) return error;
+  directory_child.listen_fds.push_back(yfd);
+  directory_child.identity = accounts;
   smtp_child.identity = smtp;
   queue_child.identity = queue;
   deliver_child.identity = vmail;
-  children_ = {std::move(smtp_child), std::move(queue_child), std::move(deliver_child)};
+  children_ = {std::move(directory_child), std::move(smtp_child), std::move(queue_child),
+               std::move(deliver_child)};
   return "";
 }
 
@@ -372,12 +386,12 @@ int Master::run() {
       if (alive({"smtp"})) for (Child& c : children_) if (c.name == "smtp" && c.pid > 0) ::kill(c.pid, SIGKILL);
       phase = 2;
       deadline = Clock::now() + std::chrono::seconds(30);
-      stop_children({"queue", "deliver"});
+      stop_children({"queue", "deliver", "directory"});
     }
     if (phase == 2 && Clock::now() > deadline)
       for (Child& c : children_)
         if (c.pid > 0) ::kill(c.pid, SIGKILL);
-    if (phase == 2 && !alive({"smtp", "queue", "deliver"})) break;
+    if (phase == 2 && !alive({"smtp", "queue", "deliver", "directory"})) break;
   }
   for (Child& c : children_)
     if (c.log_fd >= 0) drain_log(c, true);
@@ -398,13 +412,38 @@ std::string prepare_dev(std::string& config_path) {
   std::filesystem::path file = var / "tern.toml";
   if (config_path.empty()) config_path = file.string();
   if (!std::filesystem::exists(file)) {
-    auto hash = hash_password("tern-dev-password");
-    if (!hash) return "cannot hash the example password (libxcrypt)";
-    if (auto ec = files::write_atomic(var, "tern.toml", dev_config_text(*hash)))
+    if (auto ec = files::write_atomic(var, "tern.toml", dev_config_text()))
       return "cannot write " + file.string() + ": " + ec.message();
     log::info("wrote development configuration", {{"file", file.string()}});
   }
   return "";
+}
+
+// Development mode: the example domain and user, created once in an empty account database.
+std::string seed_dev_accounts(const Config& config) {
+  try {
+    if (auto ec = files::make_dirs(config.directory_dir(), 0700))
+      return "cannot create " + config.directory_dir().string() + ": " + ec.message();
+    auto store = directory::Store::open({config.directory.backend, config.directory.sqlite_path.string(),
+                                         config.directory.postgresql},
+                                        true);
+    if (!store->list_domains().empty()) return "";
+    auto hash = hash_password("tern-dev-password");
+    if (!hash) return "cannot hash the example password (libxcrypt)";
+    directory::Domain domain;
+    domain.name = "example.test";
+    store->add_domain(domain);
+    directory::User alice;
+    alice.domain = "example.test";
+    alice.local = "alice";
+    alice.password_hash = *hash;
+    alice.display_name = "Alice Example";
+    store->add_user(alice);
+    log::info("created the example account alice@example.test (password tern-dev-password)");
+    return "";
+  } catch (const directory::StoreError& e) {
+    return e.what();
+  }
 }
 
 }  // namespace
@@ -427,6 +466,11 @@ int run_master(const MasterOptions& options) {
   if (options.dev) {
     std::string error = ensure_self_signed_certificate(r.config->tls_dir(), r.config->hostname);
     if (!error.empty()) log::warn("no development certificate", {{"error", error}});
+    error = seed_dev_accounts(*r.config);
+    if (!error.empty()) {
+      log::error("cannot start", {{"error", error}});
+      return 1;
+    }
   }
   std::string source = r.config->source_path;
   Master master(source, std::move(*r.config), options.dev);

@@ -1,14 +1,23 @@
 // The deliver service: one request per recipient from the queue, with the message's open,
-// read-only spool descriptor. It re-checks the recipient against its own configuration (it does
-// not trust the queue more than it must) and writes the Maildir.
+// read-only spool descriptor. It asks the directory what the recipient means (it trusts the
+// queue no more than it must), writes each resulting Maildir under its Maildir++ quota, and
+// hands remote forwards back to the queue as a new message.
+//
+// A recipient that expands to several mailboxes is one unit for the queue: if any of them
+// fails temporarily the whole recipient is retried, so the others may get a second copy (as
+// qmail does with a multi-line .qmail). Never fewer copies, sometimes more.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio.hpp>
+#include <chrono>
 
 #include "core/ipc_channel.h"
 #include "core/log.h"
 #include "core/service.h"
 #include "deliver/maildir.h"
+#include "deliver/quota.h"
+#include "directory/resolver.h"
 
 namespace tern {
 namespace {
@@ -23,23 +32,145 @@ struct Deliverer {
   bool stopping = false;
 };
 
-ipc::DeliverResult deliver(const Config& cfg, const ipc::DeliverRequest& req, int fd) {
-  auto at = req.recipient.rfind('@');
-  const UserConfig* user =
-      at == std::string::npos ? nullptr : cfg.find_user(req.recipient.substr(0, at), req.recipient.substr(at + 1));
-  if (!user) return {ipc::Status::permanent, "5.1.1 no such user here: " + req.recipient};
-  if (fd < 0) return {ipc::Status::temporary, "no message descriptor came with the request"};
-  auto maildir = cfg.domains_dir() / user->domain / user->local / "Maildir";
-  auto r = deliver::deliver_to_maildir(maildir, fd, req.sender, user->address(), cfg.hostname);
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+struct Step {
+  ipc::Status status = ipc::Status::ok;
+  std::string text;
+};
+
+Step deliver_mailbox(const Config& cfg, const ipc::DeliverRequest& req, int fd, const std::string& address,
+                     const std::string& maildir, deliver::Quota quota) {
+  struct stat st {};
+  uint64_t size = ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  size += deliver::delivery_prefix(req.sender, address).size();
+  if (!quota.unlimited()) {
+    deliver::Usage usage;
+    if (auto ec = deliver::current_usage(maildir, quota, usage, size))
+      return {ipc::Status::temporary, "4.3.0 cannot read the quota of " + maildir + ": " + ec.message()};
+    if (deliver::would_exceed(quota, usage, size)) {
+      int64_t waited = unix_now() - static_cast<int64_t>(req.received);
+      std::string what = "mailbox of " + address + " is full (" + std::to_string(usage.bytes) + " of " +
+                         std::to_string(quota.bytes) + " bytes, " + std::to_string(usage.messages) + " of " +
+                         std::to_string(quota.messages) + " messages; 0 = no limit)";
+      if (waited < static_cast<int64_t>(cfg.delivery.over_quota_grace))
+        return {ipc::Status::temporary, "4.2.2 " + what};
+      return {ipc::Status::permanent, "5.2.2 " + what + "; gave up after " + std::to_string(waited) + " seconds"};
+    }
+  }
+  auto r = deliver::deliver_to_maildir(maildir, fd, req.sender, address, cfg.hostname);
   switch (r.outcome) {
     case deliver::Outcome::delivered:
-      log::info("delivered to maildir", {{"id", req.queue_id}, {"to", user->address()}, {"file", r.path}});
+      if (auto ec = deliver::record_delivery(maildir, quota, size))
+        log::warn("cannot update maildirsize; it will be recounted", {{"maildir", maildir}, {"error", ec.message()}});
+      log::info("delivered to maildir", {{"id", req.queue_id}, {"to", address}, {"file", r.path}});
       return {ipc::Status::ok, r.path};
     case deliver::Outcome::permanent: return {ipc::Status::permanent, r.detail};
     case deliver::Outcome::temporary: break;
   }
-  log::warn("maildir delivery failed", {{"id", req.queue_id}, {"to", user->address()}, {"error", r.detail}});
+  log::warn("maildir delivery failed", {{"id", req.queue_id}, {"to", address}, {"error", r.detail}});
   return {ipc::Status::temporary, r.detail};
+}
+
+// Reads the whole spool file (it is the message as the queue stored it, LF line ends).
+bool read_message(int fd, std::string& out) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return false;
+  out.resize(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Remote forwards go back through the queue as a new message, with a Delivered-To line for
+// loop detection and the envelope sender rewritten to the forwarding address (SPF at the next
+// hop then checks our domain, and bounces come back to the forwarder), unless configured "keep".
+asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& req, int fd,
+                                     std::vector<std::string> remote) {
+  std::shared_ptr<const Config> cfg = d.config;
+  std::string message;
+  if (!read_message(fd, message)) co_return Step{ipc::Status::temporary, "4.3.0 cannot read the spool file"};
+  if (deliver::has_delivered_to(message, req.recipient))
+    co_return Step{ipc::Status::permanent, "5.4.6 forwarding loop: the message already has Delivered-To " +
+                                               req.recipient};
+  std::string sender = req.sender.empty() || cfg->delivery.forward_sender == "keep" ? req.sender : req.recipient;
+  std::string path = (cfg->run_dir() / "queue.sock").string();
+  auto socket = co_await ipc::connect(d.io.get_executor(), path);
+  if (!socket) co_return Step{ipc::Status::temporary, "4.3.0 queue service unavailable for a forward"};
+  ipc::Channel queue(std::move(*socket));
+  std::string begin = ipc::encode(ipc::SubmitBegin{"[local]", cfg->hostname, sender, remote});
+  std::optional<ipc::SubmitReady> ready;
+  if (co_await queue.write(begin)) ready = co_await queue.read_message<ipc::SubmitReady>();
+  if (!ready) co_return Step{ipc::Status::temporary, "4.3.0 queue refused the forwarded message"};
+  std::string body = "Delivered-To: " + req.recipient + "\n" + message;
+  std::string chunk = ipc::encode(ipc::SubmitChunk{std::move(body)});
+  std::string end = ipc::encode(ipc::SubmitEnd{});
+  std::optional<ipc::SubmitResult> result;
+  if (co_await queue.write(chunk) && co_await queue.write(end)) result = co_await queue.read_message<ipc::SubmitResult>();
+  if (!result || result->status != ipc::Status::ok)
+    co_return Step{ipc::Status::temporary, "4.3.0 forward not queued: " + (result ? result->text : "no answer")};
+  std::string targets;
+  for (const auto& r : remote) targets += (targets.empty() ? "" : ",") + r;
+  log::info("forwarded", {{"id", req.queue_id}, {"to", req.recipient}, {"new_id", result->queue_id},
+                          {"targets", targets}, {"sender", sender}});
+  co_return Step{ipc::Status::ok, "forwarded as " + result->queue_id};
+}
+
+asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest req, int fd) {
+  std::shared_ptr<const Config> cfg = d.config;  // a SIGHUP may replace d.config meanwhile
+  if (fd < 0) co_return ipc::DeliverResult{ipc::Status::temporary, "no message descriptor came with the request"};
+  std::string path = (cfg->run_dir() / "directory.sock").string();
+  ipc::ResolveRequest question{req.recipient};
+  auto answer = co_await ipc::request<ipc::ResolveResult>(d.io.get_executor(), path, std::move(question));
+  if (!answer || answer->status != ipc::Status::ok)
+    co_return ipc::DeliverResult{ipc::Status::temporary,
+                                 "4.3.0 directory unavailable: " + (answer ? answer->detail : "no answer")};
+  using directory::Verdict;
+  switch (static_cast<Verdict>(answer->verdict)) {
+    case Verdict::deliver: break;
+    case Verdict::not_hosted:
+      // Remote delivery (the relay) is another service; until it runs, remote mail waits queued.
+      co_return ipc::DeliverResult{ipc::Status::temporary, "4.4.1 no relay service for remote address"};
+    case Verdict::unknown:
+      co_return ipc::DeliverResult{ipc::Status::permanent, "5.1.1 no such user here: " + req.recipient};
+    case Verdict::disabled:
+      co_return ipc::DeliverResult{ipc::Status::permanent, "5.2.1 mailbox disabled: " + answer->detail};
+    case Verdict::loop:
+      co_return ipc::DeliverResult{ipc::Status::permanent, "5.4.6 alias loop: " + answer->detail};
+  }
+  std::vector<Step> steps;
+  for (size_t i = 0; i < answer->maildirs.size(); ++i) {
+    deliver::Quota quota{i < answer->quota_bytes.size() ? answer->quota_bytes[i] : 0,
+                         i < answer->quota_messages.size() ? answer->quota_messages[i] : 0};
+    steps.push_back(deliver_mailbox(*cfg, req, fd, answer->mailbox_addresses[i], answer->maildirs[i], quota));
+  }
+  if (!answer->remote.empty()) {
+    std::vector<std::string> remote = answer->remote;
+    Step forwarded = co_await forward_remote(d, req, fd, std::move(remote));
+    steps.push_back(std::move(forwarded));
+  }
+  // Any temporary failure retries the whole recipient; else success if anything was delivered.
+  ipc::DeliverResult out{ipc::Status::ok, ""};
+  bool any_ok = false;
+  std::string failures;
+  for (const Step& s : steps) {
+    if (s.status == ipc::Status::ok) any_ok = true;
+    else failures += (failures.empty() ? "" : "; ") + s.text;
+    if (s.status == ipc::Status::temporary) out.status = ipc::Status::temporary;
+  }
+  if (out.status != ipc::Status::temporary && !any_ok) out.status = ipc::Status::permanent;
+  if (out.status == ipc::Status::ok && !failures.empty())
+    log::error("some targets of a recipient failed permanently", {{"id", req.queue_id}, {"to", req.recipient},
+                                                                   {"errors", failures}});
+  out.text = out.status == ipc::Status::ok ? (steps.empty() ? "" : steps.front().text) : failures;
+  co_return out;
 }
 
 asio::awaitable<void> serve(Deliverer& d, stream_protocol::socket socket) {
@@ -51,7 +182,8 @@ asio::awaitable<void> serve(Deliverer& d, stream_protocol::socket socket) {
       if (fd >= 0) ::close(fd);
       co_return;
     }
-    ipc::DeliverResult result = deliver(*d.config, *req, fd);
+    ipc::DeliverRequest request = std::move(*req);
+    ipc::DeliverResult result = co_await deliver(d, std::move(request), fd);
     if (fd >= 0) ::close(fd);
     std::string frame = ipc::encode(result);
     if (!co_await queue.write(frame)) co_return;

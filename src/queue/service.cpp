@@ -4,6 +4,8 @@
 //
 // Lifetimes: the Queue object outlives the io_context run; coroutines refer to it by reference
 // and to messages by id (looked up again after every co_await, since a message may be gone).
+#include <pwd.h>
+#include <sys/socket.h>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <map>
@@ -50,19 +52,37 @@ std::string temporary_reply(std::error_code ec) {
   return "451 4.3.0 Queue write failed, try again later";
 }
 
-bool valid_recipient(const Config& cfg, const std::string& r) {
+// The queue checks the shape of an address only; whether it exists is the directory's answer,
+// asked by smtp at RCPT and again by deliver at delivery.
+bool valid_recipient(const std::string& r) {
   auto at = r.rfind('@');
-  return at != std::string::npos && r.find_first_of(std::string_view("\r\n\0/", 4)) == std::string::npos &&
-         cfg.find_user(r.substr(0, at), r.substr(at + 1)) != nullptr;
+  return at != std::string::npos && at > 0 && at + 1 < r.size() && r.size() <= 320 &&
+         r.find_first_of(std::string_view("\r\n\0/ \t", 6)) == std::string::npos;
+}
+
+// queue.sock is open to every local user (the master cannot give two services' groups access),
+// so the queue admits only the smtp and deliver users, root and itself.
+bool allowed_submitter(const Config& cfg, int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return false;
+  if (cred.uid == 0 || cred.uid == ::getuid()) return true;
+  for (const std::string& name : {cfg.run_as.smtp, cfg.run_as.deliver})
+    if (passwd* pw = ::getpwnam(name.c_str()); pw && pw->pw_uid == cred.uid) return true;
+  return false;
 }
 
 asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
+  if (!allowed_submitter(*q.config, socket.native_handle())) {
+    log::warn("refused a submission from an unexpected user");
+    co_return;
+  }
   ipc::Channel smtp(std::move(socket));
   auto begin = co_await smtp.read_message<ipc::SubmitBegin>();
   if (!begin) co_return;
   // The envelope comes from another process: check it rather than trust it.
   bool valid = !begin->recipients.empty() && begin->sender.find_first_of("\r\n") == std::string::npos;
-  for (const auto& r : begin->recipients) valid = valid && valid_recipient(*q.config, r);
+  for (const auto& r : begin->recipients) valid = valid && valid_recipient(r);
   if (!valid || q.stopping) {
     std::string why = q.stopping ? "421 4.3.2 Queue shutting down" : "554 5.5.0 Invalid envelope";
     std::string frame = ipc::encode(ipc::SubmitResult{ipc::Status::permanent, "", why});
@@ -121,17 +141,19 @@ uint32_t retry_delay(const Config& cfg, uint32_t attempts) {
 asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
   ipc::DeliverResult result{ipc::Status::temporary, "deliver service unavailable"};
   std::string recipient, sender;
+  uint64_t received = 0;
   {
     const Message& m = q.messages.at(id);
     recipient = m.envelope.recipients[index].address;
     sender = m.envelope.sender;
+    received = static_cast<uint64_t>(m.envelope.received);
   }
   int fd = q.spool.open_message(id);
   if (fd < 0) {
     result = {ipc::Status::permanent, "spool file " + id + " is missing"};
   } else if (auto socket = co_await ipc::connect(q.io.get_executor(), (q.config->run_dir() / "deliver.sock").string())) {
     ipc::Channel deliver(std::move(*socket));
-    std::string request = ipc::encode(ipc::DeliverRequest{id, sender, recipient});
+    std::string request = ipc::encode(ipc::DeliverRequest{id, sender, recipient, received});
     if (co_await deliver.write(request, fd))
       if (auto r = co_await deliver.read_message<ipc::DeliverResult>()) result = *r;
   }

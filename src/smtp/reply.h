@@ -52,6 +52,15 @@ inline Reply relay_denied(std::string_view a) {
 inline Reply unknown_user(std::string_view a) {
   return {550, "5.1.1", "<" + std::string(a) + ">: No such user here"};
 }
+inline Reply mailbox_disabled(std::string_view a) {
+  return {550, "5.2.1", "<" + std::string(a) + ">: Mailbox disabled"};
+}
+inline Reply alias_loop(std::string_view a) {
+  return {451, "4.4.6", "<" + std::string(a) + ">: Alias loop in this server's configuration, try again later"};
+}
+inline Reply recipient_check_unavailable() {
+  return {451, "4.3.0", "Recipient verification temporarily unavailable, try again later"};
+}
 inline Reply message_too_big() { return {552, "5.3.4", "Message size exceeds fixed maximum message size"}; }
 inline Reply nul_in_data() { return {554, "5.6.0", "Message contains NUL characters"}; }
 inline Reply bare_line_end() {

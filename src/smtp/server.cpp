@@ -15,6 +15,7 @@
 #include "core/ipc_channel.h"
 #include "core/log.h"
 #include "core/service.h"
+#include "directory/resolver.h"
 #include "smtp/session.h"
 
 namespace tern {
@@ -80,12 +81,29 @@ smtp::Reply reply_from_queue(const ipc::SubmitResult& r) {
   return smtp::replies::queue_unavailable();
 }
 
-smtp::RecipientLookup make_lookup(std::shared_ptr<const Config> config) {
-  return [config](const smtp::Address& a) {
-    if (a.domain.starts_with("[") || !config->is_local_domain(a.domain)) return smtp::RecipientVerdict::relay_denied;
-    if (!config->find_user(a.local, a.domain)) return smtp::RecipientVerdict::unknown_user;
-    return smtp::RecipientVerdict::accept;
-  };
+// RCPT: the directory service decides (users, aliases, extensions, catch-alls, role addresses).
+asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, const Config& cfg, smtp::Address address,
+                                                         const std::string& client) {
+  using V = smtp::RecipientVerdict;
+  if (address.domain.starts_with("[")) co_return V::relay_denied;  // no address literals for hosted mail
+  std::string path = (cfg.run_dir() / "directory.sock").string();
+  ipc::ResolveRequest request{address.local + "@" + address.domain};
+  auto reply = co_await ipc::request<ipc::ResolveResult>(server.io.get_executor(), path, std::move(request));
+  if (!reply || reply->status != ipc::Status::ok) {
+    log::warn("directory unavailable; RCPT answered 451",
+              {{"client", client}, {"to", address.text()}, {"error", reply ? reply->detail : "no answer"}});
+    co_return V::unavailable;
+  }
+  switch (static_cast<directory::Verdict>(reply->verdict)) {
+    case directory::Verdict::deliver: co_return V::accept;
+    case directory::Verdict::not_hosted: co_return V::relay_denied;
+    case directory::Verdict::unknown: co_return V::unknown_user;
+    case directory::Verdict::disabled: co_return V::disabled;
+    case directory::Verdict::loop:
+      log::error("alias loop; fix the aliases", {{"to", address.text()}, {"detail", reply->detail}});
+      co_return V::loop;
+  }
+  co_return V::unavailable;
 }
 
 // The DATA phase: returns false when the connection must close.
@@ -167,7 +185,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
   auto remote = c->socket.remote_endpoint(ec);
   std::string client = ec ? "[unknown]" : "[" + remote.address().to_string() + "]";
   smtp::Session session({cfg->hostname, cfg->smtp.max_message_size, cfg->smtp.max_recipients, cfg->smtp.max_errors},
-                        client, make_lookup(cfg));
+                        client, nullptr);
   std::string in;
   smtp::Reply greeting = session.greeting();
   bool open = co_await send(*c, greeting);
@@ -206,6 +224,11 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     }
     if (!line.empty() && line.back() == '\r') line.pop_back();
     smtp::Response r = session.handle(smtp::parse_command(line));
+    if (r.action == smtp::Action::lookup_recipient) {
+      smtp::Address address = session.pending_recipient();
+      smtp::RecipientVerdict verdict = co_await lookup_recipient(server, *cfg, address, client);
+      r = session.complete_rcpt(verdict);
+    }
     if (r.action == smtp::Action::start_data) {
       open = co_await receive_message(server, c, session, in, client, cfg);
       continue;

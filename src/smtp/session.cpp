@@ -71,7 +71,10 @@ Response Session::handle(const ParseResult& parsed) {
                    "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8"}};
     }
     case Verb::mail: return count_error(mail(cmd));
-    case Verb::rcpt: return count_error(rcpt(cmd));
+    case Verb::rcpt: {
+      Response r = rcpt(cmd);
+      return r.action == Action::lookup_recipient ? r : count_error(std::move(r));
+    }
     case Verb::data:
       if (!in_transaction_) return count_error({replies::need_mail()});
       if (envelope_.recipients.empty())
@@ -126,14 +129,25 @@ Response Session::rcpt(const Command& cmd) {
   if (!cmd.parameters.empty()) return {replies::unsupported_parameter(cmd.parameters.front().first)};
   if (cmd.path.has_utf8() && !envelope_.smtputf8) return {replies::utf8_needs_smtputf8()};
   if (rcpt_accepted_ >= settings_.max_recipients) return {replies::too_many_recipients()};
-  std::string text = cmd.path.text();
-  switch (lookup_(cmd.path)) {
+  pending_rcpt_ = cmd.path;
+  if (!lookup_) return {replies::ok(), Action::lookup_recipient};
+  return accept_rcpt(lookup_(cmd.path));
+}
+
+Response Session::complete_rcpt(RecipientVerdict verdict) { return count_error(accept_rcpt(verdict)); }
+
+Response Session::accept_rcpt(RecipientVerdict verdict) {
+  std::string text = pending_rcpt_.text();
+  switch (verdict) {
     case RecipientVerdict::relay_denied: return {replies::relay_denied(text)};
     case RecipientVerdict::unknown_user: return {replies::unknown_user(text)};
+    case RecipientVerdict::disabled: return {replies::mailbox_disabled(text)};
+    case RecipientVerdict::loop: return {replies::alias_loop(text)};
+    case RecipientVerdict::unavailable: return {replies::recipient_check_unavailable()};
     case RecipientVerdict::accept: break;
   }
   ++rcpt_accepted_;
-  std::string normal = lower(cmd.path.local) + "@" + lower(cmd.path.domain);
+  std::string normal = lower(pending_rcpt_.local) + "@" + lower(pending_rcpt_.domain);
   if (std::find(envelope_.recipients.begin(), envelope_.recipients.end(), normal) == envelope_.recipients.end())
     envelope_.recipients.push_back(normal);
   return {replies::recipient_ok(text)};

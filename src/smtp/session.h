@@ -19,8 +19,10 @@ struct SessionSettings {
   uint32_t max_errors = 10;
 };
 
-enum class RecipientVerdict { accept, relay_denied, unknown_user };
-// Decides RCPT; the address is already syntactically valid.
+enum class RecipientVerdict { accept, relay_denied, unknown_user, disabled, loop, unavailable };
+// Decides RCPT synchronously (unit tests); the address is already syntactically valid. A
+// session without one hands each RCPT to its caller (Action::lookup_recipient), which asks the
+// directory and calls complete_rcpt().
 using RecipientLookup = std::function<RecipientVerdict(const Address&)>;
 
 struct Envelope {
@@ -32,7 +34,7 @@ struct Envelope {
   bool body_8bit = false;
 };
 
-enum class Action { none, start_data, close };
+enum class Action { none, start_data, close, lookup_recipient };
 
 struct Response {
   Reply reply;
@@ -47,6 +49,9 @@ class Session {
   // One command line's outcome. For Action::start_data the caller opens the queue, then sends
   // data_go_ahead() or queue_unavailable() (and calls reset_transaction()).
   Response handle(const ParseResult& parsed);
+  // After Action::lookup_recipient: the RCPT's outcome for the directory's verdict.
+  const Address& pending_recipient() const { return pending_rcpt_; }
+  Response complete_rcpt(RecipientVerdict verdict);
   // For lines the server rejects before parsing (too long): counts the error.
   Response reject_line(Reply reply);
 
@@ -64,11 +69,13 @@ class Session {
  private:
   Response mail(const Command& cmd);
   Response rcpt(const Command& cmd);
+  Response accept_rcpt(RecipientVerdict verdict);
   Response count_error(Response r);
 
   SessionSettings settings_;
   std::string client_address_;
   RecipientLookup lookup_;
+  Address pending_rcpt_;
   Envelope envelope_;
   bool greeted_ = false;
   bool in_transaction_ = false;

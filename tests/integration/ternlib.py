@@ -23,8 +23,11 @@ HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
 # Any crypt(3)-looking hash will do; this one is `echo pw | tern hash-password`.
 PASSWORD_HASH = "$y$j9T$jA67ydMBF2vVLDZAaqvb50$bgnQkt6YcSugLN/hOfSAkk2GSOXQ74vsvoSzXtTB0o7"
-SERVICE_USERS = {"smtp": "tern-smtp", "queue": "tern-queue", "deliver": "tern-vmail"}
-SERVICES = ("smtp", "queue", "deliver")
+SERVICE_USERS = {"smtp": "tern-smtp", "queue": "tern-queue", "deliver": "tern-vmail", "directory": "tern-dir"}
+SERVICES = ("smtp", "queue", "deliver", "directory")
+# TERN_TEST_BACKEND=postgresql runs every server on a fresh PostgreSQL database (make test runs
+# the suite once per backend); anything else means the default SQLite file.
+BACKEND = os.environ.get("TERN_TEST_BACKEND", "sqlite")
 IS_ROOT = os.geteuid() == 0
 CRLF = "\r\n"
 DEFAULT_TIMEOUT = 10.0
@@ -60,7 +63,7 @@ def free_port() -> int:
 
 
 def ensure_service_users() -> dict[str, int]:
-    """As root: makes the three run_as users if missing (idempotent). Returns service -> uid."""
+    """As root: makes the run_as users if missing (idempotent). Returns service -> uid."""
     uids = {}
     for service, user in SERVICE_USERS.items():
         try:
@@ -78,6 +81,8 @@ def ensure_service_users() -> dict[str, int]:
 
 
 def default_config(data_dir: str, port: int) -> dict:
+    """The configuration file's sections, plus "domains" and "users": accounts that
+    TernServer.start() creates with the CLI before the first start (they are not file keys)."""
     return {
         "server": {"hostname": HOSTNAME, "data_dir": data_dir},
         "smtp": {
@@ -119,15 +124,11 @@ def _toml_value(v) -> str:
 
 def render_config(cfg: dict) -> str:
     out = []
-    for section in ("server", "run_as", "smtp", "queue"):
+    for section in ("server", "run_as", "smtp", "queue", "directory", "delivery"):
         if section in cfg:
             out.append(f"[{section}]")
             out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items())
             out.append("")
-    for d in cfg.get("domains", []):
-        out += ["[[domain]]", f"name = {_toml_value(d)}", ""]
-    for u in cfg.get("users", []):
-        out += ["[[user]]", f"address = {_toml_value(u)}", f"password_hash = {_toml_value(PASSWORD_HASH)}", ""]
     return "\n".join(out)
 
 
@@ -179,7 +180,14 @@ class TernServer:
         self.data_dir = self.base / "data"
         self.config_path = self.base / "tern.toml"
         self.port = free_port()
-        self.config = merge_config(default_config(str(self.data_dir), self.port), **(config_changes or {}))
+        base_config = default_config(str(self.data_dir), self.port)
+        self.pg_database: str | None = None
+        if BACKEND == "postgresql" and "directory" not in (config_changes or {}):
+            import pgserver
+            self.pg_database = pgserver.new_database()
+            base_config["directory"] = {"backend": "postgresql", "postgresql": self.pg_database}
+        self.config = merge_config(base_config, **(config_changes or {}))
+        self.provisioned = False
         self.proc: subprocess.Popen | None = None
         self.exit_codes: list[int] = []
         self._lines: list[str] = []
@@ -201,6 +209,28 @@ class TernServer:
         """Rewrites the file with `changes` merged in (takes effect at reload or next start)."""
         self.write_config(merge_config(self.config, **changes))
 
+    # -- accounts -----------------------------------------------------------------------------
+    def cli(self, *args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess:
+        """Runs `tern ARGS --config FILE` and returns the completed process (text mode)."""
+        r = subprocess.run([self.binary, *args, "--config", str(self.config_path)], input=input,
+                           capture_output=True, text=True, timeout=60, stdin=None if input is not None else subprocess.DEVNULL)
+        if check:
+            assert r.returncode == 0, f"tern {' '.join(args)} exited {r.returncode}: {r.stdout}{r.stderr}"
+        return r
+
+    def add_user(self, address: str, password_hash: str = PASSWORD_HASH) -> None:
+        self.cli("user", "add", address, "--password-hash", password_hash, check=True)
+
+    def provision(self) -> None:
+        """Creates the configuration's "domains" and "users" in the account database, once."""
+        if self.provisioned:
+            return
+        self.provisioned = True
+        for d in self.config.get("domains", []):
+            self.cli("domain", "add", d, check=True)
+        for u in self.config.get("users", []):
+            self.add_user(u)
+
     # -- the master process -------------------------------------------------------------------
     @property
     def master_pid(self) -> int:
@@ -210,6 +240,7 @@ class TernServer:
         assert self.proc is None or self.proc.poll() is not None, "master already running"
         if self.proc is not None:
             self._join_reader()
+        self.provision()
         since = len(self.lines())
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--config", str(self.config_path)],
@@ -233,7 +264,8 @@ class TernServer:
             self._reader = None
 
     def wait_ready(self, since: int = 0, timeout: float = 20.0) -> None:
-        needed = (" smtp info started", " queue info spool scanned", " deliver info started")
+        needed = (" smtp info started", " queue info spool scanned", " deliver info started",
+                  " directory info account database open")
 
         def ready():
             if self.proc.poll() is not None:
@@ -291,6 +323,9 @@ class TernServer:
 
     def remove_files(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
+        if self.pg_database:
+            import pgserver
+            pgserver.drop_database(self.pg_database)
 
     # -- log ----------------------------------------------------------------------------------
     def lines(self) -> list[str]:

@@ -76,3 +76,28 @@ TEST_F(SessionTest, ReceivedHeader) {
             "Received: from c.example ([192.0.2.7])\n\tby mx.example.test (tern) with ESMTP id Q1\n"
             "\tfor <bob@example.test>; Thu, 01 Jan 1970 00:00:00 +0000\n");
 }
+
+// Without a synchronous lookup, each RCPT goes to the caller (the directory service in server.cpp).
+TEST(SessionDirectoryLookup, RcptIsHandedToTheCallerAndEveryVerdictHasItsReply) {
+  Session s{{"mx.example.test", 1000, 10, 5}, "[192.0.2.7]", nullptr};
+  s.handle(parse_command("EHLO c.example"));
+  s.handle(parse_command("MAIL FROM:<a@b.example>"));
+  auto rcpt = [&](std::string_view line, RecipientVerdict v) {
+    Response r = s.handle(parse_command(line));
+    EXPECT_EQ(r.action, Action::lookup_recipient);
+    return s.complete_rcpt(v).reply.wire();
+  };
+  EXPECT_EQ(rcpt("RCPT TO:<Sales@Example.test>", RecipientVerdict::accept),
+            "250 2.1.5 Recipient <Sales@Example.test> OK\r\n");
+  EXPECT_EQ(rcpt("RCPT TO:<off@example.test>", RecipientVerdict::disabled),
+            "550 5.2.1 <off@example.test>: Mailbox disabled\r\n");
+  EXPECT_EQ(rcpt("RCPT TO:<a@example.test>", RecipientVerdict::loop),
+            "451 4.4.6 <a@example.test>: Alias loop in this server's configuration, try again later\r\n");
+  EXPECT_EQ(rcpt("RCPT TO:<b@example.test>", RecipientVerdict::unavailable),
+            "451 4.3.0 Recipient verification temporarily unavailable, try again later\r\n");
+  EXPECT_EQ(s.envelope().recipients, std::vector<std::string>{"sales@example.test"});
+  // Syntax errors never reach the caller.
+  Response bad = s.handle(parse_command("RCPT TO:<no-at-sign>"));
+  EXPECT_EQ(bad.action, Action::none);
+  EXPECT_EQ(bad.reply.code, 501);
+}
