@@ -219,12 +219,12 @@ std::vector<Domain> Store::list_domains() {
 }
 
 void Store::add_domain(const Domain& d) {
+  Domain row = d;
+  row.name = to_lower_ascii(d.name);
+  if (row.created == 0) row.created = now();
   write([&] {
-    if (canonical_domain(d.name))
-      throw StoreError(false, "domain " + d.name + " already exists (as a domain or a domain alias)");
-    Domain row = d;
-    row.name = to_lower_ascii(d.name);
-    if (row.created == 0) row.created = now();
+    if (canonical_domain(row.name))
+      throw StoreError(false, "domain " + row.name + " already exists (as a domain or a domain alias)");
     sql_->query(std::string("INSERT INTO domains (") + domain_columns +
                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 domain_params(row));
