@@ -43,7 +43,7 @@ integration: build-asan
 # written back, so `make test` leaves the tree clean); `make fuzz FUZZ_SECONDS=600` runs longer
 # and keeps what it finds.
 fuzz-smoke: build-fuzz
-	@for t in smtp_command smtp_data; do \
+	@for t in smtp_command smtp_data maildirsize; do \
 	  work=$$(mktemp -d); cp tests/fuzz/corpus/$$t/* $$work/ 2>/dev/null || true; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
 	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$work 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' ; \
@@ -51,7 +51,7 @@ fuzz-smoke: build-fuzz
 	done
 
 fuzz: build-fuzz
-	@for t in smtp_command smtp_data; do \
+	@for t in smtp_command smtp_data maildirsize; do \
 	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/$$t || exit 1; \
 	done
 
@@ -64,6 +64,15 @@ test: build-asan build-fuzz
 clean:
 	rm -rf build
 
+# Postfix for smtp_accept's smtp-source/smtp-sink and directory's peer lookups (postmap with the
+# sqlite map type from postfix-sqlite; without it directory.sh compares with hash: files only).
 bench: build
-	@command -v smtp-source >/dev/null || (sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postfix)
+	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; export DEBIAN_FRONTEND=noninteractive; \
+	  if ! command -v smtp-source >/dev/null || ! postconf -m 2>/dev/null | grep -qx sqlite; then \
+	    $$sudo apt-get install -y -qq postfix postfix-sqlite >/dev/null || \
+	    { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq postfix >/dev/null && \
+	      { $$sudo apt-get install -y -qq postfix-sqlite >/dev/null || echo "postfix-sqlite not installable: bench/directory.sh compares with Postfix's hash: maps only"; }; }; \
+	  fi
+	@ninja -C build/release -j $(JOBS) bench_directory
 	TERN_BIN=$(CURDIR)/build/release/tern bench/smtp_accept.sh
+	TERN_BIN=$(CURDIR)/build/release/tern BENCH_DIRECTORY_BIN=$(CURDIR)/build/release/bench_directory bench/directory.sh

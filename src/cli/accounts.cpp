@@ -99,15 +99,21 @@ directory::ResolverSettings resolver_settings(const Config& c) {
 
 // --- input -------------------------------------------------------------------------------------
 
-std::pair<std::string, std::string> parse_address(const std::string& text) {
-  if (auto e = directory::check_address(text)) throw Refusal(*e);
-  auto parts = directory::split_address(text);
-  return {directory::to_lower_ascii(parts->first), directory::to_lower_ascii(parts->second)};
+// Domains may be typed in Unicode; they are stored in their IDNA A-label form.
+std::string checked_domain(const std::string& name) {
+  std::string error;
+  auto ascii = directory::domain_to_ascii(name, error);
+  if (!ascii) throw Refusal(error);
+  if (auto e = directory::check_domain_name(*ascii)) throw Refusal(*e);
+  return *ascii;
 }
 
-std::string checked_domain(const std::string& name) {
-  if (auto e = directory::check_domain_name(name)) throw Refusal(*e);
-  return directory::to_lower_ascii(name);
+std::pair<std::string, std::string> parse_address(const std::string& text) {
+  auto parts = directory::split_address(text);
+  if (!parts) throw Refusal("address \"" + text + "\" is not of the form local@domain");
+  std::string domain = checked_domain(parts->second);
+  if (auto e = directory::check_local_part(parts->first)) throw Refusal(*e);
+  return {directory::to_lower_ascii(parts->first), domain};
 }
 
 // "0", "5000", "100K", "250M", "2G" (powers of 1024); 0 means no limit.

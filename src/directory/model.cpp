@@ -1,6 +1,9 @@
 #include "directory/model.h"
 
+#include <idn2.h>
+
 #include <algorithm>
+#include <cstdlib>
 
 namespace tern::directory {
 
@@ -95,6 +98,33 @@ std::optional<std::string> check_domain_name(std::string_view name) {
     start = dot + 1;
   }
   return std::nullopt;
+}
+
+std::optional<std::string> domain_to_ascii(std::string_view name, std::string& error) {
+  bool ascii = std::all_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  std::string lower = to_lower_ascii(name);
+  if (ascii && lower.find("xn--") == std::string::npos) return lower;
+  if (ascii) {  // A-labels: they must decode to valid U-labels
+    char* unicode = nullptr;
+    int rc = idn2_to_unicode_8z8z(lower.c_str(), &unicode, 0);
+    std::free(unicode);
+    if (rc != IDN2_OK) {
+      error = "domain " + shown(name) + " has an invalid xn-- label: " + idn2_strerror(rc);
+      return std::nullopt;
+    }
+    return lower;
+  }
+  char* out = nullptr;
+  std::string input(name);
+  int rc = idn2_to_ascii_8z(input.c_str(), &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+  if (rc != IDN2_OK) {
+    std::free(out);
+    error = "domain " + shown(name) + " is not a valid international domain name: " + idn2_strerror(rc);
+    return std::nullopt;
+  }
+  std::string result = to_lower_ascii(out);
+  std::free(out);
+  return result;
 }
 
 std::optional<std::string> check_local_part(std::string_view local) {

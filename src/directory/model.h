@@ -59,6 +59,10 @@ std::optional<std::string> check_domain_name(std::string_view name);
 // Local parts: RFC 5321 dot-atom (atext and single dots), at most 64 octets; '/' and control
 // characters are refused even where RFC 5322 would allow them, since they name files.
 std::optional<std::string> check_local_part(std::string_view local);
+// IDNA2008 (UTS #46 non-transitional, libidn2): the A-label form of a domain typed with
+// U-labels ("bücher.example" -> "xn--bcher-kva.example"); ASCII names come back lowercased.
+// xn-- labels must decode. On failure, nullopt with `error` saying why.
+std::optional<std::string> domain_to_ascii(std::string_view name, std::string& error);
 // A forward or alias target: local@domain with a valid local part and domain.
 std::optional<std::string> check_address(std::string_view address);
 

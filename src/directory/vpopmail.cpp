@@ -636,7 +636,8 @@ class Importer {
       why = "it is a symlink out of the vpopmail tree (to " + c.string() + ")";
       return std::nullopt;
     }
-    int fd = ::open(c.c_str(), O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    // O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
+    int fd = ::open(c.c_str(), O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
       int e = errno;
       why = std::strerror(e);
@@ -723,6 +724,12 @@ class Importer {
       if (!dir) {
         not_mapped(origin + ": domain " + shown(e.name) + ": directory " + shown(e.dir) + " is refused: " + why +
                    "; not imported");
+        continue;
+      }
+      std::error_code ec;
+      if (!fs::is_directory(*dir, ec)) {
+        not_mapped(origin + ": domain " + shown(e.name) + ": directory " + dir->string() +
+                   " does not exist; not imported (remove the stale line from users/assign)");
         continue;
       }
       add_planned_domain(e.name, *dir, origin);

@@ -324,6 +324,18 @@ TEST(Names, DomainsAndLocalPartsAreChecked) {
   EXPECT_EQ(check_address("alice"), "address \"alice\" is not of the form local@domain");
 }
 
+TEST(Names, InternationalDomainsBecomeALabels) {
+  std::string error;
+  EXPECT_EQ(domain_to_ascii("B\xc3\xbc" "cher.Example", error), "xn--bcher-kva.example");
+  EXPECT_EQ(domain_to_ascii("Example.COM", error), "example.com");
+  EXPECT_EQ(domain_to_ascii("xn--bcher-kva.example", error), "xn--bcher-kva.example");
+  EXPECT_EQ(domain_to_ascii("xn--zz.example", error), std::nullopt);
+  EXPECT_TRUE(error.starts_with("domain \"xn--zz.example\" has an invalid xn-- label: ")) << error;
+  EXPECT_EQ(domain_to_ascii("\xcc\x81" "a.example", error), std::nullopt) << "a label starting with a combining mark";
+  EXPECT_TRUE(error.starts_with("domain \"\\xcc\\x81a.example\" is not a valid international domain name: "))
+      << error;
+}
+
 TEST(Services, TextRoundTrip) {
   EXPECT_EQ(services_text(all_services), "smtp,imap,pop3,web");
   EXPECT_EQ(services_text(0), "none");

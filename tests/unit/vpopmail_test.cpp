@@ -396,8 +396,8 @@ TEST_F(VpopmailImport, RefusesBadNamesAndPathsOutOfTheTree) {
   write(base_ / "outside" / "secret", "&thief@evil.example\n");
   fs::create_symlink(base_ / "outside" / "secret", fs::path(dom("example.org")) / ".qmail-leak");
   write(home_ / "users" / "assign",
-        "+example.org-:example.org:89:89:" + dom("example.org") +
-            ":-::\n+bad_domain-:bad_domain:89:89:" + dom("bad_domain") +
+        "+example.org-:example.org:89:89:" + dom("example.org") + ":-::\n+bad_domain-:bad_domain:89:89:" +
+            dom("bad_domain") + ":-::\n+gone.example-:gone.example:89:89:" + dom("gone.example") +
             ":-::\n+elsewhere.example-:elsewhere.example:89:89:/srv/other/elsewhere.example:-::\n.\n");
   write(fs::path(dom("example.org")) / "vpasswd",
         user("example.org", "ok", "$1$x$y") + "eve:$1$x$y:1:0::" + dom("example.org") + "/eve:NOQUOTA\n" +
@@ -419,6 +419,8 @@ TEST_F(VpopmailImport, RefusesBadNamesAndPathsOutOfTheTree) {
   EXPECT_TRUE(has_line(r.not_mapped, "symlink out of the vpopmail tree"));
   EXPECT_TRUE(has_line(r.not_mapped, "\\x01"));
   EXPECT_TRUE(has_line(r.not_mapped, "elsewhere.example"));
+  EXPECT_TRUE(has_line(r.not_mapped, "domains/gone.example does not exist; not imported"));
+  EXPECT_FALSE(store_->find_domain("gone.example"));
 }
 
 TEST_F(VpopmailImport, WithoutAssignListsDomainsHashedDirsAndSymlinkAliases) {
@@ -504,6 +506,10 @@ TEST_F(VpopmailImport, CryptHashesAreKeptAndStillVerify) {
   auto sha = store_->find_user("example.org", "sha");
   auto des = store_->find_user("example.org", "des");
   EXPECT_EQ(md5->password_hash, "$1$abcdefgh$cXyJky3c90lkbJf6RiNKP.");
+  EXPECT_EQ(
+      sha->password_hash,
+      "$6$0123456789abcdef$zYrF5xzP52j816LB.VexvEZEWNV4aI5F/9BZn5H.Fu62kf6q2exrQaMEqGn9wfYFKKWT84mRs95c//1lYjXGd1");
+  EXPECT_EQ(des->password_hash, "abS9Yr.Y4llho");
   EXPECT_TRUE(tern::verify_password("bob-Secret", md5->password_hash));
   EXPECT_FALSE(tern::verify_password("bob-secret", md5->password_hash));
   EXPECT_TRUE(tern::verify_password("carol-Secret", sha->password_hash));
