@@ -31,6 +31,8 @@ enum class Type : uint16_t {
   resolve_result = 21,   // directory -> caller: verdict, mailboxes, remote forwards
   auth_request = 22,     // a login service -> directory: check this password
   auth_result = 23,      // directory -> caller: the outcome
+  domains_request = 24,  // any client -> directory: which domains are hosted?
+  domains_result = 25,   // directory -> caller: hosted domains and domain aliases
 };
 
 enum class Status : uint8_t { ok = 0, temporary = 1, permanent = 2 };
@@ -119,6 +121,20 @@ struct AuthResult {
   std::string address;  // the canonical account address when ok
   std::string text;     // for the log (never says whether the user exists to the client)
   template <typename A> void fields(A& a) { a(outcome, address, text); }
+};
+
+struct DomainsRequest {
+  static constexpr Type type = Type::domains_request;
+  template <typename A> void fields(A&) {}
+};
+
+struct DomainsResult {
+  static constexpr Type type = Type::domains_result;
+  Status status = Status::ok;
+  std::vector<std::string> domains;  // enabled hosted domains, sorted
+  std::vector<std::string> aliases;  // domain aliases as "alias=domain"
+  std::string detail;                // why not, when status is not ok
+  template <typename A> void fields(A& a) { a(status, domains, aliases, detail); }
 };
 
 struct DeliverResult {

@@ -118,6 +118,22 @@ ipc::ResolveResult resolve(Directory& d, const std::string& address) {
   return out;
 }
 
+ipc::DomainsResult hosted_domains(Directory& d) {
+  ipc::DomainsResult out;
+  try {
+    directory::Store& store = d.open_store();
+    for (const auto& domain : store.list_domains())
+      if (domain.enabled) out.domains.push_back(domain.name);
+    for (const auto& [alias, domain] : store.list_domain_aliases()) out.aliases.push_back(alias + "=" + domain);
+  } catch (const StoreError& e) {
+    d.store_failed(e);
+    out = {};
+    out.status = ipc::Status::temporary;
+    out.detail = e.what();
+  }
+  return out;
+}
+
 asio::awaitable<bool> verify_on_pool(std::string password, std::string hash) {
   co_return verify_password(password, hash);
 }
@@ -214,6 +230,12 @@ asio::awaitable<void> serve(Directory& d, stream_protocol::socket socket) {
         co_return;
       }
       reply = ipc::encode(resolve(d, req->address));
+    } else if (ipc::decode<ipc::DomainsRequest>(*frame)) {
+      if (!uid || !d.resolve_uids.contains(*uid)) {
+        log::warn("refused a domain list request from an unexpected user", {{"uid", uid ? long(*uid) : -1L}});
+        co_return;
+      }
+      reply = ipc::encode(hosted_domains(d));
     } else if (auto auth = ipc::decode<ipc::AuthRequest>(*frame)) {
       if (!uid || !d.auth_uids.contains(*uid)) {
         log::warn("refused a password check from an unexpected user", {{"uid", uid ? long(*uid) : -1L}});

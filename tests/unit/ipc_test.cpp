@@ -35,3 +35,37 @@ TEST(Ipc, MalformedPayloadsAndLengthsAreErrors) {
   EXPECT_FALSE(s.next());
   EXPECT_TRUE(s.error());
 }
+
+TEST(Ipc, DirectoryMessagesRoundTrip) {
+  ResolveResult r;
+  r.verdict = 0;
+  r.detail = "alias team@example.test";
+  r.mailbox_addresses = {"alice@example.test", "bob@example.test"};
+  r.maildirs = {"/m/alice/Maildir", "/m/bob/Maildir"};
+  r.quota_bytes = {0, uint64_t{1} << 40};
+  r.quota_messages = {7, 0};
+  r.remote = {"carol@remote.example"};
+  std::string wire = encode(r);
+  FrameSplitter s;
+  s.feed(wire);
+  auto frame = s.next();
+  ASSERT_TRUE(frame);
+  auto back = decode<ResolveResult>(*frame);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->quota_bytes, (std::vector<uint64_t>{0, uint64_t{1} << 40}));
+  EXPECT_EQ(back->quota_messages, (std::vector<uint64_t>{7, 0}));
+  EXPECT_EQ(back->maildirs, r.maildirs);
+  EXPECT_EQ(back->remote, r.remote);
+  // A number list that claims more entries than the payload holds is an error, not a huge allocation.
+  Frame lying{Type::resolve_result, std::string("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\xff\xff\xff\xff", 21)};
+  EXPECT_FALSE(decode<ResolveResult>(lying));
+
+  auto domains = decode<DomainsResult>(
+      Frame{Type::domains_result, encode(DomainsResult{Status::ok, {"example.test"}, {"example.net=example.test"}, ""})
+                                      .substr(6)});
+  ASSERT_TRUE(domains);
+  EXPECT_EQ(domains->aliases, std::vector<std::string>{"example.net=example.test"});
+  auto auth = decode<AuthRequest>(Frame{Type::auth_request, encode(AuthRequest{"a@b.test", "pw", "[::1]", "imap"}).substr(6)});
+  ASSERT_TRUE(auth);
+  EXPECT_EQ(auth->service, "imap");
+}
