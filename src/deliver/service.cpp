@@ -102,7 +102,8 @@ asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& re
                                                req.recipient};
   std::string sender = req.sender.empty() || cfg->delivery.forward_sender == "keep" ? req.sender : req.recipient;
   std::string path = (cfg->run_dir() / "queue.sock").string();
-  auto socket = co_await ipc::connect(d.io.get_executor(), path);
+  asio::any_io_executor executor = d.io.get_executor();
+  auto socket = co_await ipc::connect(executor, path);
   if (!socket) co_return Step{ipc::Status::temporary, "4.3.0 queue service unavailable for a forward"};
   ipc::Channel queue(std::move(*socket));
   std::string begin = ipc::encode(ipc::SubmitBegin{"[local]", cfg->hostname, sender, remote});
@@ -128,7 +129,8 @@ asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest re
   if (fd < 0) co_return ipc::DeliverResult{ipc::Status::temporary, "no message descriptor came with the request"};
   std::string path = (cfg->run_dir() / "directory.sock").string();
   ipc::ResolveRequest question{req.recipient};
-  auto answer = co_await ipc::request<ipc::ResolveResult>(d.io.get_executor(), path, std::move(question));
+  asio::any_io_executor executor = d.io.get_executor();
+  auto answer = co_await ipc::request<ipc::ResolveResult>(executor, path, std::move(question));
   if (!answer || answer->status != ipc::Status::ok)
     co_return ipc::DeliverResult{ipc::Status::temporary,
                                  "4.3.0 directory unavailable: " + (answer ? answer->detail : "no answer")};

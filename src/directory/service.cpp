@@ -172,7 +172,8 @@ asio::awaitable<ipc::AuthResult> authenticate(Directory& d, ipc::AuthRequest req
   }
   std::string password = req.password;
   std::string hash = user ? user->password_hash : decoy_hash();
-  bool ok = co_await asio::co_spawn(d.hashers, verify_on_pool(password, hash), asio::use_awaitable);
+  asio::awaitable<bool> verification = verify_on_pool(password, hash);
+  bool ok = co_await asio::co_spawn(d.hashers, std::move(verification), asio::use_awaitable);
   if (!ok || !user) {
     d.account_failures.record_failure(account, now);
     d.client_failures.record_failure(client_key, now);
@@ -190,7 +191,8 @@ asio::awaitable<ipc::AuthResult> authenticate(Directory& d, ipc::AuthRequest req
     auto rehash = [](std::string p, std::string s) -> asio::awaitable<std::optional<std::string>> {
       co_return hash_password(p, s);
     };
-    auto fresh = co_await asio::co_spawn(d.hashers, rehash(pw, sch), asio::use_awaitable);
+    asio::awaitable<std::optional<std::string>> hashing = rehash(pw, sch);
+    auto fresh = co_await asio::co_spawn(d.hashers, std::move(hashing), asio::use_awaitable);
     if (fresh) {
       try {
         // Re-read: the account may have changed while the hash was computed.

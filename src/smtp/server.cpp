@@ -88,7 +88,8 @@ asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, const C
   if (address.domain.starts_with("[")) co_return V::relay_denied;  // no address literals for hosted mail
   std::string path = (cfg.run_dir() / "directory.sock").string();
   ipc::ResolveRequest request{address.local + "@" + address.domain};
-  auto reply = co_await ipc::request<ipc::ResolveResult>(server.io.get_executor(), path, std::move(request));
+  boost::asio::any_io_executor executor = server.io.get_executor();
+  auto reply = co_await ipc::request<ipc::ResolveResult>(executor, path, std::move(request));
   if (!reply || reply->status != ipc::Status::ok) {
     log::warn("directory unavailable; RCPT answered 451",
               {{"client", client}, {"to", address.text()}, {"error", reply ? reply->detail : "no answer"}});
