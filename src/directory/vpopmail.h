@@ -4,7 +4,7 @@
 //
 // The parsers in namespace vpopmail are pure: text in, typed values out, every malformed line
 // reported as a LineProblem, never thrown. import_vpopmail() does the file I/O and the Store
-// writes. File formats: /work/shared/qmail-compat.md (vpopmail, dot-qmail), vpopmail's vauth.h
+// writes. File formats: ../shared/qmail-compat.md (vpopmail, dot-qmail), vpopmail's vauth.h
 // (the flag bits), qmail-users(5) (users/assign) and dot-qmail(5).
 #pragma once
 #include <cstdint>

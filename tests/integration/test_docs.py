@@ -5,7 +5,7 @@ call in src/core/config.cpp. The call with the empty prefix lists the top-level 
 each other call lists the keys of section PREFIX. Each key must then be documented in:
 
 - docs/configuration.md, as `section.key`, or by name under a heading that names the section
-  (`## [smtp]`, `## [[user]]`);
+  (`## [smtp]`, or `## [[name]]` for an array of tables);
 - etc/tern.toml.example, as a real (uncommented) key of its section, with a comment above it,
   and with the default from src/core/config.h; the file must also pass `tern check-config`;
 - docs/man/tern.toml.5, in the subsection (`.SS`) of its section.
@@ -238,7 +238,7 @@ def test_schema_extraction_reads_every_known_keys_call():
     assert SCHEMA.sections, "no root known_keys(root, \"\", {...}) call found"
     for section, _ in SCHEMA.keys:
         assert section in SCHEMA.sections, f"keys for section {section!r}, which the root call does not list"
-    for section in ("server", "smtp", "queue", "domain", "user"):
+    for section in ("server", "run_as", "smtp", "queue", "directory", "delivery"):
         assert SCHEMA.keys_of(section), f"no keys extracted for [{section}]"
 
 
