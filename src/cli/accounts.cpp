@@ -584,15 +584,18 @@ int alias_add(const Options& o, const std::string& address, const std::vector<st
   Accounts store(cfg, false);
   auto canonical = store->canonical_domain(domain);
   if (!canonical) throw Refusal("no domain " + domain + "; add it first with `tern domain add " + domain + "`");
+  // Every target is checked before the first is stored, so a refusal changes nothing.
+  std::vector<std::string> checked;
   for (const auto& t : targets) {
     auto [tl, td] = parse_address(t);
     std::string target = tl + "@" + td;
     if (auto loop = directory::find_loop(*store, resolver_settings(cfg), local + "@" + *canonical, target))
       throw Refusal("alias " + local + "@" + *canonical + " -> " + target + " would make a loop: " + *loop);
-    store->add_alias_target(*canonical, local, target);
+    checked.push_back(target);
   }
+  for (const auto& target : checked) store->add_alias_target(*canonical, local, target);
   std::cout << "alias " << local << "@" << *canonical << " -> ";
-  for (size_t i = 0; i < targets.size(); ++i) std::cout << (i ? ", " : "") << targets[i];
+  for (size_t i = 0; i < checked.size(); ++i) std::cout << (i ? ", " : "") << checked[i];
   std::cout << "\n";
   return 0;
 }

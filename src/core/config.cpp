@@ -326,7 +326,7 @@ std::string dev_config_text() {
 # Every key is described in etc/tern.toml.example and docs/configuration.md.
 # Accounts live in the directory database (./var/directory/accounts.db): at first start tern
 # creates the domain example.test with the user alice@example.test (password "tern-dev-password");
-# add more with `./build/release/tern --config var/tern.toml user add bob@example.test`.
+# add more with `./build/release/tern user add bob@example.test --config var/tern.toml`.
 
 [server]
 hostname = "mail.example.test"

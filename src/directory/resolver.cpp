@@ -30,6 +30,7 @@ struct Expansion {
   std::optional<std::string> loop;  // the first loop met, as text
   std::vector<std::string> notes;
   Verdict first_failure = Verdict::deliver;
+  bool in_catchall = false;
 
   void fail(Verdict v, std::string note) {
     if (first_failure == Verdict::deliver) first_failure = v;
@@ -116,9 +117,12 @@ struct Expansion {
     if (local == "postmaster" || local == "abuse") {  // RFC 2142: these always exist
       std::string target = !domain->postmaster.empty() ? domain->postmaster : settings.postmaster;
       notes.push_back("role address " + local + "@" + domain_name);
-      if (!target.empty()) {
-        expand(target, depth + 1);
-      } else {
+      size_t before = out.mailboxes.size() + out.remote.size();
+      if (!target.empty()) expand(target, depth + 1);
+      if (out.mailboxes.size() + out.remote.size() == before) {
+        // No target, or one that leads nowhere: the domain's own postmaster mailbox, so the
+        // role address still resolves.
+        if (!target.empty()) notes.push_back("postmaster target " + target + " leads nowhere; using the mailbox");
         User implicit;
         implicit.domain = domain_name;
         implicit.local = "postmaster";
@@ -126,9 +130,13 @@ struct Expansion {
       }
       return;
     }
-    if (!domain->catchall.empty()) {
+    if (!domain->catchall.empty() && !in_catchall) {
       notes.push_back("catch-all of " + domain_name);
+      // The catch-all's own target is resolved without catch-alls: an unknown target is then
+      // "unknown" (550), not a loop through the catch-all.
+      in_catchall = true;
       expand(domain->catchall, depth + 1);
+      in_catchall = false;
       return;
     }
     fail(Verdict::unknown, "no user or alias " + local + "@" + domain_name);

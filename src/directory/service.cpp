@@ -62,9 +62,15 @@ struct Directory {
   std::set<uid_t> resolve_uids, auth_uids;
   bool stopping = false;
 
-  void apply_limits() {
-    account_failures = {config->directory.auth_max_failures_account, config->directory.auth_failure_window};
-    client_failures = {config->directory.auth_max_failures_client, config->directory.auth_failure_window};
+  // Recreates the limiters only when their settings change, so a reload keeps the counts.
+  void apply_limits(const Config* previous) {
+    const auto& now = config->directory;
+    if (previous && previous->directory.auth_max_failures_account == now.auth_max_failures_account &&
+        previous->directory.auth_max_failures_client == now.auth_max_failures_client &&
+        previous->directory.auth_failure_window == now.auth_failure_window)
+      return;
+    account_failures = {now.auth_max_failures_account, now.auth_failure_window};
+    client_failures = {now.auth_max_failures_client, now.auth_failure_window};
   }
 
   // The store, opened (or reopened after a failure) on demand; throws StoreError.
@@ -165,6 +171,11 @@ asio::awaitable<ipc::AuthResult> authenticate(Directory& d, ipc::AuthRequest req
         user = store.find_user(*domain, parts->first);
         auto dom = store.find_domain(*domain);
         domain_enabled = dom && dom->enabled;
+        // One counter per account, whichever domain alias the client typed.
+        std::string canonical = directory::to_lower_ascii(parts->first) + "@" + *domain;
+        if (canonical != account && d.account_failures.blocked(canonical, now))
+          co_return result(AuthOutcome::throttled, "", "too many failed logins for this account or client; wait");
+        account = canonical;
       }
   } catch (const StoreError& e) {
     d.store_failed(e);
@@ -282,7 +293,8 @@ int run_directory_service(const ServiceStart& start) {
   Directory d;
   d.config = start.config;
   d.config_path = start.config_path;
-  d.apply_limits();
+  d.apply_limits(nullptr);
+  ::umask(077);  // the database and its WAL files are the directory user's alone
   for (std::set<uid_t>* s : {&d.resolve_uids, &d.auth_uids}) {
     s->insert(0);
     s->insert(::getuid());
@@ -312,8 +324,9 @@ int run_directory_service(const ServiceStart& start) {
         bool moved = store_options(*fresh).backend != store_options(*d.config).backend ||
                      store_options(*fresh).sqlite_path != store_options(*d.config).sqlite_path ||
                      store_options(*fresh).postgresql != store_options(*d.config).postgresql;
+        std::shared_ptr<const Config> previous = d.config;
         d.config = fresh;
-        d.apply_limits();
+        d.apply_limits(previous.get());
         d.cache.clear();
         if (moved) d.store.reset();  // reopened at the next request
       }

@@ -180,8 +180,12 @@ void Store::bump_generation() { sql_->query("UPDATE meta SET value = value + 1 W
 template <typename F> void Store::write(F&& body) {
   // SQLite: take the write lock at BEGIN, so two writers wait on the busy timeout instead of
   // failing when a read transaction cannot be upgraded.
-  sql_->exec_script(sql_->backend_name() == "sqlite" ? "BEGIN IMMEDIATE" : "BEGIN");
+  bool sqlite = sql_->backend_name() == "sqlite";
+  sql_->exec_script(sqlite ? "BEGIN IMMEDIATE" : "BEGIN");
   try {
+    // PostgreSQL: one writer at a time, like SQLite's write lock, so the checks a write makes
+    // (limits, user-or-alias, duplicates) cannot race another node's write at READ COMMITTED.
+    if (!sqlite) sql_->query("SELECT pg_advisory_xact_lock(7365361)");
     body();
     bump_generation();
     sql_->exec_script("COMMIT");

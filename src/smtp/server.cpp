@@ -87,7 +87,14 @@ asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, const C
   using V = smtp::RecipientVerdict;
   if (address.domain.starts_with("[")) co_return V::relay_denied;  // no address literals for hosted mail
   std::string path = (cfg.run_dir() / "directory.sock").string();
-  ipc::ResolveRequest request{address.local + "@" + address.domain};
+  std::string domain = address.domain;
+  if (address.has_utf8()) {  // SMTPUTF8: hosted domains are stored in their A-label form
+    std::string error;
+    auto ascii = directory::domain_to_ascii(address.domain, error);
+    if (!ascii) co_return V::relay_denied;
+    domain = *ascii;
+  }
+  ipc::ResolveRequest request{address.local + "@" + domain};
   boost::asio::any_io_executor executor = server.io.get_executor();
   auto reply = co_await ipc::request<ipc::ResolveResult>(executor, path, std::move(request));
   if (!reply || reply->status != ipc::Status::ok) {

@@ -228,6 +228,15 @@ TEST_P(StoreTest, ResolvesUsersAliasesExtensionsRolesAndCatchAll) {
   store_->update_domain(d);
   EXPECT_EQ(mailboxes(resolve("anything@example.com")), std::vector<std::string>{"alice@example.com"});
 
+  // A catch-all or postmaster target that leads nowhere: unknown (550), and the role address
+  // falls back to the domain's postmaster mailbox.
+  d.catchall = "nobody@example.com";
+  d.postmaster = "ghost@example.com";
+  store_->update_domain(d);
+  EXPECT_EQ(resolve("anything@example.com").verdict, Verdict::unknown);
+  EXPECT_EQ(mailboxes(resolve("postmaster@example.com")), std::vector<std::string>{"postmaster@example.com"});
+  d.postmaster.clear();
+
   settings_.separators = "+";
   d.catchall.clear();
   store_->update_domain(d);
