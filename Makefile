@@ -74,5 +74,8 @@ bench: build
 	      { $$sudo apt-get install -y -qq postfix-sqlite >/dev/null || echo "postfix-sqlite not installable: bench/directory.sh compares with Postfix's hash: maps only"; }; }; \
 	  fi
 	@ninja -C build/release -j $(JOBS) bench_directory
-	TERN_BIN=$(CURDIR)/build/release/tern bench/smtp_accept.sh
-	TERN_BIN=$(CURDIR)/build/release/tern BENCH_DIRECTORY_BIN=$(CURDIR)/build/release/bench_directory bench/directory.sh
+	@status=0; \
+	  TERN_BIN=$(CURDIR)/build/release/tern bench/smtp_accept.sh || status=$$?; \
+	  TERN_BIN=$(CURDIR)/build/release/tern BENCH_DIRECTORY_BIN=$(CURDIR)/build/release/bench_directory \
+	    bench/directory.sh || status=$$?; \
+	  exit $$status

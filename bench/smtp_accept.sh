@@ -29,20 +29,17 @@ listen = ["127.0.0.1:$port"]
 max_connections = 1000
 [queue]
 concurrency_local = 20
-[[domain]]
-name = "example.test"
-[[user]]
-address = "bench@example.test"
-password_hash = "$hash"
 TOML
 if [ "$(id -u)" -eq 0 ]; then
-  for u in tern-smtp tern-queue tern-vmail; do
+  for u in tern-smtp tern-queue tern-vmail tern-dir; do
     id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
   done
 fi
+"$tern" domain add example.test --config "$work/tern.toml" >/dev/null
+"$tern" user add bench@example.test --password-hash "$hash" --config "$work/tern.toml" >/dev/null
 "$tern" serve --config "$work/tern.toml" > "$work/tern.log" 2>&1 &
 master=$!
-trap 'kill -TERM $master 2>/dev/null; wait $master 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill -TERM $master 2>/dev/null; wait $master 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 
 maildir="$work/data/domains/example.test/bench/Maildir/new"

@@ -77,7 +77,8 @@ struct DeliverRequest {
   std::string sender;
   std::string recipient;  // local@domain, lowercased
   uint64_t received = 0;  // unix seconds the queue accepted the message (over-quota grace)
-  template <typename A> void fields(A& a) { a(queue_id, sender, recipient, received); }
+  std::vector<std::string> skip;  // targets already served by an earlier attempt
+  template <typename A> void fields(A& a) { a(queue_id, sender, recipient, received, skip); }
 };
 
 struct ResolveRequest {
@@ -141,7 +142,8 @@ struct DeliverResult {
   static constexpr Type type = Type::deliver_result;
   Status status = Status::ok;
   std::string text;
-  template <typename A> void fields(A& a) { a(status, text); }
+  std::vector<std::string> done;  // with a temporary status: targets served this time, to skip next time
+  template <typename A> void fields(A& a) { a(status, text, done); }
 };
 
 struct Frame {

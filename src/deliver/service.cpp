@@ -4,8 +4,10 @@
 // hands remote forwards back to the queue as a new message.
 //
 // A recipient that expands to several mailboxes is one unit for the queue: if any of them
-// fails temporarily the whole recipient is retried, so the others may get a second copy (as
-// qmail does with a multi-line .qmail). Never fewer copies, sometimes more.
+// fails temporarily the recipient is retried, and the targets already served are reported back
+// (DeliverResult.done), kept in the spool envelope and skipped on the retry (DeliverRequest.skip).
+// A crash between a Maildir write and the queue's record of it can still give one duplicate:
+// never fewer copies, at most one more.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -126,52 +128,73 @@ asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& re
 
 asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest req, int fd) {
   std::shared_ptr<const Config> cfg = d.config;  // a SIGHUP may replace d.config meanwhile
-  if (fd < 0) co_return ipc::DeliverResult{ipc::Status::temporary, "no message descriptor came with the request"};
+  if (fd < 0) co_return ipc::DeliverResult{ipc::Status::temporary, "no message descriptor came with the request", {}};
   std::string path = (cfg->run_dir() / "directory.sock").string();
   ipc::ResolveRequest question{req.recipient};
   asio::any_io_executor executor = d.io.get_executor();
   auto answer = co_await ipc::request<ipc::ResolveResult>(executor, path, std::move(question));
   if (!answer || answer->status != ipc::Status::ok)
     co_return ipc::DeliverResult{ipc::Status::temporary,
-                                 "4.3.0 directory unavailable: " + (answer ? answer->detail : "no answer")};
+                                 "4.3.0 directory unavailable: " + (answer ? answer->detail : "no answer"), {}};
   using directory::Verdict;
   switch (static_cast<Verdict>(answer->verdict)) {
     case Verdict::deliver: break;
     case Verdict::not_hosted:
       // Remote delivery (the relay) is another service; until it runs, remote mail waits queued.
-      co_return ipc::DeliverResult{ipc::Status::temporary, "4.4.1 no relay service for remote address"};
+      co_return ipc::DeliverResult{ipc::Status::temporary, "4.4.1 no relay service for remote address", {}};
     case Verdict::unknown:
-      co_return ipc::DeliverResult{ipc::Status::permanent, "5.1.1 no such user here: " + req.recipient};
+      co_return ipc::DeliverResult{ipc::Status::permanent, "5.1.1 no such user here: " + req.recipient, {}};
     case Verdict::disabled:
-      co_return ipc::DeliverResult{ipc::Status::permanent, "5.2.1 mailbox disabled: " + answer->detail};
+      co_return ipc::DeliverResult{ipc::Status::permanent, "5.2.1 mailbox disabled: " + answer->detail, {}};
     case Verdict::loop:
-      co_return ipc::DeliverResult{ipc::Status::permanent, "5.4.6 alias loop: " + answer->detail};
+      co_return ipc::DeliverResult{ipc::Status::permanent, "5.4.6 alias loop: " + answer->detail, {}};
   }
-  std::vector<Step> steps;
+  // Each target has a key; targets an earlier attempt served (req.skip) are not served again.
+  auto skipped = [&](const std::string& key) {
+    return std::find(req.skip.begin(), req.skip.end(), key) != req.skip.end();
+  };
+  std::vector<std::pair<std::string, Step>> steps;  // target key, outcome
   for (size_t i = 0; i < answer->maildirs.size(); ++i) {
+    const std::string& key = answer->maildirs[i];
+    if (skipped(key)) {
+      steps.push_back({key, Step{ipc::Status::ok, "served by an earlier attempt"}});
+      continue;
+    }
     deliver::Quota quota{i < answer->quota_bytes.size() ? answer->quota_bytes[i] : 0,
                          i < answer->quota_messages.size() ? answer->quota_messages[i] : 0};
-    steps.push_back(deliver_mailbox(*cfg, req, fd, answer->mailbox_addresses[i], answer->maildirs[i], quota));
+    steps.push_back({key, deliver_mailbox(*cfg, req, fd, answer->mailbox_addresses[i], key, quota)});
   }
   if (!answer->remote.empty()) {
-    std::vector<std::string> remote = answer->remote;
-    Step forwarded = co_await forward_remote(d, req, fd, std::move(remote));
-    steps.push_back(std::move(forwarded));
+    std::string key = "forward";
+    for (const auto& r : answer->remote) key += " " + r;
+    if (skipped(key)) {
+      steps.push_back({key, Step{ipc::Status::ok, "forwarded by an earlier attempt"}});
+    } else {
+      std::vector<std::string> remote = answer->remote;
+      Step forwarded = co_await forward_remote(d, req, fd, std::move(remote));
+      steps.push_back({key, std::move(forwarded)});
+    }
   }
-  // Any temporary failure retries the whole recipient; else success if anything was delivered.
-  ipc::DeliverResult out{ipc::Status::ok, ""};
+  // Any temporary failure retries the recipient (minus what was served); else success if
+  // anything was delivered.
+  ipc::DeliverResult out{ipc::Status::ok, "", {}};
   bool any_ok = false;
   std::string failures;
-  for (const Step& s : steps) {
-    if (s.status == ipc::Status::ok) any_ok = true;
-    else failures += (failures.empty() ? "" : "; ") + s.text;
+  for (const auto& [key, s] : steps) {
+    if (s.status == ipc::Status::ok) {
+      any_ok = true;
+      out.done.push_back(key);
+    } else {
+      failures += (failures.empty() ? "" : "; ") + s.text;
+    }
     if (s.status == ipc::Status::temporary) out.status = ipc::Status::temporary;
   }
+  if (out.status != ipc::Status::temporary) out.done.clear();
   if (out.status != ipc::Status::temporary && !any_ok) out.status = ipc::Status::permanent;
   if (out.status == ipc::Status::ok && !failures.empty())
     log::error("some targets of a recipient failed permanently", {{"id", req.queue_id}, {"to", req.recipient},
                                                                    {"errors", failures}});
-  out.text = out.status == ipc::Status::ok ? (steps.empty() ? "" : steps.front().text) : failures;
+  out.text = out.status == ipc::Status::ok ? (steps.empty() ? "" : steps.front().second.text) : failures;
   co_return out;
 }
 

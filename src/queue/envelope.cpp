@@ -49,9 +49,11 @@ std::string serialize(const SpoolEnvelope& e) {
   out += "client " + clean(e.client) + "\n";
   out += "helo " + clean(e.helo) + "\n";
   out += "sender " + clean(e.sender) + "\n";
-  for (const SpoolRecipient& r : e.recipients)
+  for (const SpoolRecipient& r : e.recipients) {
     out += std::string("rcpt ") + state_name(r.state) + " " + std::to_string(r.attempts) + " " +
            std::to_string(r.next_attempt) + " " + clean(r.address) + "\n";
+    for (const std::string& d : r.done) out += "done " + clean(d) + "\n";
+  }
   return out;
 }
 
@@ -92,6 +94,9 @@ std::optional<SpoolEnvelope> parse_envelope(std::string_view text) {
         return std::nullopt;
       r.address = rest;
       e.recipients.push_back(std::move(r));
+    } else if (key == "done") {
+      if (e.recipients.empty() || rest.empty()) return std::nullopt;
+      e.recipients.back().done.emplace_back(rest);
     } else {
       return std::nullopt;
     }

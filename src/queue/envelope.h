@@ -8,6 +8,8 @@
 //   helo client.example.org
 //   sender alice@example.org          (empty value: the null sender <>)
 //   rcpt pending 0 0 bob@example.com  (state attempts next-attempt-unix address)
+//   done /var/lib/tern/domains/example.com/bob/Maildir   (a target of the rcpt above already
+//                                                      served; skipped when it is retried)
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -24,6 +26,9 @@ struct SpoolRecipient {
   RecipientState state = RecipientState::pending;
   uint32_t attempts = 0;
   int64_t next_attempt = 0;  // unix seconds; 0 = now
+  // Targets this recipient expanded to (Maildir paths, "forward ...") that were delivered in
+  // an attempt that failed elsewhere; a retry skips them, so a retry makes no duplicates.
+  std::vector<std::string> done;
 };
 
 struct SpoolEnvelope {

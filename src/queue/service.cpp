@@ -116,7 +116,7 @@ asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
     co_return;
   }
   queue::SpoolEnvelope env{in.id, unix_now(), begin->client_address, begin->helo, begin->sender, {}};
-  for (const auto& r : begin->recipients) env.recipients.push_back({r});
+  for (const auto& r : begin->recipients) env.recipients.push_back({r, queue::RecipientState::pending, 0, 0, {}});
   std::error_code ec = write_error ? write_error : q.spool.commit(in, env);
   if (write_error) q.spool.abort(in);
   --q.receiving;
@@ -139,21 +139,23 @@ uint32_t retry_delay(const Config& cfg, uint32_t attempts) {
 }
 
 asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
-  ipc::DeliverResult result{ipc::Status::temporary, "deliver service unavailable"};
+  ipc::DeliverResult result{ipc::Status::temporary, "deliver service unavailable", {}};
   std::string recipient, sender;
   uint64_t received = 0;
+  std::vector<std::string> skip;
   {
     const Message& m = q.messages.at(id);
     recipient = m.envelope.recipients[index].address;
     sender = m.envelope.sender;
     received = static_cast<uint64_t>(m.envelope.received);
+    skip = m.envelope.recipients[index].done;
   }
   int fd = q.spool.open_message(id);
   if (fd < 0) {
-    result = {ipc::Status::permanent, "spool file " + id + " is missing"};
+    result = {ipc::Status::permanent, "spool file " + id + " is missing", {}};
   } else if (auto socket = co_await ipc::connect(q.io.get_executor(), (q.config->run_dir() / "deliver.sock").string())) {
     ipc::Channel deliver(std::move(*socket));
-    std::string request = ipc::encode(ipc::DeliverRequest{id, sender, recipient, received});
+    std::string request = ipc::encode(ipc::DeliverRequest{id, sender, recipient, received, skip});
     if (co_await deliver.write(request, fd))
       if (auto r = co_await deliver.read_message<ipc::DeliverResult>()) result = *r;
   }
@@ -176,6 +178,8 @@ asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
       log::error("delivery failed permanently", {{"id", id}, {"to", recipient}, {"reason", result.text}});
       break;
     case ipc::Status::temporary:
+      for (const std::string& d : result.done)
+        if (std::find(r.done.begin(), r.done.end(), d) == r.done.end()) r.done.push_back(d);
       r.next_attempt = unix_now() + retry_delay(*q.config, r.attempts);
       log::warn("delivery deferred", {{"id", id}, {"to", recipient}, {"reason", result.text},
                                       {"retry_in", retry_delay(*q.config, r.attempts)}});
