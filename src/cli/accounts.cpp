@@ -61,12 +61,15 @@ class Accounts {
       // The data directory as the master makes it (services must traverse it), then ours.
       if (auto ec = files::make_dirs(cfg.data_dir, 0755))
         throw StoreError(false, "cannot create " + cfg.data_dir.string() + ": " + ec.message());
+      // A sqlite_path elsewhere: its parents as traversable as the data directory; only the
+      // database's own directory is private (else the service user could not reach it).
+      if (auto ec = files::make_dirs(dir.parent_path(), 0755))
+        throw StoreError(false, "cannot create " + dir.parent_path().string() + ": " + ec.message());
       if (auto ec = files::make_dirs(dir, 0700))
         throw StoreError(false, "cannot create " + dir.string() + ": " + ec.message());
       chown_to_directory_user(dir);
     }
-    store_ = directory::Store::open({cfg.directory.backend, cfg.directory.sqlite_path.string(), cfg.directory.postgresql},
-                                    create);
+    store_ = directory::Store::open(directory::store_options(cfg), create);
   }
   ~Accounts() {
     store_.reset();
@@ -89,13 +92,7 @@ class Accounts {
   std::unique_ptr<directory::Store> store_;
 };
 
-directory::ResolverSettings resolver_settings(const Config& c) {
-  directory::ResolverSettings s;
-  s.separators = c.directory.extension_separators;
-  s.postmaster = c.directory.postmaster;
-  s.domains_dir = c.domains_dir().string();
-  return s;
-}
+using directory::resolver_settings;
 
 // --- input -------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@
 
 #include "core/config.h"
 #include "core/devcert.h"
-#include "directory/store.h"
+#include "directory/resolver.h"
 #include "core/files.h"
 #include "core/log.h"
 #include "core/password.h"
@@ -424,9 +424,7 @@ std::string seed_dev_accounts(const Config& config) {
   try {
     if (auto ec = files::make_dirs(config.directory_dir(), 0700))
       return "cannot create " + config.directory_dir().string() + ": " + ec.message();
-    auto store = directory::Store::open({config.directory.backend, config.directory.sqlite_path.string(),
-                                         config.directory.postgresql},
-                                        true);
+    auto store = directory::Store::open(directory::store_options(config), true);
     if (!store->list_domains().empty()) return "";
     auto hash = hash_password("tern-dev-password");
     if (!hash) return "cannot hash the example password (libxcrypt)";

@@ -223,10 +223,13 @@ class PostgresConnection final : public SqlConnection {
   }
 
   // Session settings, again after each reconnection. Notices are dropped by on_notice anyway;
-  // client_min_messages spares sending them.
+  // client_min_messages spares sending them. lock_timeout: a statement waits at most 5 s for a
+  // lock another session holds (SQLite's busy timeout), then fails with 55P03, a temporary error,
+  // instead of hanging the CLI or the directory service's event loop.
+  static constexpr const char* session_settings = "SET client_min_messages = warning; SET lock_timeout = '5s'";
   void configure() {
     PQsetNoticeReceiver(conn_, on_notice, nullptr);
-    exec_script("SET client_min_messages = warning");
+    exec_script(session_settings);
   }
 
   std::string backend_name() const override { return "postgresql"; }
@@ -255,8 +258,8 @@ class PostgresConnection final : public SqlConnection {
       throw StoreError(
           true, "cannot reconnect to PostgreSQL (" + location_ + "): " + one_line(PQerrorMessage(conn_)) + "; " + kFix);
     log::info("reconnected to PostgreSQL", {{"server", location_}});
-    Result res(PQexec(conn_, "SET client_min_messages = warning"), &PQclear);
-    check(res.get(), "SET client_min_messages = warning");
+    Result res(PQexec(conn_, session_settings), &PQclear);
+    check(res.get(), session_settings);
   }
 
   void check(const PGresult* res, std::string_view sql) {

@@ -20,6 +20,18 @@ std::string default_maildir(const ResolverSettings& settings, const User& user) 
   return settings.domains_dir + "/" + user.domain + "/" + user.local + "/Maildir";
 }
 
+StoreOptions store_options(const Config& c) {
+  return {c.directory.backend, c.directory.sqlite_path.string(), c.directory.postgresql};
+}
+
+ResolverSettings resolver_settings(const Config& c) {
+  ResolverSettings s;
+  s.separators = c.directory.extension_separators;
+  s.postmaster = c.directory.postmaster;
+  s.domains_dir = c.domains_dir().string();
+  return s;
+}
+
 namespace {
 
 struct Expansion {
@@ -69,6 +81,12 @@ struct Expansion {
     }
     std::string local = to_lower_ascii(parts->first);
     std::string asked_domain = to_lower_ascii(parts->second);
+    // A domain in U-labels (an SMTPUTF8 recipient, as the queue stored it): hosted domains are
+    // stored in their A-label form.
+    if (std::any_of(asked_domain.begin(), asked_domain.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+      std::string error;
+      if (auto ascii = domain_to_ascii(asked_domain, error)) asked_domain = *ascii;
+    }
     auto domain_name = store.canonical_domain(asked_domain);
     if (!domain_name) {
       if (depth == 0) {

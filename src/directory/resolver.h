@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/config.h"
 #include "directory/store.h"
 
 namespace tern::directory {
@@ -48,5 +49,10 @@ std::optional<std::string> find_loop(Store& store, const ResolverSettings& setti
                                      std::string_view target);
 
 std::string default_maildir(const ResolverSettings& settings, const User& user);
+
+// The store and resolver settings a configuration names (the service, the CLI and the master's
+// development accounts all use these).
+StoreOptions store_options(const Config& config);
+ResolverSettings resolver_settings(const Config& config);
 
 }  // namespace tern::directory

@@ -36,17 +36,8 @@ int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-directory::StoreOptions store_options(const Config& c) {
-  return {c.directory.backend, c.directory.sqlite_path.string(), c.directory.postgresql};
-}
-
-directory::ResolverSettings resolver_settings(const Config& c) {
-  directory::ResolverSettings s;
-  s.separators = c.directory.extension_separators;
-  s.postmaster = c.directory.postmaster;
-  s.domains_dir = c.domains_dir().string();
-  return s;
-}
+using directory::resolver_settings;
+using directory::store_options;
 
 struct Directory {
   asio::io_context io;

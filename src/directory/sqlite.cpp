@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "directory/sql.h"
 
 namespace tern::directory {
@@ -98,6 +101,9 @@ class SqliteConnection : public SqlConnection {
 std::unique_ptr<SqlConnection> open_sqlite(const std::string& path, bool create) {
   struct stat st {};
   if (path != ":memory:" && ::stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT)  // it may well exist: this user cannot reach it (EACCES on its directory)
+      throw StoreError(false, "cannot reach the account database " + path + ": " + std::strerror(errno) +
+                                  "; run this as root or as the [run_as] directory user, which owns it");
     if (!create)
       throw StoreError(false, "no account database at " + path +
                                   "; it is created by `tern serve` or the first `tern domain add`");
