@@ -135,7 +135,7 @@ class Master {
   void on_child_exit(pid_t pid, int status);
   void drain_log(Child& c, bool flush);
   void reload();
-  void stop_children(std::initializer_list<const char*> names);
+  void stop_children(const std::vector<const char*>& names);
 
   std::string config_path_;
   Config config_;
@@ -342,9 +342,13 @@ int Master::run() {
   log::info("tern started", {{"config", config_path_}, {"data", config_.data_dir.string()}, {"smtp", listen},
                              {"pid", static_cast<long>(::getpid())}});
 
-  Clock::time_point deadline{};  // during stop: when to SIGKILL the current phase
-  int phase = 0;                 // 0 running, 1 stopping smtp, 2 stopping queue+deliver
-  auto alive = [&](std::initializer_list<const char*> names) {
+  // Stopping goes in stages, each one waiting (up to 30 s, then SIGKILL) for the previous:
+  // smtp (no new mail), the queue (finishes deliveries in progress), then the services the
+  // queue's deliveries use. So no service waits on one that has already gone.
+  const std::vector<std::vector<const char*>> stages = {{"smtp"}, {"queue"}, {"deliver", "directory"}};
+  Clock::time_point deadline{};  // during stop: when to SIGKILL the current stage
+  size_t stage = 0;
+  auto alive = [&](const std::vector<const char*>& names) {
     for (const Child& c : children_)
       for (const char* n : names)
         if (c.name == n && c.pid > 0) return true;
@@ -354,18 +358,17 @@ int Master::run() {
     std::vector<pollfd> fds{{sfd, POLLIN, 0}};
     for (Child& c : children_)
       if (c.log_fd >= 0) fds.push_back({c.log_fd, POLLIN, 0});
-    int timeout = 1000;
+    int timeout = stopping_ ? 100 : 1000;
     ::poll(fds.data(), fds.size(), timeout);
 
     signalfd_siginfo si;
     while (::read(sfd, &si, sizeof si) == sizeof si) {
       if (si.ssi_signo == SIGHUP && !stopping_) reload();
       if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && !stopping_) {
-        log::info("stopping: smtp first, then queue and deliver");
+        log::info("stopping: smtp first, then the queue, then deliver and directory");
         stopping_ = true;
-        phase = 1;
         deadline = Clock::now() + std::chrono::seconds(30);
-        stop_children({"smtp"});
+        stop_children(stages[0]);
       }
     }
     for (Child& c : children_)
@@ -382,16 +385,14 @@ int Master::run() {
         if (c.pid < 0 && Clock::now() >= c.restart_at) start(c);
       continue;
     }
-    if (phase == 1 && (!alive({"smtp"}) || Clock::now() > deadline)) {
-      if (alive({"smtp"})) for (Child& c : children_) if (c.name == "smtp" && c.pid > 0) ::kill(c.pid, SIGKILL);
-      phase = 2;
-      deadline = Clock::now() + std::chrono::seconds(30);
-      stop_children({"queue", "deliver", "directory"});
-    }
-    if (phase == 2 && Clock::now() > deadline)
+    if (alive(stages[stage]) && Clock::now() > deadline)
       for (Child& c : children_)
-        if (c.pid > 0) ::kill(c.pid, SIGKILL);
-    if (phase == 2 && !alive({"smtp", "queue", "deliver", "directory"})) break;
+        for (const char* n : stages[stage])
+          if (c.name == n && c.pid > 0) ::kill(c.pid, SIGKILL);
+    if (alive(stages[stage])) continue;
+    if (++stage == stages.size()) break;
+    deadline = Clock::now() + std::chrono::seconds(30);
+    stop_children(stages[stage]);
   }
   for (Child& c : children_)
     if (c.log_fd >= 0) drain_log(c, true);
@@ -399,7 +400,7 @@ int Master::run() {
   return 0;
 }
 
-void Master::stop_children(std::initializer_list<const char*> names) {
+void Master::stop_children(const std::vector<const char*>& names) {
   for (Child& c : children_)
     for (const char* n : names)
       if (c.name == n && c.pid > 0) ::kill(c.pid, SIGTERM);

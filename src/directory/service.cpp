@@ -4,7 +4,7 @@
 //
 // Cache: resolutions are cached until the store's generation counter moves, which every write
 // (the CLI's, another node's on PostgreSQL, a re-hash after login) does, so a change is visible
-// to the very next request. Password hashing runs on a small thread pool so a slow hash does not
+// to the very next request; and for 60 s at most, for hand edits in SQL that skip the counter. Password hashing runs on a small thread pool so a slow hash does not
 // hold up resolutions; the store is only touched from the event loop thread.
 // Callers are checked by their Unix credentials (SO_PEERCRED): only the smtp and deliver users
 // (and root, and this service's own user) may ask, and only smtp (and root) may check passwords.
@@ -31,6 +31,9 @@ using asio::local::stream_protocol;
 using directory::StoreError;
 constexpr auto use = asio::as_tuple(asio::use_awaitable);
 constexpr size_t max_cached = 20000;
+// Every tern write moves the generation counter, which empties the cache at once; this bound
+// only matters for edits made in SQL by hand without touching meta.generation.
+constexpr int64_t cache_seconds = 60;
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -47,7 +50,11 @@ struct Directory {
   std::unique_ptr<directory::Store> store;
   std::string store_error;  // why the store is not open, for the log
   uint64_t cached_generation = 0;
-  std::unordered_map<std::string, ipc::ResolveResult> cache;
+  struct Cached {
+    ipc::ResolveResult result;
+    int64_t at = 0;  // unix seconds
+  };
+  std::unordered_map<std::string, Cached> cache;
   directory::FailureLimiter account_failures{10, 900};
   directory::FailureLimiter client_failures{30, 900};
   std::set<uid_t> resolve_uids, auth_uids;
@@ -93,7 +100,8 @@ ipc::ResolveResult resolve(Directory& d, const std::string& address) {
       d.cached_generation = generation;
     }
     std::string key = directory::to_lower_ascii(address);
-    if (auto it = d.cache.find(key); it != d.cache.end()) return it->second;
+    int64_t now = unix_now();
+    if (auto it = d.cache.find(key); it != d.cache.end() && now - it->second.at < cache_seconds) return it->second.result;
     directory::Resolution r = directory::resolve(store, resolver_settings(*d.config), address);
     out.verdict = static_cast<uint8_t>(r.verdict);
     out.detail = r.detail;
@@ -105,7 +113,7 @@ ipc::ResolveResult resolve(Directory& d, const std::string& address) {
     }
     out.remote = r.remote;
     if (d.cache.size() >= max_cached) d.cache.clear();
-    d.cache.emplace(key, out);
+    d.cache[key] = {out, now};
   } catch (const StoreError& e) {
     d.store_failed(e);
     out = {};

@@ -271,9 +271,9 @@ int run_queue_service(const ServiceStart& start) {
     }
     log::info("stopping: finishing receptions and deliveries in progress",
               {{"receiving", q.receiving}, {"delivering", q.active}});
+    // The acceptor stays open until the deliveries in progress are done: a delivery may hand a
+    // forward back to the queue, which must get its 421 rather than wait in the backlog.
     q.stopping = true;
-    boost::system::error_code ignored;
-    acceptor.close(ignored);
     q.tick.cancel();
   };
   signals.async_wait(on_signal);
@@ -282,6 +282,9 @@ int run_queue_service(const ServiceStart& start) {
   start_tick(q);
   while (!q.stopping) q.io.run_one();
   signals.cancel();
+  while (q.active > 0 || q.receiving > 0) q.io.run_one();
+  boost::system::error_code ignored;
+  acceptor.close(ignored);
   q.io.run();
   log::info("stopped", {{"queued", q.messages.size()}});
   return exit_ok;
