@@ -36,8 +36,20 @@ run: build
 unit: build-asan
 	$(WITH_POSTGRES) cd build/asan && ctest --output-on-failure -j $(JOBS)
 
+# The integration suite runs twice: on the default SQLite account database, then with
+# TERN_TEST_BACKEND=postgresql (each server on a fresh database of the test server), leaving out
+# the modules that never open an account database (marked backend_independent). Both runs
+# always happen; the recipe fails if either failed.
+PYTEST = TERN_BIN=$(CURDIR)/build/asan/tern $(PYTHON) -m pytest -v -p no:cacheprovider
+INTEGRATION_BOTH_BACKENDS = status=0; \
+	echo "== integration tests, SQLite account database"; \
+	$(PYTEST) tests/integration || status=1; \
+	echo "== integration tests, PostgreSQL account database"; \
+	TERN_TEST_BACKEND=postgresql $(PYTEST) -m "not backend_independent" tests/integration || status=1; \
+	exit $$status
+
 integration: build-asan
-	$(WITH_POSTGRES) TERN_BIN=$(CURDIR)/build/asan/tern $(PYTHON) -m pytest -v -p no:cacheprovider tests/integration
+	$(WITH_POSTGRES) $(INTEGRATION_BOTH_BACKENDS)
 
 # Each fuzz target runs for FUZZ_SECONDS over a copy of its kept corpus (new inputs are not
 # written back, so `make test` leaves the tree clean); `make fuzz FUZZ_SECONDS=600` runs longer
@@ -59,7 +71,7 @@ test: build-asan build-fuzz
 	$(WITH_POSTGRES) \
 	(cd build/asan && ctest --output-on-failure -j $(JOBS)); \
 	$(MAKE) --no-print-directory fuzz-smoke; \
-	TERN_BIN=$(CURDIR)/build/asan/tern $(PYTHON) -m pytest -v -p no:cacheprovider tests/integration
+	$(INTEGRATION_BOTH_BACKENDS)
 
 clean:
 	rm -rf build

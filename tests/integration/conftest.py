@@ -4,7 +4,11 @@
 hostname mail.example.test, one domain example.test, users alice, dave and erin, a free
 127.0.0.1 port, max_message_size 100000, concurrency_local 10, retry 1..2 s.
 `tern_factory(start=True, **sections)` makes more, with configuration sections merged in, e.g.
-`tern_factory(queue={"concurrency_local": 0})`.
+`tern_factory(queue={"concurrency_local": 0})`. The "domains" and "users" keys are not file
+sections: they are the accounts created in the directory database before the first start
+(ternlib.TernServer.provision). With TERN_TEST_BACKEND=postgresql every server gets a fresh
+PostgreSQL database (unless the test names a backend itself); the test server must be running
+(TERN_TEST_POSTGRES; `make test` starts it).
 
 Every server is stopped at teardown (SIGTERM, SIGKILL after 15 s, then any leftover process
 started on its configuration file is killed) and its log, which also carries the children's
@@ -26,6 +30,19 @@ def tern_bin() -> str:
     if not os.access(path, os.X_OK):
         pytest.exit(f"tern binary not found or not executable: {path} (set TERN_BIN)", returncode=2)
     return path
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "backend_independent: never opens an account database, so the PostgreSQL pass of "
+        "`make test` leaves it out (-m \"not backend_independent\")")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def account_templates():
+    """The account databases provision() copies (ternlib.AccountTemplates), removed at the end."""
+    yield ternlib.TEMPLATES
+    ternlib.TEMPLATES.drop_all()
 
 
 @pytest.fixture(scope="session")

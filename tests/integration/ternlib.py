@@ -82,7 +82,7 @@ def ensure_service_users() -> dict[str, int]:
 
 def default_config(data_dir: str, port: int) -> dict:
     """The configuration file's sections, plus "domains" and "users": accounts that
-    TernServer.start() creates with the CLI before the first start (they are not file keys)."""
+    TernServer.provision() creates before the first start (they are not file keys)."""
     return {
         "server": {"hostname": HOSTNAME, "data_dir": data_dir},
         "smtp": {
@@ -130,6 +130,40 @@ def render_config(cfg: dict) -> str:
             out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items())
             out.append("")
     return "\n".join(out)
+
+
+def write_config_file(path: Path, text: str) -> None:
+    """Writes a configuration file atomically, readable by the service users."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The account commands
+
+
+def run_cli(binary: str, config_path: Path, *args: str, input: str | None = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Runs `tern ARGS --config FILE` and returns the completed process (text mode)."""
+    r = subprocess.run([binary, *args, "--config", str(config_path)], input=input, capture_output=True, text=True,
+                       timeout=60, stdin=None if input is not None else subprocess.DEVNULL)
+    if check:
+        assert r.returncode == 0, f"tern {' '.join(args)} exited {r.returncode}: {r.stdout}{r.stderr}"
+    return r
+
+
+def add_user(binary: str, config_path: Path, address: str, password_hash: str = PASSWORD_HASH) -> None:
+    run_cli(binary, config_path, "user", "add", address, "--password-hash", password_hash, check=True)
+
+
+def add_accounts(binary: str, config_path: Path, domains: list[str], users: list[str]) -> None:
+    """`tern domain add` for each domain, then `tern user add` (with PASSWORD_HASH) for each user."""
+    for d in domains:
+        run_cli(binary, config_path, "domain", "add", d, check=True)
+    for u in users:
+        add_user(binary, config_path, u)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,12 +216,19 @@ class TernServer:
         self.port = free_port()
         base_config = default_config(str(self.data_dir), self.port)
         self.pg_database: str | None = None
-        if BACKEND == "postgresql" and "directory" not in (config_changes or {}):
+        if BACKEND == "postgresql" and "backend" not in (config_changes or {}).get("directory", {}):
             import pgserver
-            self.pg_database = pgserver.new_database()
+            try:
+                self.pg_database = pgserver.new_database()
+            except BaseException:
+                shutil.rmtree(self.base, ignore_errors=True)  # nobody would remove it: not yet a server
+                raise
             base_config["directory"] = {"backend": "postgresql", "postgresql": self.pg_database}
         self.config = merge_config(base_config, **(config_changes or {}))
         self.provisioned = False
+        # provision() may copy a template made once by the CLI (see AccountTemplates); False
+        # runs the CLI for this server's accounts every time (a test of what the CLI leaves).
+        self.use_template = True
         self.proc: subprocess.Popen | None = None
         self.exit_codes: list[int] = []
         self._lines: list[str] = []
@@ -199,11 +240,7 @@ class TernServer:
     def write_config(self, config: dict | str | None = None) -> None:
         if config is not None and not isinstance(config, str):
             self.config = config
-        text = config if isinstance(config, str) else render_config(self.config)
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.config_path)
+        write_config_file(self.config_path, config if isinstance(config, str) else render_config(self.config))
 
     def set_config(self, **changes) -> None:
         """Rewrites the file with `changes` merged in (takes effect at reload or next start)."""
@@ -212,24 +249,23 @@ class TernServer:
     # -- accounts -----------------------------------------------------------------------------
     def cli(self, *args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess:
         """Runs `tern ARGS --config FILE` and returns the completed process (text mode)."""
-        r = subprocess.run([self.binary, *args, "--config", str(self.config_path)], input=input,
-                           capture_output=True, text=True, timeout=60, stdin=None if input is not None else subprocess.DEVNULL)
-        if check:
-            assert r.returncode == 0, f"tern {' '.join(args)} exited {r.returncode}: {r.stdout}{r.stderr}"
-        return r
+        return run_cli(self.binary, self.config_path, *args, input=input, check=check)
 
     def add_user(self, address: str, password_hash: str = PASSWORD_HASH) -> None:
-        self.cli("user", "add", address, "--password-hash", password_hash, check=True)
+        add_user(self.binary, self.config_path, address, password_hash)
 
     def provision(self) -> None:
-        """Creates the configuration's "domains" and "users" in the account database, once."""
+        """Creates the configuration's "domains" and "users" in the account database, once:
+        with the CLI, or by copying the database the CLI made for the same accounts earlier in
+        the session (TEMPLATES) when nothing has touched this server's database yet."""
         if self.provisioned:
             return
         self.provisioned = True
-        for d in self.config.get("domains", []):
-            self.cli("domain", "add", d, check=True)
-        for u in self.config.get("users", []):
-            self.add_user(u)
+        domains, users = list(self.config.get("domains", [])), list(self.config.get("users", []))
+        if not domains and not users:
+            return
+        if not (self.use_template and TEMPLATES.install(self, domains, users)):
+            add_accounts(self.binary, self.config_path, domains, users)
 
     # -- the master process -------------------------------------------------------------------
     @property
@@ -377,7 +413,7 @@ class TernServer:
     # -- reload -------------------------------------------------------------------------------
     def reload(self, config: dict | str | None = None, **changes) -> None:
         """Rewrites the configuration, sends SIGHUP to the master and waits until the master and
-        the three children have logged "configuration reloaded"."""
+        the four children have logged "configuration reloaded"."""
         if config is not None:
             self.write_config(config)
         elif changes:
@@ -435,6 +471,112 @@ class TernServer:
             f"unexpected delivery to {user}: " + repr([p.read_bytes()[:400] for p in new])
         assert len(before) == already, \
             f"expected {already} earlier message(s) for {user}, found: " + repr([p.read_bytes()[:400] for p in before])
+
+
+# ---------------------------------------------------------------------------------------------
+# Account templates
+
+
+class AccountTemplates:
+    """Most servers start with the same accounts (one domain, three users). Running the CLI
+    four times per server costs seconds with the sanitizer build, so the first server with a
+    given (backend, domains, users) has them made by the CLI in a database of its own (the
+    template), and later ones get a copy: the SQLite file (owned by the directory user, in a
+    0700 directory/, as the CLI leaves it) or `CREATE DATABASE ... TEMPLATE` on PostgreSQL.
+    Only servers with the default data directory, account database location and directory user
+    qualify, and only while their database is untouched (no SQLite file yet; no tables in the
+    PostgreSQL database); otherwise provision() runs the CLI. test_privileges sets
+    use_template = False to check what the CLI itself leaves. drop_all() removes the templates
+    (conftest does at the end of the session)."""
+
+    def __init__(self):
+        self._made: dict[tuple, object] = {}  # key -> Path of the SQLite template, or PG conninfo
+        self._dirs: list[Path] = []
+
+    @staticmethod
+    def _key(server: "TernServer", domains: list[str], users: list[str]) -> tuple | None:
+        directory = server.config.get("directory", {})
+        if (server.config.get("run_as", {}).get("directory") or "sqlite_path" in directory
+                or server.config.get("server", {}).get("data_dir") != str(server.data_dir)):
+            return None
+        backend = directory.get("backend", "sqlite")
+        if backend == "postgresql" and (not server.pg_database or directory.get("postgresql") != server.pg_database):
+            return None
+        return backend, tuple(domains), tuple(users)
+
+    def _make(self, key: tuple, binary: str):
+        backend, domains, users = key
+        base = Path(tempfile.mkdtemp(prefix="tern-it-template-"))
+        os.chmod(base, 0o755)
+        self._dirs.append(base)
+        changes = {}
+        if backend == "postgresql":
+            import pgserver
+            conninfo = pgserver.new_database()
+            self._made[key] = conninfo  # dropped by drop_all even if the CLI fails
+            changes["directory"] = {"backend": "postgresql", "postgresql": conninfo}
+        config_path = base / "tern.toml"
+        write_config_file(config_path, render_config(merge_config(default_config(str(base / "data"), 25), **changes)))
+        add_accounts(binary, config_path, list(domains), list(users))
+        if backend == "sqlite":
+            self._made[key] = base / "data" / "directory" / "accounts.db"
+        return self._made[key]
+
+    @staticmethod
+    def _pg_is_empty(conninfo: str) -> bool:
+        r = subprocess.run(["/usr/bin/psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c",
+                            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"psql failed: {r.stderr}"
+        return r.stdout.strip() == "0"
+
+    def install(self, server: "TernServer", domains: list[str], users: list[str]) -> bool:
+        key = self._key(server, domains, users)
+        if key is None:
+            return False
+        if key[0] == "sqlite":
+            db = server.data_dir / "directory" / "accounts.db"
+            if db.exists():
+                return False
+            template = self._made.get(key) or self._make(key, server.binary)
+            server.data_dir.mkdir(mode=0o755, exist_ok=True)
+            os.chmod(server.data_dir, 0o755)
+            db.parent.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(db.parent, 0o700)
+            for suffix in ("", "-wal", "-shm"):
+                source = Path(f"{template}{suffix}")
+                if source.exists():
+                    shutil.copy2(source, f"{db}{suffix}")
+            if IS_ROOT:
+                owner = pwd.getpwnam(SERVICE_USERS["directory"])
+                for path in [db.parent, *db.parent.iterdir()]:
+                    os.chown(path, owner.pw_uid, owner.pw_gid)
+            return True
+        import pgserver
+        if not self._pg_is_empty(server.pg_database):
+            return False
+        template = self._made.get(key) or self._make(key, server.binary)
+        name = pgserver.parse_conninfo(server.pg_database)["dbname"]
+        source = pgserver.parse_conninfo(template)["dbname"]
+        r = subprocess.run(["/usr/bin/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pgserver.admin_conninfo(),
+                            "-c", f'DROP DATABASE "{name}" WITH (FORCE)',
+                            "-c", f'CREATE DATABASE "{name}" TEMPLATE "{source}"'],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"psql could not copy the template database {source}: {r.stderr}"
+        return True
+
+    def drop_all(self) -> None:
+        for key, made in list(self._made.items()):
+            if key[0] == "postgresql":
+                import pgserver
+                pgserver.drop_database(made)
+        self._made.clear()
+        for d in self._dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self._dirs.clear()
+
+
+TEMPLATES = AccountTemplates()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ import pytest
 
 from ternlib import IS_ROOT, default_config, free_port, merge_config, render_config
 
+# check-config and a refused `tern serve` never open the account database.
+pytestmark = pytest.mark.backend_independent
+
 LISTEN_PROBLEM = 'expected "address:port" with a numeric address, e.g. "0.0.0.0:25" or "[::1]:25"'
 SMTP_KEYS = "listen, max_message_size, max_recipients, max_connections, max_errors, command_timeout, data_timeout"
 
@@ -37,6 +40,26 @@ def good_text(tmp_path, **changes) -> str:
     return render_config(merge_config(default_config(str(tmp_path / "data"), 2525), **changes))
 
 
+# Accounts as the configuration file held them before the directory service: now an error.
+OLD_ACCOUNTS = """
+[[domain]]
+name = "example.test"
+
+[[user]]
+address = "alice@example.test"
+password_hash = "$y$j9T$jA67ydMBF2vVLDZAaqvb50$bgnQkt6YcSugLN/hOfSAkk2GSOXQ74vsvoSzXtTB0o7"
+
+[[user]]
+address = "x@x.test"
+password_hash = "plaintext"
+"""
+
+
+def moved(section: str) -> str:
+    return (f"{section}: accounts are no longer kept in the configuration file: remove the [[{section}]] sections "
+            "and create them with `tern domain add` / `tern user add` (docs/accounts.md)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Valid files
 
@@ -44,15 +67,33 @@ def good_text(tmp_path, **changes) -> str:
 def test_valid_config(tern_bin, tmp_path, config_file):
     path = config_file(good_text(tmp_path))
     r = check_config(tern_bin, path)
-    assert (r.returncode, r.stdout, r.stderr) == (0, f"{path}: ok (1 domains, 3 users, data in {tmp_path}/data)\n", "")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        0, f"{path}: ok (data in {tmp_path}/data, accounts in {tmp_path}/data/directory/accounts.db)\n", "")
 
 
-def test_valid_config_counts_and_relative_data_dir(tern_bin, tmp_path, config_file):
-    text = good_text(tmp_path, server={"data_dir": "var/mail"}, domains=["example.test", "example.org"],
-                     users=["alice@example.test", "bob@example.org"])
-    path = config_file(text)
+def test_valid_config_relative_data_dir(tern_bin, tmp_path, config_file):
+    path = config_file(good_text(tmp_path, server={"data_dir": "var/mail"}))
     r = check_config(tern_bin, path)
-    assert (r.returncode, r.stdout, r.stderr) == (0, f"{path}: ok (2 domains, 2 users, data in {tmp_path}/var/mail)\n",
+    assert (r.returncode, r.stdout, r.stderr) == (
+        0, f"{path}: ok (data in {tmp_path}/var/mail, accounts in {tmp_path}/var/mail/directory/accounts.db)\n", "")
+
+
+@pytest.mark.parametrize("sqlite_path, expected", [("/srv/tern/accounts.db", "/srv/tern/accounts.db"),
+                                                   ("db/../acc.db", "{data}/acc.db")], ids=["absolute", "relative"])
+def test_valid_config_sqlite_path(tern_bin, tmp_path, config_file, sqlite_path, expected):
+    path = config_file(good_text(tmp_path, directory={"sqlite_path": sqlite_path}))
+    r = check_config(tern_bin, path)
+    expected = expected.format(data=f"{tmp_path}/data")
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"{path}: ok (data in {tmp_path}/data, accounts in {expected})\n",
+                                                  "")
+
+
+def test_valid_config_postgresql(tern_bin, tmp_path, config_file):
+    """check-config names the backend but does not connect (the server may be elsewhere)."""
+    path = config_file(good_text(tmp_path, directory={"backend": "postgresql",
+                                                      "postgresql": "host=192.0.2.1 port=1 dbname=tern user=tern"}))
+    r = check_config(tern_bin, path)
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"{path}: ok (data in {tmp_path}/data, accounts in PostgreSQL)\n",
                                                   "")
 
 
@@ -72,10 +113,20 @@ def bad_cases(tmp_path):
             base.replace('hostname = "mail.example.test"', 'hostname = "mail.example.test"\nhost_name = "x"'),
             "host_name",
             "server.host_name: unknown key; valid keys here are: hostname, data_dir"),
-        "user_in_undeclared_domain": (
-            good_text(tmp_path, users=["alice@example.test", "x@x.test"]),
-            '"x@x.test"',
-            "user.address: domain 'x.test' is not declared; add a [[domain]] section with name = \"x.test\""),
+        "domain_section": (
+            base + '\n[[domain]]\nname = "example.test"\n', "[[domain]]", moved("domain")),
+        "user_section": (
+            base + '\n[[user]]\naddress = "alice@example.test"\n', "[[user]]", moved("user")),
+        "unknown_backend": (
+            good_text(tmp_path, directory={"backend": "mysql"}), "backend =",
+            "directory.backend: 'mysql' is not a backend; write backend = \"sqlite\" or backend = \"postgresql\""),
+        "postgresql_without_conninfo": (
+            good_text(tmp_path, directory={"backend": "postgresql"}), "[directory]",
+            'directory.postgresql: missing: backend = "postgresql" needs a connection string, e.g. '
+            'postgresql = "host=127.0.0.1 dbname=tern user=tern"'),
+        "bad_forward_sender": (
+            good_text(tmp_path, delivery={"forward_sender": "srs"}), "forward_sender",
+            "delivery.forward_sender: 'srs' is not a choice; write forward_sender = \"rewrite\" or \"keep\""),
         "listen_without_port": (
             good_text(tmp_path, smtp={"listen": ["127.0.0.1"]}), "listen =", f"smtp.listen: {LISTEN_PROBLEM}"),
         "listen_host_name": (
@@ -89,18 +140,18 @@ def bad_cases(tmp_path):
         "integer_out_of_range": (
             good_text(tmp_path, smtp={"max_errors": 0}), "max_errors",
             "smtp.max_errors: expected a whole number of errors from 1 to 1000, write for example max_errors = 10"),
-        "not_a_crypt_hash": (
-            base.replace('address = "erin@example.test"\npassword_hash = ',
-                         'address = "erin@example.test"\npassword_hash = "plaintext"\n#'),
-            '"plaintext"',
-            "user.password_hash: not a crypt(3) hash ($y$, $6$, $5$, $1$ or $2b$); make one with `tern hash-password`"),
+        "over_quota_grace_out_of_range": (
+            good_text(tmp_path, delivery={"over_quota_grace": -1}), "over_quota_grace",
+            "delivery.over_quota_grace: expected a whole number of seconds from 0 to 2592000, write for example "
+            "over_quota_grace = 86400"),
     }
 
 
-@pytest.mark.parametrize("case", ["unknown_key", "unknown_key_in_server", "user_in_undeclared_domain",
+@pytest.mark.parametrize("case", ["unknown_key", "unknown_key_in_server", "domain_section", "user_section",
+                                  "unknown_backend", "postgresql_without_conninfo", "bad_forward_sender",
                                   "listen_without_port", "listen_host_name", "listen_port_zero",
                                   "listen_port_too_big", "listen_ipv6_without_brackets", "integer_out_of_range",
-                                  "not_a_crypt_hash"])
+                                  "over_quota_grace_out_of_range"])
 def test_one_problem(tern_bin, tmp_path, config_file, case):
     text, needle, problem = bad_cases(tmp_path)[case]
     path = config_file(text)
@@ -123,8 +174,8 @@ def test_toml_syntax_error(tern_bin, tmp_path, config_file):
 
 
 def test_several_problems_reported_in_order(tern_bin, tmp_path, config_file):
-    text = good_text(tmp_path, smtp={"listen": ["127.0.0.1"], "max_errors": 0},
-                     users=["alice@example.test", "x@x.test"]).replace("[queue]", "[queue]\nconcurrency = 3")
+    text = good_text(tmp_path, smtp={"listen": ["127.0.0.1"], "max_errors": 0}).replace(
+        "[queue]", "[queue]\nconcurrency = 3") + OLD_ACCOUNTS
     path = config_file(text)
     r = check_config(tern_bin, path)
     assert r.returncode == 1
@@ -135,9 +186,9 @@ def test_several_problems_reported_in_order(tern_bin, tmp_path, config_file):
         "write for example max_errors = 10",
         f"{path}:{line_of(text, 'concurrency = 3')}: queue.concurrency: unknown key; valid keys here are: "
         "concurrency_local, retry_initial, retry_max",
-        f"{path}:{line_of(text, 'x@x.test')}: user.address: domain 'x.test' is not declared; add a [[domain]] "
-        "section with name = \"x.test\"",
-        "4 problems found",
+        f"{path}:{line_of(text, '[[domain]]')}: {moved('domain')}",
+        f"{path}:{line_of(text, '[[user]]')}: {moved('user')}",
+        "5 problems found",
     ]
 
 
@@ -160,17 +211,17 @@ def run_serve(tern_bin, path, cwd):
 
 def test_serve_with_bad_config_exits_78(tern_bin, tmp_path, config_file):
     port = free_port()
-    text = good_text(tmp_path, smtp={"listen": [f"127.0.0.1:{port}"]}, users=["alice@example.test", "x@x.test"])
+    text = good_text(tmp_path, smtp={"listen": [f"127.0.0.1:{port}"]}) + OLD_ACCOUNTS
     path = config_file(text)
     r = run_serve(tern_bin, path, tmp_path)
     assert r.returncode == 78, r.stdout
-    problem = (f"{path}:{line_of(text, 'x@x.test')}: user.address: domain 'x.test' is not declared; "
-               "add a [[domain]] section with name = \"x.test\"")
-    quoted = '"' + problem.replace("\\", "\\\\").replace('"', '\\"') + '"'
     lines = r.stdout.splitlines()
-    assert len(lines) == 2, r.stdout
-    assert lines[0].endswith(f" master error configuration problem problem={quoted}"), lines[0]
-    assert lines[1].endswith(" master error cannot start: fix the configuration (tern check-config shows every problem)")
+    assert len(lines) == 3, r.stdout
+    for line, section in zip(lines, ("domain", "user")):
+        problem = f"{path}:{line_of(text, f'[[{section}]]')}: {moved(section)}"
+        quoted = '"' + problem.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        assert line.endswith(f" master error configuration problem problem={quoted}"), line
+    assert lines[2].endswith(" master error cannot start: fix the configuration (tern check-config shows every problem)")
     assert not (tmp_path / "data").exists()
 
 

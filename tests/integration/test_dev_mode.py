@@ -1,4 +1,5 @@
 """`tern serve --dev` as a newcomer meets it: the README's swaks line lands in alice's Maildir."""
+import json
 import os
 import re
 import shutil
@@ -7,6 +8,11 @@ import socket
 import subprocess
 import tempfile
 import time
+
+import pytest
+
+# Development mode always uses its own SQLite file, whatever TERN_TEST_BACKEND says.
+pytestmark = pytest.mark.backend_independent
 
 TERN = os.environ.get("TERN_BIN", os.path.join(os.path.dirname(__file__), "../../build/asan/tern"))
 
@@ -34,10 +40,22 @@ def test_readme_swaks_line_lands_in_maildir_within_a_second():
                             stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_for_port(2525, time.time() + 20), "tern serve --dev did not open port 2525"
-        # The development configuration, certificate and example account exist.
-        config = open(os.path.join(work, "var", "tern.toml")).read()
-        assert 'address = "alice@example.test"' in config
-        assert re.search(r'password_hash = "\$y\$', config)
+        # The development configuration, certificate and example account exist; the account is
+        # in the directory database (not the file) and its README password works.
+        config_path = os.path.join(work, "var", "tern.toml")
+        config = open(config_path).read()
+        assert "[[user]]" not in config and "[[domain]]" not in config
+        assert os.path.exists(os.path.join(work, "var", "directory", "accounts.db"))
+        show = subprocess.run([TERN, "user", "show", "alice@example.test", "--json", "--config", config_path],
+                              capture_output=True, text=True, timeout=60)
+        assert show.returncode == 0, show.stdout + show.stderr
+        alice = json.loads(show.stdout)
+        assert (alice["address"], alice["enabled"], alice["password_scheme"]) == ("alice@example.test", True,
+                                                                                    "yescrypt")
+        auth = subprocess.run([TERN, "user", "auth", "alice@example.test", "--password-stdin", "--config",
+                               config_path], input="tern-dev-password\n", capture_output=True, text=True,
+                              timeout=60)
+        assert (auth.returncode, auth.stdout) == (0, "authenticated alice@example.test for test\n"), auth.stderr
         assert os.path.exists(os.path.join(work, "var", "tls", "cert.pem"))
         key_mode = os.stat(os.path.join(work, "var", "tls", "key.pem")).st_mode & 0o777
         assert key_mode == 0o600

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.backend_independent  # static checks of the documentation
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_CPP = Path(os.environ.get("TERN_CONFIG_CPP", ROOT / "src" / "core" / "config.cpp"))
 CONFIG_H = ROOT / "src" / "core" / "config.h"

@@ -1,14 +1,17 @@
-"""The master and its three children: restarts, reload, stop, crash recovery, privileges."""
+"""The master and its four children: restarts, reload, stop, crash recovery, privileges."""
 from __future__ import annotations
 
 import os
 import pwd
 import re
 import signal
+import struct
+import subprocess
+import sys
 
 import pytest
 
-from ternlib import (HOSTNAME, IS_ROOT, SERVICE_USERS, SERVICES, SmtpClient, is_running, proc_status,
+from ternlib import (BACKEND, HOSTNAME, IS_ROOT, SERVICE_USERS, SERVICES, SmtpClient, is_running, proc_status,
                      send_message, wait_until)
 
 SHUTTING_DOWN = f"421 4.3.2 {HOSTNAME} Service shutting down, closing connection"
@@ -44,11 +47,13 @@ def test_master_pid_is_logged(tern):
 
 
 @pytest.mark.parametrize("victim, ready_line", [("queue", " queue info spool scanned"),
-                                                ("deliver", " deliver info started")],
-                         ids=["queue", "deliver"])
+                                                ("deliver", " deliver info started"),
+                                                ("directory", " directory info account database open")],
+                         ids=["queue", "deliver", "directory"])
 def test_child_killed_while_holding(tern_factory, victim, ready_line):
-    """SIGKILL of the queue or deliver child after a 250 while deliveries are held: the master
-    restarts it, and once a reload releases deliveries the message arrives exactly once."""
+    """SIGKILL of the queue, deliver or directory child after a 250 while deliveries are held:
+    the master restarts it, and once a reload releases deliveries the message arrives exactly
+    once (deliver asks the restarted directory where alice's mail goes)."""
     server = tern_factory(**HOLD)
     queue_id = held_message(server)
     old = server.child_pid(victim)
@@ -113,11 +118,11 @@ def test_sigterm_closes_sessions_and_keeps_queue(tern_factory):
             assert client.closed(), f"{name} session"
     assert server.wait_exit(10) == 0
     assert server.log_count(r" master info tern stopped$") == 1
-    # smtp first, then queue and deliver.
+    # smtp first, then queue, deliver and directory.
     lines = server.lines()
     smtp_gone = next(i for i, line in enumerate(lines) if " master info service stopped service=smtp " in line)
     for later in (" queue info stopping: ", " master info service stopped service=queue ",
-                  " master info service stopped service=deliver "):
+                  " master info service stopped service=deliver ", " master info service stopped service=directory "):
         assert next(i for i, line in enumerate(lines) if later in line) > smtp_gone, later
     assert server.spool_entries() == [f"msg/{queue_id}", f"env/{queue_id}"]
     assert server.messages("alice") == []
@@ -127,17 +132,30 @@ def test_sigterm_closes_sessions_and_keeps_queue(tern_factory):
     assert_delivered_once(server, queue_id)
 
 
-def test_reload_adds_user(tern):
+def test_user_added_while_running_is_accepted_at_once(tern):
+    """Accounts live in the directory database: `tern user add` on a running server makes the
+    very next RCPT succeed, with no reload and no restart; `tern user del` refuses the next one."""
     with SmtpClient(tern.port) as c:
         assert c.ehlo().startswith("250-")
         assert c.cmd("MAIL FROM:<bob@example.org>") == "250 2.1.0 Sender <bob@example.org> OK"
         assert c.cmd("RCPT TO:<carol@example.test>") == "550 5.1.1 <carol@example.test>: No such user here"
-    tern.reload(users=tern.config["users"] + ["carol@example.test"])
+        # The same session, after the account appears.
+        tern.add_user("carol@example.test")
+        assert c.cmd("RCPT TO:<carol@example.test>") == "250 2.1.5 Recipient <carol@example.test> OK"
     queue_id = send_message(tern.port, "bob@example.org", ["carol@example.test"], "Subject: hi carol\r\n\r\nhi\r\n")
     (content,) = tern.wait_messages("carol", 1)
     assert content.startswith(b"Return-Path: <bob@example.org>\nDelivered-To: carol@example.test\n")
     assert f" id {queue_id}\n\tfor <carol@example.test>; ".encode() in content
     tern.wait_spool_empty()
+    r = tern.cli("user", "del", "carol@example.test", check=True)
+    assert r.stdout == (f"deleted user carol@example.test; the Maildir {tern.data_dir}/domains/example.test/carol/Maildir "
+                        "was left on disk\n")
+    with SmtpClient(tern.port) as c:
+        assert c.ehlo().startswith("250-")
+        assert c.cmd("MAIL FROM:<bob@example.org>") == "250 2.1.0 Sender <bob@example.org> OK"
+        assert c.cmd("RCPT TO:<carol@example.test>") == "550 5.1.1 <carol@example.test>: No such user here"
+    assert tern.log_count(r" configuration reloaded") == 0
+    assert tern.log_count(r" service died") == 0
 
 
 def test_reload_with_bad_config_keeps_running_one(tern):
@@ -167,9 +185,12 @@ def test_killed_smtp_child_is_restarted_and_logged(tern):
     assert f" id {queue_id}\n".encode() in content
 
 
-def test_privileges(tern, service_uids):
+def test_privileges(tern_factory, service_uids):
     if not IS_ROOT:
         pytest.skip("tern switches to the [run_as] users only when started as root")
+    tern = tern_factory(start=False)
+    tern.use_template = False  # the account database exactly as the CLI (run as root) leaves it
+    tern.start()
     assert proc_status(tern.master_pid)["Uid"].split() == ["0"] * 4
     for name in SERVICES:
         pw = pwd.getpwnam(SERVICE_USERS[name])
@@ -180,10 +201,32 @@ def test_privileges(tern, service_uids):
         assert status["Gid"].split() == [str(pw.pw_gid)] * 4, f"{name}: {status['Gid']}"
         assert status["Groups"].split() == [str(pw.pw_gid)], f"{name}: {status['Groups']}"
         assert tern.log_count(rf" {name} info started pid={pid} uid={pw.pw_uid}$") == 1
-    # Each service's socket: root owns it, only its one client's group may connect.
-    for sock, client in (("queue.sock", "smtp"), ("deliver.sock", "queue")):
-        st = (tern.data_dir / "run" / sock).stat()
-        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, pwd.getpwnam(SERVICE_USERS[client]).pw_gid, 0o660)
+    run = tern.data_dir / "run"
+    # queue.sock (smtp submits, deliver re-queues forwards) and directory.sock (smtp and deliver
+    # resolve) have more than one kind of client: open to every local user, the service checks
+    # each caller's uid (SO_PEERCRED; see test_unexpected_user_is_refused). deliver.sock has one.
+    for sock in ("queue.sock", "directory.sock"):
+        st = (run / sock).stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o666), sock
+    st = (run / "deliver.sock").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, pwd.getpwnam(SERVICE_USERS["queue"]).pw_gid, 0o660)
+    # The account database belongs to the directory user alone, although the CLI (as root)
+    # created it before the first start.
+    accounts = pwd.getpwnam(SERVICE_USERS["directory"])
+    st = (tern.data_dir / "directory").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (accounts.pw_uid, accounts.pw_gid, 0o700)
+    if BACKEND == "sqlite":
+        db = tern.data_dir / "directory" / "accounts.db"
+        tern.add_user("carol@example.test")  # the CLI writes while the service has it open
+        for path in sorted((tern.data_dir / "directory").iterdir()):
+            st = path.stat()
+            assert (st.st_uid, st.st_gid) == (accounts.pw_uid, accounts.pw_gid), path
+        assert db.exists()
+        for name in ("smtp", "queue", "deliver"):
+            r = subprocess.run(["runuser", "-u", SERVICE_USERS[name], "--", "cat", str(db)], capture_output=True,
+                               timeout=30)
+            assert r.returncode != 0 and r.stdout == b"", name
+            assert b"Permission denied" in r.stderr, (name, r.stderr)
     send_message(tern.port, "bob@example.org", ["alice@example.test"], "Subject: owner\r\n\r\nowner\r\n")
     tern.wait_messages("alice", 1)
     (path,) = tern.maildir_files("alice")
@@ -191,3 +234,81 @@ def test_privileges(tern, service_uids):
     st = path.stat()
     assert (st.st_uid, st.st_gid) == (vmail.pw_uid, vmail.pw_gid)
     assert st.st_mode & 0o777 == 0o600
+
+
+# Connects to a Unix socket, sends a frame (hex in argv[2]) and prints what came back (hex)
+# before the connection ended, or "no-connect".
+_PEER = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("no-connect", e)
+    sys.exit(0)
+data = b""
+try:
+    s.sendall(bytes.fromhex(sys.argv[2]))
+    s.shutdown(socket.SHUT_WR)
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+except (BrokenPipeError, ConnectionResetError):
+    pass
+print("answer", data.hex())
+"""
+
+
+def _frame(type_: int, *fields) -> bytes:
+    """An IPC frame (src/core/ipc.h): u32 length, u16 type, strings as u32 length + bytes,
+    lists of strings as u32 count + strings."""
+    payload = b""
+    for f in fields:
+        if isinstance(f, list):
+            payload += struct.pack(">I", len(f)) + b"".join(struct.pack(">I", len(x)) + x.encode() for x in f)
+        else:
+            payload += struct.pack(">I", len(f)) + f.encode()
+    return struct.pack(">IH", 2 + len(payload), type_) + payload
+
+
+def _ask(sock, frame: bytes, user: str | None) -> str:
+    argv = [sys.executable, "-c", _PEER, str(sock), frame.hex()]
+    if user:
+        argv = ["runuser", "-u", user, "--"] + argv
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_unexpected_user_is_refused(tern):
+    """queue.sock and directory.sock are mode 0666: a local user other than the services' and
+    root's may connect, but gets no answer, and the refusal is logged. root (the CLI) is
+    answered the same requests, so the frames themselves are valid."""
+    if not IS_ROOT:
+        pytest.skip("the sockets are open to every user, and checked by uid, only when tern runs as root")
+    run = tern.data_dir / "run"
+    resolve = _frame(20, "alice@example.test")
+    auth = _frame(22, "alice@example.test", "wrong password", "[test]", "test")
+    submit = _frame(1, "127.0.0.1", "client.test", "bob@example.org", ["alice@example.test"])
+    nobody = pwd.getpwnam("nobody").pw_uid
+
+    assert _ask(run / "directory.sock", resolve, None).startswith("answer 00000"), "root gets a resolution"
+    assert _ask(run / "queue.sock", submit, None).startswith("answer 00000"), "root gets SubmitReady"
+
+    for sock, frame, log in [
+        ("directory.sock", resolve, rf" directory warn refused a resolve request from an unexpected user uid={nobody}$"),
+        ("directory.sock", auth, rf" directory warn refused a password check from an unexpected user uid={nobody}$"),
+        ("queue.sock", submit, r" queue warn refused a submission from an unexpected user"),
+    ]:
+        before = tern.log_count(log)
+        assert _ask(run / sock, frame, "nobody") == "answer", f"{sock} answered nobody"
+        tern.wait_log(log, before + 1)
+    # Nothing was queued for nobody, and the services are still fine.
+    send_message(tern.port, "bob@example.org", ["alice@example.test"], "Subject: after\r\n\r\nafter\r\n")
+    tern.wait_messages("alice", 1)
+    tern.wait_spool_empty()
+    assert len(tern.messages("alice")) == 1
+    assert tern.log_count(r" service died") == 0
