@@ -11,7 +11,7 @@ PG_DIR := $(CURDIR)/build/pg
 WITH_POSTGRES = set -e; pg="$$($(CURDIR)/scripts/test-postgres.sh start $(PG_DIR))"; eval "$$pg"; \
 	export TERN_TEST_POSTGRES; trap '$(CURDIR)/scripts/test-postgres.sh stop $(PG_DIR)' EXIT;
 
-.PHONY: all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke bench clean
+.PHONY: format all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke bench clean
 
 all: build
 
@@ -91,3 +91,7 @@ bench: build
 	  TERN_BIN=$(CURDIR)/build/release/tern BENCH_DIRECTORY_BIN=$(CURDIR)/build/release/bench_directory \
 	    bench/directory.sh || status=$$?; \
 	  exit $$status
+
+# clang-format over every C++ source (style in .clang-format).
+format:
+	clang-format -i src/*/*.cpp src/*/*.h tests/unit/*.cpp tests/fuzz/*.cpp bench/*.cpp

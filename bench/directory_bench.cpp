@@ -59,9 +59,7 @@ constexpr const char* bench_password = "benchpw";
   std::exit(2);
 }
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 std::string fmt_rate(double per_second) {
   char buf[64];
@@ -102,7 +100,8 @@ struct Args {
 };
 
 Args parse_args(int argc, char** argv) {
-  if (argc < 2) die("usage: bench_directory populate|resolve|keys|socket|hash [--option value ...] (see the source's header)");
+  if (argc < 2)
+    die("usage: bench_directory populate|resolve|keys|socket|hash [--option value ...] (see the source's header)");
   Args a;
   a.mode = argv[1];
   for (int i = 2; i < argc; ++i) {
@@ -162,9 +161,7 @@ std::vector<std::pair<std::string, std::string>> bench_hashes() {
 }
 
 // "yescrypt" -> "bench-yescrypt", "sha512-crypt" -> "bench-sha512", ...
-std::string bench_local(const std::string& scheme) {
-  return "bench-" + scheme.substr(0, scheme.find("-crypt"));
-}
+std::string bench_local(const std::string& scheme) { return "bench-" + scheme.substr(0, scheme.find("-crypt")); }
 
 int populate(const Args& a) {
   long domains = a.number("domains", 100), users = a.number("users-per-domain", 100),
@@ -287,14 +284,17 @@ struct Mix {
   }
   std::string address(Kind k) {
     switch (k) {
-      case user_kind: return u.users[pick(u.users.size())];
-      case alias_kind: return u.aliases[pick(u.aliases.size())];
+      case user_kind:
+        return u.users[pick(u.users.size())];
+      case alias_kind:
+        return u.aliases[pick(u.aliases.size())];
       case extension_kind: {
         const std::string& a = u.users[pick(u.users.size())];
         size_t at = a.find('@');
         return a.substr(0, at) + "+tag" + salt + std::to_string(counter++) + a.substr(at);
       }
-      default: return "nobody" + salt + std::to_string(counter++) + "@" + u.domains[pick(u.domains.size())];
+      default:
+        return "nobody" + salt + std::to_string(counter++) + "@" + u.domains[pick(u.domains.size())];
     }
   }
 };
@@ -313,8 +313,8 @@ int resolve(const Args& a) {
   Mix mix(u, 1);
   uint64_t count[kinds] = {}, wrong = 0;
   double spent[kinds] = {};
-  std::cerr << "resolve: " << backend << ", " << u.users.size() << " users, " << u.aliases.size()
-            << " aliases; mix " << mix_text() << "; " << seconds << " s\n";
+  std::cerr << "resolve: " << backend << ", " << u.users.size() << " users, " << u.aliases.size() << " aliases; mix "
+            << mix_text() << "; " << seconds << " s\n";
   auto start = Clock::now();
   auto deadline = start + std::chrono::duration<double>(seconds);
   uint64_t total = 0;
@@ -483,8 +483,8 @@ int socket_bench(const Args& a) {
   report_wrong("hot set", wrong);
   row("directory.sock ResolveRequest, hot set of 100 (cache hits), " + conns, fmt_rate(rate) + " requests/s");
 
-  std::cerr << "socket: resolutions, whole mix (" << mix_text() << ", tags and unknown names never repeat), "
-            << conns << ", " << seconds << " s\n";
+  std::cerr << "socket: resolutions, whole mix (" << mix_text() << ", tags and unknown names never repeat), " << conns
+            << ", " << seconds << " s\n";
   std::vector<std::unique_ptr<Mix>> mixes;
   for (int t = 0; t < connections; ++t)
     mixes.push_back(std::make_unique<Mix>(u, 200 + t, "t" + std::to_string(t) + "x"));
@@ -548,8 +548,8 @@ int hash_bench(const Args& a) {
       ++n;
     }
     double elapsed = seconds_since(start);
-    row("verify_password() " + scheme + ", one thread", fmt_rate(n / elapsed) + " /s (" +
-                                                            fmt_rate(1e3 * elapsed / n) + " ms each)");
+    row("verify_password() " + scheme + ", one thread",
+        fmt_rate(n / elapsed) + " /s (" + fmt_rate(1e3 * elapsed / n) + " ms each)");
   }
   return 0;
 }

@@ -23,7 +23,7 @@ namespace {
 using directory::StoreError;
 using json = nlohmann::ordered_json;
 
-constexpr int exit_refused = 1;   // bad input or a refusal: the message says what to change
+constexpr int exit_refused = 1;     // bad input or a refusal: the message says what to change
 constexpr int exit_temporary = 75;  // EX_TEMPFAIL: try again (database locked, service down)
 constexpr int exit_config_error = 78;
 
@@ -85,8 +85,8 @@ class Accounts {
     if (::geteuid() != 0) return;
     passwd* pw = ::getpwnam(cfg_.run_as.directory.c_str());
     struct stat st {};
-    if (pw && ::lstat(p.c_str(), &st) == 0 && (st.st_uid != pw->pw_uid || st.st_gid != pw->pw_gid))
-      [[maybe_unused]] int ignored = ::lchown(p.c_str(), pw->pw_uid, pw->pw_gid);
+    if (pw && ::lstat(p.c_str(), &st) == 0 && (st.st_uid != pw->pw_uid || st.st_gid != pw->pw_gid)) [[maybe_unused]]
+      int ignored = ::lchown(p.c_str(), pw->pw_uid, pw->pw_gid);
   }
   const Config& cfg_;
   std::unique_ptr<directory::Store> store_;
@@ -125,7 +125,8 @@ uint64_t parse_size(const std::string& text, const char* what) {
     }
   }
   if (t.empty() || t.size() > 15 || !std::all_of(t.begin(), t.end(), ::isdigit))
-    throw Refusal(std::string(what) + " \"" + text + "\" is not a size; write bytes or a number with K, M, G or T, such as 500M (0: no limit)");
+    throw Refusal(std::string(what) + " \"" + text +
+                  "\" is not a size; write bytes or a number with K, M, G or T, such as 500M (0: no limit)");
   return std::stoull(t) * unit;
 }
 
@@ -165,7 +166,8 @@ struct PasswordSource {
 std::string new_password_hash(const PasswordSource& src, const Config& cfg) {
   if (!src.hash.empty()) {
     if (password_scheme_of(src.hash) == "unknown")
-      throw Refusal("--password-hash takes a crypt(3) hash ($y$, $6$, $5$, $1$ or $2b$...); make one with `tern hash-password`");
+      throw Refusal(
+          "--password-hash takes a crypt(3) hash ($y$, $6$, $5$, $1$ or $2b$...); make one with `tern hash-password`");
     return src.hash;
   }
   std::string password;
@@ -179,7 +181,8 @@ std::string new_password_hash(const PasswordSource& src, const Config& cfg) {
     password = prompt_hidden("New password: ");
     if (prompt_hidden("Again: ") != password) throw Refusal("the two passwords differ; nothing changed");
   } else {
-    throw Refusal("no password given: type it at the prompt (a terminal), or use --password-stdin or --password-file FILE");
+    throw Refusal(
+        "no password given: type it at the prompt (a terminal), or use --password-stdin or --password-file FILE");
   }
   if (password.empty()) throw Refusal("the password is empty; nothing changed");
   if (password.size() > 1024) throw Refusal("the password is longer than 1024 characters");
@@ -263,8 +266,8 @@ void apply_domain_flags(directory::Domain& d, const DomainFlags& f) {
   if (!f.max_users.empty()) d.max_users = parse_count(f.max_users, "--max-users");
   if (!f.max_aliases.empty()) d.max_aliases = parse_count(f.max_aliases, "--max-aliases");
   if (!f.max_lists.empty()) d.max_lists = parse_count(f.max_lists, "--max-lists");
-  for (auto [value, name, field] : {std::tuple{&f.catchall, "--catchall", &d.catchall},
-                                    {&f.postmaster, "--postmaster", &d.postmaster}}) {
+  for (auto [value, name, field] :
+       {std::tuple{&f.catchall, "--catchall", &d.catchall}, {&f.postmaster, "--postmaster", &d.postmaster}}) {
     if (value->empty()) continue;
     if (*value == "none") {
       field->clear();
@@ -320,10 +323,11 @@ int domain_del(const Options& o, const std::string& name, bool force) {
     if (!users.empty())
       std::cerr << "  " << users.size() << " users: " << list(users, [](const auto& u) { return u.local; }) << "\n";
     if (!aliases.empty())
-      std::cerr << "  " << aliases.size() << " aliases: " << list(aliases, [](const auto& a) { return a.local; }) << "\n";
+      std::cerr << "  " << aliases.size() << " aliases: " << list(aliases, [](const auto& a) { return a.local; })
+                << "\n";
     if (!domain_aliases.empty())
-      std::cerr << "  " << domain_aliases.size() << " domain aliases: "
-                << list(domain_aliases, [](const auto& a) { return a.first; }) << "\n";
+      std::cerr << "  " << domain_aliases.size()
+                << " domain aliases: " << list(domain_aliases, [](const auto& a) { return a.first; }) << "\n";
     std::cerr << "`tern domain del " << n << " --force` removes all of them from the directory;"
               << " the Maildirs stay on disk under " << (cfg.domains_dir() / n).string() << "\n";
     return exit_refused;
@@ -370,12 +374,13 @@ int domain_show(const Options& o, const std::string& name) {
             << "users:           " << store->count_users(d->name) << " (limit " << limit_text(d->max_users) << ")\n"
             << "aliases:         " << store->count_aliases(d->name) << " (limit " << limit_text(d->max_aliases) << ")\n"
             << "lists limit:     " << limit_text(d->max_lists) << "\n"
-            << "default quota:   " << size_text(d->quota_bytes) << ", " << limit_text(d->quota_messages) << " messages\n"
+            << "default quota:   " << size_text(d->quota_bytes) << ", " << limit_text(d->quota_messages)
+            << " messages\n"
             << "catch-all:       " << (d->catchall.empty() ? "none" : d->catchall) << "\n"
             << "postmaster:      "
-            << (!d->postmaster.empty() ? d->postmaster
-                                       : cfg.directory.postmaster.empty() ? "postmaster mailbox of the domain"
-                                                                          : cfg.directory.postmaster + " (server default)")
+            << (!d->postmaster.empty()             ? d->postmaster
+                : cfg.directory.postmaster.empty() ? "postmaster mailbox of the domain"
+                                                   : cfg.directory.postmaster + " (server default)")
             << "\n"
             << "domain aliases:  " << (aliases.empty() ? "none" : aliases) << "\n";
   return 0;
@@ -448,8 +453,8 @@ int user_del(const Options& o, const std::string& address) {
   Accounts store(cfg, false);
   directory::User u = existing_user(*store, address);
   store->delete_user(u.domain, u.local);
-  std::cout << "deleted user " << u.address() << "; the Maildir " << directory::default_maildir(resolver_settings(cfg), u)
-            << " was left on disk\n";
+  std::cout << "deleted user " << u.address() << "; the Maildir "
+            << directory::default_maildir(resolver_settings(cfg), u) << " was left on disk\n";
   return 0;
 }
 
@@ -474,7 +479,8 @@ int user_set(const Options& o, const std::string& address, const UserFlags& f) {
     u.services = *s;
   }
   if (!f.maildir.empty()) {
-    if (f.maildir != "default" && f.maildir.front() != '/') throw Refusal("--maildir must be an absolute path or \"default\"");
+    if (f.maildir != "default" && f.maildir.front() != '/')
+      throw Refusal("--maildir must be an absolute path or \"default\"");
     u.maildir = f.maildir == "default" ? "" : f.maildir;
   }
   store->update_user(u);
@@ -490,8 +496,8 @@ int user_quota(const Options& o, const std::string& address, const std::string& 
   u.quota_bytes = b;
   if (!messages.empty()) u.quota_messages = parse_count(messages, "--messages");
   store->update_user(u);
-  std::cout << "quota of " << u.address() << ": " << size_text(u.quota_bytes) << ", "
-            << limit_text(u.quota_messages) << " messages\n";
+  std::cout << "quota of " << u.address() << ": " << size_text(u.quota_bytes) << ", " << limit_text(u.quota_messages)
+            << " messages\n";
   return 0;
 }
 
@@ -505,11 +511,10 @@ int user_enable(const Options& o, const std::string& address, bool enabled) {
   return 0;
 }
 
-int user_forward(const Options& o, const std::string& address, const std::vector<std::string>& targets,
-                 bool keep_copy, bool clear) {
+int user_forward(const Options& o, const std::string& address, const std::vector<std::string>& targets, bool keep_copy,
+                 bool clear) {
   Config cfg = load(o);
-  if (clear == !targets.empty())
-    throw Refusal("give forwarding addresses, or --clear to stop forwarding (not both)");
+  if (clear == !targets.empty()) throw Refusal("give forwarding addresses, or --clear to stop forwarding (not both)");
   Accounts store(cfg, false);
   directory::User u = existing_user(*store, address);
   std::vector<std::string> normalised;
@@ -609,7 +614,8 @@ int alias_del(const Options& o, const std::string& address, const std::string& t
   }
   if (!store->delete_alias(d, local, t))
     throw Refusal(t.empty() ? "no alias " + local + "@" + d : "alias " + local + "@" + d + " has no target " + t);
-  std::cout << "deleted " << (t.empty() ? "alias " + local + "@" + d : "target " + t + " of " + local + "@" + d) << "\n";
+  std::cout << "deleted " << (t.empty() ? "alias " + local + "@" + d : "target " + t + " of " + local + "@" + d)
+            << "\n";
   return 0;
 }
 
@@ -641,10 +647,15 @@ int resolve_command(const Options& o, const std::string& address) {
   if (o.json) {
     json mailboxes = json::array();
     for (const auto& m : r.mailboxes)
-      mailboxes.push_back({{"address", m.address}, {"maildir", m.maildir}, {"quota_bytes", m.quota_bytes},
+      mailboxes.push_back({{"address", m.address},
+                           {"maildir", m.maildir},
+                           {"quota_bytes", m.quota_bytes},
                            {"quota_messages", m.quota_messages}});
-    std::cout << json{{"address", address}, {"verdict", directory::verdict_name(r.verdict)}, {"mailboxes", mailboxes},
-                      {"remote", r.remote}, {"detail", r.detail}}
+    std::cout << json{{"address", address},
+                      {"verdict", directory::verdict_name(r.verdict)},
+                      {"mailboxes", mailboxes},
+                      {"remote", r.remote},
+                      {"detail", r.detail}}
                      .dump(2)
               << "\n";
     return 0;
@@ -698,8 +709,8 @@ int user_auth(const Options& o, const std::string& address, const std::string& s
     std::cerr << "tern: the directory service gave no answer; see the tern log\n";
     return exit_temporary;
   }
-  static const char* const names[] = {"ok", "bad credentials", "disabled", "service not allowed", "throttled",
-                                      "directory unavailable"};
+  static const char* const names[] = {"ok",        "bad credentials",      "disabled", "service not allowed",
+                                      "throttled", "directory unavailable"};
   std::string outcome = result->outcome < 6 ? names[result->outcome] : "unknown";
   if (result->outcome == 0) {
     std::cout << "authenticated " << result->address << " for " << service << "\n";
@@ -798,7 +809,8 @@ std::function<int()> add_account_commands(CLI::App& app) {
   on(da_del, [o, name] { return domain_alias_del(*o, *name); });
 
   // tern user ...
-  auto* user = app.add_subcommand("user", "Mail users: add, del, passwd, set, quota, enable, disable, forward, list, show, auth");
+  auto* user = app.add_subcommand(
+      "user", "Mail users: add, del, passwd, set, quota, enable, disable, forward, list, show, auth");
   user->require_subcommand(1);
   auto uf = std::make_shared<UserFlags>();
   auto password_flags = [uf](CLI::App* c) {
@@ -910,7 +922,8 @@ std::function<int()> add_account_commands(CLI::App& app) {
   auto* import = app.add_subcommand("import", "Import accounts from another system");
   import->require_subcommand(1);
   auto dry_run = std::make_shared<bool>(false);
-  auto* i_vpop = import->add_subcommand("vpopmail", "Import a vpopmail tree: domains, users with their hashes, aliases");
+  auto* i_vpop =
+      import->add_subcommand("vpopmail", "Import a vpopmail tree: domains, users with their hashes, aliases");
   i_vpop->add_option("dir", *name, "The vpopmail home, holding users/assign and domains/")->required();
   i_vpop->add_flag("--dry-run", *dry_run, "Report what would change; write nothing");
   common(i_vpop, true);

@@ -1,11 +1,11 @@
 #include "core/config.h"
 
 #include <arpa/inet.h>
+#include <toml++/toml.h>
 
 #include <algorithm>
 #include <fstream>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace tern {
 
@@ -41,16 +41,15 @@ class Checker {
   }
 
   // Reports keys of `table` not in `known`.
-  void known_keys(const toml::table& table, std::string_view prefix,
-                  std::initializer_list<std::string_view> known) {
+  void known_keys(const toml::table& table, std::string_view prefix, std::initializer_list<std::string_view> known) {
     for (auto&& [k, v] : table) {
       if (std::find(known.begin(), known.end(), k.str()) != known.end()) continue;
       if (prefix.empty() && (k.str() == "domain" || k.str() == "user")) continue;  // reported as moved
       std::string list;
       for (auto n : known) list += (list.empty() ? "" : ", ") + std::string(n);
       std::string full = prefix.empty() ? std::string(k.str()) : std::string(prefix) + "." + std::string(k.str());
-      problems_.push_back({file_, static_cast<int>(k.source().begin.line), full,
-                           "unknown key; valid keys here are: " + list});
+      problems_.push_back(
+          {file_, static_cast<int>(k.source().begin.line), full, "unknown key; valid keys here are: " + list});
     }
   }
 
@@ -59,14 +58,14 @@ class Checker {
     const toml::node* n = t.get(key);
     if (!n) return std::nullopt;
     if (auto s = n->value<std::string>()) return *s;
-    problem(n, full(prefix, key), "expected a string, write for example " + std::string(key) + " = " +
-                                      std::string(example));
+    problem(n, full(prefix, key),
+            "expected a string, write for example " + std::string(key) + " = " + std::string(example));
     return std::nullopt;
   }
 
   template <typename Int>
-  void integer(const toml::table& t, std::string_view prefix, std::string_view key, Int& out, int64_t min,
-               int64_t max, std::string_view unit) {
+  void integer(const toml::table& t, std::string_view prefix, std::string_view key, Int& out, int64_t min, int64_t max,
+               std::string_view unit) {
     const toml::node* n = t.get(key);
     if (!n) return;
     auto v = n->is_integer() ? n->value<int64_t>() : std::nullopt;
@@ -169,8 +168,7 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     }
   }
   if (cfg.hostname.empty())
-    c.problem(root.get("server"), "server.hostname",
-              "missing; add hostname = \"mail.example.com\" under [server]");
+    c.problem(root.get("server"), "server.hostname", "missing; add hostname = \"mail.example.com\" under [server]");
   if (cfg.data_dir.empty())
     c.problem(root.get("server"), "server.data_dir", "missing; add data_dir = \"/var/lib/tern\" under [server]");
   if (!cfg.data_dir.empty() && cfg.data_dir.string().back() == '/') cfg.data_dir = cfg.data_dir.parent_path();
@@ -185,8 +183,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
 
   if (const toml::table* smtp = c.table(root, "smtp")) {
     c.known_keys(*smtp, "smtp",
-                 {"listen", "max_message_size", "max_recipients", "max_connections", "max_errors",
-                  "command_timeout", "data_timeout"});
+                 {"listen", "max_message_size", "max_recipients", "max_connections", "max_errors", "command_timeout",
+                  "data_timeout"});
     if (const toml::node* n = smtp->get("listen")) {
       const toml::array* arr = n->as_array();
       if (!arr || arr->empty()) {

@@ -48,11 +48,11 @@ struct Config {
 
   // Accounts live in the directory database (docs/accounts.md); this says where and how.
   struct Directory {
-    std::string backend = "sqlite";       // or "postgresql"
-    std::filesystem::path sqlite_path;    // absolute; default <data_dir>/directory/accounts.db
-    std::string postgresql;               // libpq connection string
+    std::string backend = "sqlite";     // or "postgresql"
+    std::filesystem::path sqlite_path;  // absolute; default <data_dir>/directory/accounts.db
+    std::string postgresql;             // libpq connection string
     std::string extension_separators = "+-";
-    std::string postmaster;               // where postmaster@ and abuse@ go unless a domain overrides it
+    std::string postmaster;  // where postmaster@ and abuse@ go unless a domain overrides it
     std::string password_scheme = "yescrypt";
     uint32_t auth_max_failures_account = 10;  // failed logins per account within the window
     uint32_t auth_max_failures_client = 30;   // failed logins per client address within the window
@@ -60,7 +60,7 @@ struct Config {
   } directory;
 
   struct Delivery {
-    uint32_t over_quota_grace = 86400;     // seconds a full mailbox defers mail before it bounces; 0 = at once
+    uint32_t over_quota_grace = 86400;       // seconds a full mailbox defers mail before it bounces; 0 = at once
     std::string forward_sender = "rewrite";  // remote forwards: "rewrite" to the forwarding address, or "keep"
   } delivery;
 
@@ -86,8 +86,7 @@ struct ConfigResult {
 };
 
 // base_dir resolves a relative data_dir; filename is used in problem reports.
-ConfigResult parse_config(std::string_view text, std::string_view filename,
-                          const std::filesystem::path& base_dir);
+ConfigResult parse_config(std::string_view text, std::string_view filename, const std::filesystem::path& base_dir);
 ConfigResult load_config(const std::filesystem::path& path);
 
 // The configuration `tern serve --dev` writes at first start (ports 2525, data beside the file).

@@ -27,8 +27,8 @@ std::string ensure_self_signed_certificate(const std::filesystem::path& dir, con
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), 365L * 24 * 3600);
   X509_set_pubkey(cert.get(), key.get());
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(hostname.c_str()), -1,
-                             -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(hostname.c_str()), -1, -1,
+                             0);
   X509_set_issuer_name(cert.get(), name);
   std::string san = "DNS:" + hostname + ",DNS:localhost,IP:127.0.0.1";
   X509V3_CTX ctx;

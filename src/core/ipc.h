@@ -20,11 +20,11 @@ namespace tern::ipc {
 constexpr uint32_t max_frame_size = 1u << 20;
 
 enum class Type : uint16_t {
-  submit_begin = 1,   // smtp -> queue: envelope of a new message
-  submit_ready = 2,   // queue -> smtp: queue id assigned, send the body
-  submit_chunk = 3,   // smtp -> queue: body bytes (LF line ends, dot-unstuffed)
-  submit_end = 4,     // smtp -> queue: body complete, commit it
-  submit_result = 5,  // queue -> smtp: committed (ok) or refused
+  submit_begin = 1,      // smtp -> queue: envelope of a new message
+  submit_ready = 2,      // queue -> smtp: queue id assigned, send the body
+  submit_chunk = 3,      // smtp -> queue: body bytes (LF line ends, dot-unstuffed)
+  submit_end = 4,        // smtp -> queue: body complete, commit it
+  submit_result = 5,     // queue -> smtp: committed (ok) or refused
   deliver_request = 10,  // queue -> deliver: one recipient, message fd attached
   deliver_result = 11,   // deliver -> queue: outcome for that recipient
   resolve_request = 20,  // smtp/deliver -> directory: what does this address mean?
@@ -43,24 +43,34 @@ struct SubmitBegin {
   std::string helo;
   std::string sender;  // empty for the null sender <>
   std::vector<std::string> recipients;
-  template <typename A> void fields(A& a) { a(client_address, helo, sender, recipients); }
+  template <typename A>
+  void fields(A& a) {
+    a(client_address, helo, sender, recipients);
+  }
 };
 
 struct SubmitReady {
   static constexpr Type type = Type::submit_ready;
   std::string queue_id;
-  template <typename A> void fields(A& a) { a(queue_id); }
+  template <typename A>
+  void fields(A& a) {
+    a(queue_id);
+  }
 };
 
 struct SubmitChunk {
   static constexpr Type type = Type::submit_chunk;
   std::string data;
-  template <typename A> void fields(A& a) { a(data); }
+  template <typename A>
+  void fields(A& a) {
+    a(data);
+  }
 };
 
 struct SubmitEnd {
   static constexpr Type type = Type::submit_end;
-  template <typename A> void fields(A&) {}
+  template <typename A>
+  void fields(A&) {}
 };
 
 struct SubmitResult {
@@ -68,23 +78,32 @@ struct SubmitResult {
   Status status = Status::ok;
   std::string queue_id;
   std::string text;  // for the log and the SMTP reply when not ok
-  template <typename A> void fields(A& a) { a(status, queue_id, text); }
+  template <typename A>
+  void fields(A& a) {
+    a(status, queue_id, text);
+  }
 };
 
 struct DeliverRequest {
   static constexpr Type type = Type::deliver_request;
   std::string queue_id;
   std::string sender;
-  std::string recipient;  // local@domain, lowercased
-  uint64_t received = 0;  // unix seconds the queue accepted the message (over-quota grace)
+  std::string recipient;          // local@domain, lowercased
+  uint64_t received = 0;          // unix seconds the queue accepted the message (over-quota grace)
   std::vector<std::string> skip;  // targets already served by an earlier attempt
-  template <typename A> void fields(A& a) { a(queue_id, sender, recipient, received, skip); }
+  template <typename A>
+  void fields(A& a) {
+    a(queue_id, sender, recipient, received, skip);
+  }
 };
 
 struct ResolveRequest {
   static constexpr Type type = Type::resolve_request;
   std::string address;
-  template <typename A> void fields(A& a) { a(address); }
+  template <typename A>
+  void fields(A& a) {
+    a(address);
+  }
 };
 
 // verdict: directory::Verdict (deliver, not_hosted, unknown, disabled, loop). status is
@@ -99,7 +118,8 @@ struct ResolveResult {
   std::vector<uint64_t> quota_bytes;
   std::vector<uint64_t> quota_messages;
   std::vector<std::string> remote;
-  template <typename A> void fields(A& a) {
+  template <typename A>
+  void fields(A& a) {
     a(status, verdict, detail, mailbox_addresses, maildirs, quota_bytes, quota_messages, remote);
   }
 };
@@ -110,23 +130,36 @@ struct AuthRequest {
   std::string password;
   std::string client;   // client IP address, for throttling
   std::string service;  // "smtp", "imap", "pop3", "web" or "test" (tern user auth)
-  template <typename A> void fields(A& a) { a(address, password, client, service); }
+  template <typename A>
+  void fields(A& a) {
+    a(address, password, client, service);
+  }
 };
 
-enum class AuthOutcome : uint8_t { ok = 0, bad_credentials = 1, disabled = 2, service_denied = 3, throttled = 4,
-                                   unavailable = 5 };
+enum class AuthOutcome : uint8_t {
+  ok = 0,
+  bad_credentials = 1,
+  disabled = 2,
+  service_denied = 3,
+  throttled = 4,
+  unavailable = 5
+};
 
 struct AuthResult {
   static constexpr Type type = Type::auth_result;
   uint8_t outcome = 0;  // AuthOutcome
   std::string address;  // the canonical account address when ok
   std::string text;     // for the log (never says whether the user exists to the client)
-  template <typename A> void fields(A& a) { a(outcome, address, text); }
+  template <typename A>
+  void fields(A& a) {
+    a(outcome, address, text);
+  }
 };
 
 struct DomainsRequest {
   static constexpr Type type = Type::domains_request;
-  template <typename A> void fields(A&) {}
+  template <typename A>
+  void fields(A&) {}
 };
 
 struct DomainsResult {
@@ -135,7 +168,10 @@ struct DomainsResult {
   std::vector<std::string> domains;  // enabled hosted domains, sorted
   std::vector<std::string> aliases;  // domain aliases as "alias=domain"
   std::string detail;                // why not, when status is not ok
-  template <typename A> void fields(A& a) { a(status, domains, aliases, detail); }
+  template <typename A>
+  void fields(A& a) {
+    a(status, domains, aliases, detail);
+  }
 };
 
 struct DeliverResult {
@@ -143,7 +179,10 @@ struct DeliverResult {
   Status status = Status::ok;
   std::string text;
   std::vector<std::string> done;  // with a temporary status: targets served this time, to skip next time
-  template <typename A> void fields(A& a) { a(status, text, done); }
+  template <typename A>
+  void fields(A& a) {
+    a(status, text, done);
+  }
 };
 
 struct Frame {
@@ -174,7 +213,10 @@ struct Writer {
     put(static_cast<uint32_t>(v.size()));
     for (auto n : v) put(n);
   }
-  template <typename... F> void operator()(F&... f) { (put(f), ...); }
+  template <typename... F>
+  void operator()(F&... f) {
+    (put(f), ...);
+  }
 };
 
 struct Reader {
@@ -216,12 +258,16 @@ struct Reader {
     if (n > in.size() / 8) ok = false;
     for (uint64_t i = 0; ok && i < n; ++i) get(v.emplace_back());
   }
-  template <typename... F> void operator()(F&... f) { (get(f), ...); }
+  template <typename... F>
+  void operator()(F&... f) {
+    (get(f), ...);
+  }
 };
 }  // namespace detail
 
 // Encodes a complete frame (header included) for message `m`.
-template <typename M> std::string encode(M m) {
+template <typename M>
+std::string encode(M m) {
   detail::Writer body;
   m.fields(body);
   detail::Writer frame;
@@ -233,7 +279,8 @@ template <typename M> std::string encode(M m) {
 }
 
 // Decodes a frame's payload as message M; nullopt when the type or the bytes do not match.
-template <typename M> std::optional<M> decode(const Frame& f) {
+template <typename M>
+std::optional<M> decode(const Frame& f) {
   if (f.type != M::type) return std::nullopt;
   M m;
   detail::Reader r{f.payload};

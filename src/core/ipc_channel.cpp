@@ -85,8 +85,8 @@ asio::awaitable<bool> Channel::write(const std::string& bytes, int fd) {
 
 asio::awaitable<std::optional<UnixSocket>> connect(asio::any_io_executor ex, const std::string& path) {
   UnixSocket socket(ex);
-  auto [ec] = co_await socket.async_connect(asio::local::stream_protocol::endpoint(path),
-                                            asio::as_tuple(asio::use_awaitable));
+  auto [ec] =
+      co_await socket.async_connect(asio::local::stream_protocol::endpoint(path), asio::as_tuple(asio::use_awaitable));
   if (ec) co_return std::nullopt;
   co_return std::optional<UnixSocket>(std::move(socket));
 }

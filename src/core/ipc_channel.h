@@ -26,7 +26,8 @@ class Channel {
   // Sends one encoded frame, with `fd` attached when >= 0 (the descriptor stays the caller's).
   boost::asio::awaitable<bool> write(const std::string& bytes, int fd = -1);
 
-  template <typename M> boost::asio::awaitable<std::optional<M>> read_message(int* fd = nullptr) {
+  template <typename M>
+  boost::asio::awaitable<std::optional<M>> read_message(int* fd = nullptr) {
     auto frame = co_await read(fd);
     if (!frame) co_return std::nullopt;
     co_return decode<M>(*frame);

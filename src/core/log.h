@@ -17,8 +17,7 @@ struct Field {
   Field(std::string_view k, const char* v) : key(k), value(v) {}
   Field(std::string_view k, const std::string& v) : key(k), value(v) {}
   template <typename Int>
-    requires std::is_integral_v<Int>
-  Field(std::string_view k, Int v) : key(k), value(std::to_string(v)) {}
+  requires std::is_integral_v<Int> Field(std::string_view k, Int v) : key(k), value(std::to_string(v)) {}
   std::string_view key;
   std::string value;
 };

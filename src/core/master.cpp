@@ -27,12 +27,12 @@
 
 #include "core/config.h"
 #include "core/devcert.h"
-#include "directory/resolver.h"
 #include "core/files.h"
 #include "core/log.h"
 #include "core/password.h"
 #include "core/privileges.h"
 #include "core/service.h"
+#include "directory/resolver.h"
 
 namespace tern {
 namespace {
@@ -79,7 +79,9 @@ int bind_tcp(const ListenAddress& a, std::string& error) {
     if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0) break;
     if (errno != EADDRINUSE || attempt >= 50) {
       error = "cannot listen on " + a.text() + ": " + errno_text() +
-              (errno == EACCES ? " (ports below 1024 need root)" : errno == EADDRINUSE ? " (another program uses it)" : "");
+              (errno == EACCES       ? " (ports below 1024 need root)"
+               : errno == EADDRINUSE ? " (another program uses it)"
+                                     : "");
       ::close(fd);
       return -1;
     }
@@ -150,14 +152,18 @@ std::string Master::prepare() {
   std::string error;
   std::optional<Identity> smtp, queue, vmail, accounts;
   if (root_) {
-    for (auto [user, slot] : {std::pair{&config_.run_as.smtp, &smtp}, {&config_.run_as.queue, &queue},
-                              {&config_.run_as.deliver, &vmail}, {&config_.run_as.directory, &accounts}}) {
+    for (auto [user, slot] : {std::pair{&config_.run_as.smtp, &smtp},
+                              {&config_.run_as.queue, &queue},
+                              {&config_.run_as.deliver, &vmail},
+                              {&config_.run_as.directory, &accounts}}) {
       *slot = lookup_identity(*user, error);
       if (!*slot) return error;
     }
   }
-  for (auto [dir, mode] : {std::pair{config_.data_dir, 0755u}, {config_.run_dir(), 0755u},
-                           {config_.spool_dir(), 0700u}, {config_.domains_dir(), 0700u},
+  for (auto [dir, mode] : {std::pair{config_.data_dir, 0755u},
+                           {config_.run_dir(), 0755u},
+                           {config_.spool_dir(), 0700u},
+                           {config_.domains_dir(), 0700u},
                            {config_.directory_dir(), 0700u}})
     if (auto ec = files::make_dirs(dir, mode)) return "cannot create " + dir.string() + ": " + ec.message();
   if (root_) {
@@ -195,8 +201,7 @@ std::string Master::prepare() {
   smtp_child.identity = smtp;
   queue_child.identity = queue;
   deliver_child.identity = vmail;
-  children_ = {std::move(directory_child), std::move(smtp_child), std::move(queue_child),
-               std::move(deliver_child)};
+  children_ = {std::move(directory_child), std::move(smtp_child), std::move(queue_child), std::move(deliver_child)};
   return "";
 }
 
@@ -236,8 +241,8 @@ void Master::start(Child& c) {
     sigaddset(&only_hup, SIGHUP);
     ::sigprocmask(SIG_SETMASK, &only_hup, nullptr);
     std::string count = std::to_string(c.listen_fds.size());
-    const char* argv[] = {"tern", "service", c.name.c_str(), "--config", config_path_.c_str(), "--listen-fds",
-                          count.c_str(), nullptr};
+    const char* argv[] = {"tern",         "service",     c.name.c_str(), "--config", config_path_.c_str(),
+                          "--listen-fds", count.c_str(), nullptr};
     // By descriptor: the service user need not be able to reach the binary's directory.
     ::fexecve(exe, const_cast<char* const*>(argv), environ);
     const char* why = "error cannot start: exec of the tern binary failed\n";
@@ -339,7 +344,9 @@ int Master::run() {
   for (Child& c : children_) start(c);
   std::string listen;
   for (const auto& a : config_.smtp.listen) listen += (listen.empty() ? "" : ",") + a.text();
-  log::info("tern started", {{"config", config_path_}, {"data", config_.data_dir.string()}, {"smtp", listen},
+  log::info("tern started", {{"config", config_path_},
+                             {"data", config_.data_dir.string()},
+                             {"smtp", listen},
                              {"pid", static_cast<long>(::getpid())}});
 
   // Stopping goes in stages, each one waiting (up to 30 s, then SIGKILL) for the previous:

@@ -15,8 +15,10 @@ std::optional<Identity> lookup_identity(const std::string& user, std::string& er
   passwd pw{}, *result = nullptr;
   int rc = getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &result);
   if (rc != 0 || !result) {
-    error = "user '" + user + "' does not exist; create it with `useradd --system --no-create-home --shell "
-            "/usr/sbin/nologin " + user + "` or name another user under [run_as]";
+    error = "user '" + user +
+            "' does not exist; create it with `useradd --system --no-create-home --shell "
+            "/usr/sbin/nologin " +
+            user + "` or name another user under [run_as]";
     return std::nullopt;
   }
   return Identity{user, pw.pw_uid, pw.pw_gid};

@@ -19,8 +19,8 @@ struct ServiceStart {
 
 // Exit codes of a service child (the master logs them).
 constexpr int exit_ok = 0;
-constexpr int exit_config = 78;    // EX_CONFIG: the configuration could not be read
-constexpr int exit_failure = 75;   // EX_TEMPFAIL: an environment error; the master restarts it
+constexpr int exit_config = 78;   // EX_CONFIG: the configuration could not be read
+constexpr int exit_failure = 75;  // EX_TEMPFAIL: an environment error; the master restarts it
 
 int run_service(const std::string& name, const std::string& config_path, int listen_fd_count);
 

@@ -32,7 +32,8 @@ int run_service(const std::string& name, const std::string& config_path, int lis
   log::init_service(name);
   ConfigResult r = load_config(config_path);
   if (!r.config) {
-    for (const auto& p : r.problems) log::error("cannot start: configuration problem", {{"problem", format_problem(p)}});
+    for (const auto& p : r.problems)
+      log::error("cannot start: configuration problem", {{"problem", format_problem(p)}});
     return exit_config;
   }
   ServiceStart start{name, config_path, std::make_shared<const Config>(std::move(*r.config)), {}};

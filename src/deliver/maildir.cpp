@@ -16,9 +16,12 @@ std::string maildir_unique_name(int64_t sec, int64_t usec, long pid, uint64_t se
                                 uint64_t size) {
   std::string h;
   for (char c : host) {
-    if (c == '/') h += "\\057";
-    else if (c == ':') h += "\\072";
-    else h += c;
+    if (c == '/')
+      h += "\\057";
+    else if (c == ':')
+      h += "\\072";
+    else
+      h += c;
   }
   return std::to_string(sec) + ".M" + std::to_string(usec) + "P" + std::to_string(pid) + "Q" +
          std::to_string(sequence) + "." + h + ",S=" + std::to_string(size);
@@ -83,8 +86,8 @@ DeliveryResult deliver_to_maildir(const std::filesystem::path& maildir, int mess
   std::string prefix = delivery_prefix(sender, recipient);
   auto now = std::chrono::system_clock::now().time_since_epoch();
   int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
-  std::string name = maildir_unique_name(us / 1000000, us % 1000000, static_cast<long>(::getpid()), ++sequence,
-                                         host, prefix.size() + message.size());
+  std::string name = maildir_unique_name(us / 1000000, us % 1000000, static_cast<long>(::getpid()), ++sequence, host,
+                                         prefix.size() + message.size());
   std::filesystem::path tmp = maildir / "tmp" / name, dest = maildir / "new" / name;
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return temp("cannot create " + tmp.string(), files::last_error());

@@ -8,6 +8,8 @@
 // (DeliverResult.done), kept in the spool envelope and skipped on the retry (DeliverRequest.skip).
 // A crash between a Maildir write and the queue's record of it can still give one duplicate:
 // never fewer copies, at most one more.
+#include "core/service.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,7 +18,6 @@
 
 #include "core/ipc_channel.h"
 #include "core/log.h"
-#include "core/service.h"
 #include "deliver/maildir.h"
 #include "deliver/quota.h"
 #include "directory/resolver.h"
@@ -69,8 +70,10 @@ Step deliver_mailbox(const Config& cfg, const ipc::DeliverRequest& req, int fd, 
         log::warn("cannot update maildirsize; it will be recounted", {{"maildir", maildir}, {"error", ec.message()}});
       log::info("delivered to maildir", {{"id", req.queue_id}, {"to", address}, {"file", r.path}});
       return {ipc::Status::ok, r.path};
-    case deliver::Outcome::permanent: return {ipc::Status::permanent, r.detail};
-    case deliver::Outcome::temporary: break;
+    case deliver::Outcome::permanent:
+      return {ipc::Status::permanent, r.detail};
+    case deliver::Outcome::temporary:
+      break;
   }
   log::warn("maildir delivery failed", {{"id", req.queue_id}, {"to", address}, {"error", r.detail}});
   return {ipc::Status::temporary, r.detail};
@@ -100,8 +103,8 @@ asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& re
   std::string message;
   if (!read_message(fd, message)) co_return Step{ipc::Status::temporary, "4.3.0 cannot read the spool file"};
   if (deliver::has_delivered_to(message, req.recipient))
-    co_return Step{ipc::Status::permanent, "5.4.6 forwarding loop: the message already has Delivered-To " +
-                                               req.recipient};
+    co_return Step{ipc::Status::permanent,
+                   "5.4.6 forwarding loop: the message already has Delivered-To " + req.recipient};
   std::string sender = req.sender.empty() || cfg->delivery.forward_sender == "keep" ? req.sender : req.recipient;
   std::string path = (cfg->run_dir() / "queue.sock").string();
   asio::any_io_executor executor = d.io.get_executor();
@@ -116,13 +119,17 @@ asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& re
   std::string chunk = ipc::encode(ipc::SubmitChunk{std::move(body)});
   std::string end = ipc::encode(ipc::SubmitEnd{});
   std::optional<ipc::SubmitResult> result;
-  if (co_await queue.write(chunk) && co_await queue.write(end)) result = co_await queue.read_message<ipc::SubmitResult>();
+  if (co_await queue.write(chunk) && co_await queue.write(end))
+    result = co_await queue.read_message<ipc::SubmitResult>();
   if (!result || result->status != ipc::Status::ok)
     co_return Step{ipc::Status::temporary, "4.3.0 forward not queued: " + (result ? result->text : "no answer")};
   std::string targets;
   for (const auto& r : remote) targets += (targets.empty() ? "" : ",") + r;
-  log::info("forwarded", {{"id", req.queue_id}, {"to", req.recipient}, {"new_id", result->queue_id},
-                          {"targets", targets}, {"sender", sender}});
+  log::info("forwarded", {{"id", req.queue_id},
+                          {"to", req.recipient},
+                          {"new_id", result->queue_id},
+                          {"targets", targets},
+                          {"sender", sender}});
   co_return Step{ipc::Status::ok, "forwarded as " + result->queue_id};
 }
 
@@ -134,11 +141,12 @@ asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest re
   asio::any_io_executor executor = d.io.get_executor();
   auto answer = co_await ipc::request<ipc::ResolveResult>(executor, path, std::move(question));
   if (!answer || answer->status != ipc::Status::ok)
-    co_return ipc::DeliverResult{ipc::Status::temporary,
-                                 "4.3.0 directory unavailable: " + (answer ? answer->detail : "no answer"), {}};
+    co_return ipc::DeliverResult{
+        ipc::Status::temporary, "4.3.0 directory unavailable: " + (answer ? answer->detail : "no answer"), {}};
   using directory::Verdict;
   switch (static_cast<Verdict>(answer->verdict)) {
-    case Verdict::deliver: break;
+    case Verdict::deliver:
+      break;
     case Verdict::not_hosted:
       // Remote delivery (the relay) is another service; until it runs, remote mail waits queued.
       co_return ipc::DeliverResult{ipc::Status::temporary, "4.4.1 no relay service for remote address", {}};
@@ -192,8 +200,8 @@ asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest re
   if (out.status != ipc::Status::temporary) out.done.clear();
   if (out.status != ipc::Status::temporary && !any_ok) out.status = ipc::Status::permanent;
   if (out.status == ipc::Status::ok && !failures.empty())
-    log::error("some targets of a recipient failed permanently", {{"id", req.queue_id}, {"to", req.recipient},
-                                                                   {"errors", failures}});
+    log::error("some targets of a recipient failed permanently",
+               {{"id", req.queue_id}, {"to", req.recipient}, {"errors", failures}});
   out.text = out.status == ipc::Status::ok ? (steps.empty() ? "" : steps.front().second.text) : failures;
   co_return out;
 }

@@ -38,11 +38,16 @@ std::optional<uint32_t> parse_services(std::string_view text) {
   while (start <= t.size()) {
     size_t comma = t.find(',', start);
     std::string name = t.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    if (name == "smtp") out |= service_smtp;
-    else if (name == "imap") out |= service_imap;
-    else if (name == "pop3") out |= service_pop3;
-    else if (name == "web") out |= service_web;
-    else return std::nullopt;
+    if (name == "smtp")
+      out |= service_smtp;
+    else if (name == "imap")
+      out |= service_imap;
+    else if (name == "pop3")
+      out |= service_pop3;
+    else if (name == "web")
+      out |= service_web;
+    else
+      return std::nullopt;
     if (comma == std::string::npos) break;
     start = comma + 1;
   }

@@ -24,8 +24,9 @@ struct Domain {
   uint64_t max_lists = 0;
   uint64_t quota_bytes = 0;  // default quota of new users; 0: unlimited
   uint64_t quota_messages = 0;
-  std::string catchall;    // address that receives mail for unknown local parts; "" none
-  std::string postmaster;  // where postmaster@/abuse@ go when no user or alias has that name; "" = [directory] postmaster
+  std::string catchall;  // address that receives mail for unknown local parts; "" none
+  std::string
+      postmaster;  // where postmaster@/abuse@ go when no user or alias has that name; "" = [directory] postmaster
   int64_t created = 0;
 };
 

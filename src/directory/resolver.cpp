@@ -6,11 +6,16 @@ namespace tern::directory {
 
 const char* verdict_name(Verdict v) {
   switch (v) {
-    case Verdict::deliver: return "deliver";
-    case Verdict::not_hosted: return "not-hosted";
-    case Verdict::unknown: return "unknown";
-    case Verdict::disabled: return "disabled";
-    case Verdict::loop: return "loop";
+    case Verdict::deliver:
+      return "deliver";
+    case Verdict::not_hosted:
+      return "not-hosted";
+    case Verdict::unknown:
+      return "unknown";
+    case Verdict::disabled:
+      return "disabled";
+    case Verdict::loop:
+      return "loop";
   }
   return "unknown";
 }
@@ -38,7 +43,7 @@ struct Expansion {
   Store& store;
   const ResolverSettings& settings;
   Resolution out;
-  std::vector<std::string> chain;  // addresses being expanded, outermost first
+  std::vector<std::string> chain;   // addresses being expanded, outermost first
   std::optional<std::string> loop;  // the first loop met, as text
   std::vector<std::string> notes;
   Verdict first_failure = Verdict::deliver;
@@ -83,7 +88,8 @@ struct Expansion {
     std::string asked_domain = to_lower_ascii(parts->second);
     // A domain in U-labels (an SMTPUTF8 recipient, as the queue stored it): hosted domains are
     // stored in their A-label form.
-    if (std::any_of(asked_domain.begin(), asked_domain.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+    if (std::any_of(asked_domain.begin(), asked_domain.end(),
+                    [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
       std::string error;
       if (auto ascii = domain_to_ascii(asked_domain, error)) asked_domain = *ascii;
     }

@@ -4,10 +4,12 @@
 //
 // Cache: resolutions are cached until the store's generation counter moves, which every write
 // (the CLI's, another node's on PostgreSQL, a re-hash after login) does, so a change is visible
-// to the very next request; and for 60 s at most, for hand edits in SQL that skip the counter. Password hashing runs on a small thread pool so a slow hash does not
-// hold up resolutions; the store is only touched from the event loop thread.
-// Callers are checked by their Unix credentials (SO_PEERCRED): only the smtp and deliver users
-// (and root, and this service's own user) may ask, and only smtp (and root) may check passwords.
+// to the very next request; and for 60 s at most, for hand edits in SQL that skip the counter. Password hashing runs on
+// a small thread pool so a slow hash does not hold up resolutions; the store is only touched from the event loop
+// thread. Callers are checked by their Unix credentials (SO_PEERCRED): only the smtp and deliver users (and root, and
+// this service's own user) may ask, and only smtp (and root) may check passwords.
+#include "core/service.h"
+
 #include <pwd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,7 +22,6 @@
 #include "core/ipc_channel.h"
 #include "core/log.h"
 #include "core/password.h"
-#include "core/service.h"
 #include "directory/limiter.h"
 #include "directory/resolver.h"
 
@@ -101,7 +102,8 @@ ipc::ResolveResult resolve(Directory& d, const std::string& address) {
     }
     std::string key = directory::to_lower_ascii(address);
     int64_t now = unix_now();
-    if (auto it = d.cache.find(key); it != d.cache.end() && now - it->second.at < cache_seconds) return it->second.result;
+    if (auto it = d.cache.find(key); it != d.cache.end() && now - it->second.at < cache_seconds)
+      return it->second.result;
     directory::Resolution r = directory::resolve(store, resolver_settings(*d.config), address);
     out.verdict = static_cast<uint8_t>(r.verdict);
     out.detail = r.detail;
@@ -257,8 +259,10 @@ asio::awaitable<void> serve(Directory& d, stream_protocol::socket socket) {
       ipc::AuthRequest argument = std::move(*auth);
       ipc::AuthResult result = co_await authenticate(d, std::move(argument));
       log::info(result.outcome == 0 ? "login accepted" : "login refused",
-                {{"account", directory::to_lower_ascii(request.address)}, {"client", request.client},
-                 {"service", request.service}, {"reason", result.text}});
+                {{"account", directory::to_lower_ascii(request.address)},
+                 {"client", request.client},
+                 {"service", request.service},
+                 {"reason", result.text}});
       reply = ipc::encode(result);
     } else {
       log::warn("malformed request; closing the connection", {{"type", static_cast<int>(frame->type)}});

@@ -77,12 +77,13 @@ class SqliteConnection : public SqlConnection {
     int primary = rc & 0xff;
     if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
       throw StoreError(true, "the account database " + path_ +
-                                 " is locked by another process; try again, or find the holder with `fuser " +
-                                 path_ + "`");
+                                 " is locked by another process; try again, or find the holder with `fuser " + path_ +
+                                 "`");
     if (primary == SQLITE_READONLY)
       throw StoreError(false, "the account database " + path_ +
                                   " is read-only for this user: it and its directory must be writable by the "
-                                  "[run_as] directory user (" + detail + ")");
+                                  "[run_as] directory user (" +
+                                  detail + ")");
     if (primary == SQLITE_FULL || primary == SQLITE_IOERR)
       throw StoreError(true, "cannot write the account database " + path_ + ": " + detail);
     if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
@@ -105,11 +106,11 @@ std::unique_ptr<SqlConnection> open_sqlite(const std::string& path, bool create)
       throw StoreError(false, "cannot reach the account database " + path + ": " + std::strerror(errno) +
                                   "; run this as root or as the [run_as] directory user, which owns it");
     if (!create)
-      throw StoreError(false, "no account database at " + path +
-                                  "; it is created by `tern serve` or the first `tern domain add`");
+      throw StoreError(
+          false, "no account database at " + path + "; it is created by `tern serve` or the first `tern domain add`");
     size_t slash = path.rfind('/');
     std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
-    if ( ::access(dir.c_str(), W_OK) != 0)
+    if (::access(dir.c_str(), W_OK) != 0)
       throw StoreError(false, "cannot create the account database " + path + ": its directory " + dir +
                                   " is missing or not writable for this user");
   }

@@ -93,8 +93,9 @@ Domain domain_from(const SqlRow& r) {
   return d;
 }
 std::vector<SqlValue> domain_params(const Domain& d) {
-  return {d.name, flag(d.enabled), num(d.max_users), num(d.max_aliases), num(d.max_lists), num(d.quota_bytes),
-          num(d.quota_messages), d.catchall, d.postmaster, num(d.created)};
+  return {d.name,           flag(d.enabled),    num(d.max_users),      num(d.max_aliases),
+          num(d.max_lists), num(d.quota_bytes), num(d.quota_messages), d.catchall,
+          d.postmaster,     num(d.created)};
 }
 
 const char* const user_columns =
@@ -117,9 +118,18 @@ User user_from(const SqlRow& r) {
   return u;
 }
 std::vector<SqlValue> user_params(const User& u) {
-  return {u.domain,        u.local,           u.password_hash, num(u.quota_bytes),  num(u.quota_messages),
-          flag(u.enabled), num(uint64_t{u.services}), join_lines(u.forwards), flag(u.keep_copy),
-          u.display_name,  u.maildir,         num(u.created)};
+  return {u.domain,
+          u.local,
+          u.password_hash,
+          num(u.quota_bytes),
+          num(u.quota_messages),
+          flag(u.enabled),
+          num(uint64_t{u.services}),
+          join_lines(u.forwards),
+          flag(u.keep_copy),
+          u.display_name,
+          u.maildir,
+          num(u.created)};
 }
 
 std::vector<Alias> group_aliases(const std::vector<SqlRow>& rows) {
@@ -177,7 +187,8 @@ uint64_t Store::generation() {
 
 void Store::bump_generation() { sql_->query("UPDATE meta SET value = value + 1 WHERE key = 'generation'"); }
 
-template <typename F> void Store::write(F&& body) {
+template <typename F>
+void Store::write(F&& body) {
   // SQLite: take the write lock at BEGIN, so two writers wait on the busy timeout instead of
   // failing when a read transaction cannot be upgraded.
   bool sqlite = sql_->backend_name() == "sqlite";
@@ -201,8 +212,8 @@ template <typename F> void Store::write(F&& body) {
 // --- domains -----------------------------------------------------------------------------------
 
 std::optional<Domain> Store::find_domain(std::string_view name) {
-  auto rows = sql_->query(std::string("SELECT ") + domain_columns + " FROM domains WHERE name = $1",
-                          {to_lower_ascii(name)});
+  auto rows =
+      sql_->query(std::string("SELECT ") + domain_columns + " FROM domains WHERE name = $1", {to_lower_ascii(name)});
   if (rows.empty()) return std::nullopt;
   return domain_from(rows[0]);
 }
@@ -229,9 +240,9 @@ void Store::add_domain(const Domain& d) {
   write([&] {
     if (canonical_domain(row.name))
       throw StoreError(false, "domain " + row.name + " already exists (as a domain or a domain alias)");
-    sql_->query(std::string("INSERT INTO domains (") + domain_columns +
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                domain_params(row));
+    sql_->query(
+        std::string("INSERT INTO domains (") + domain_columns + ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        domain_params(row));
   });
 }
 
@@ -277,10 +288,9 @@ void Store::delete_domain_alias(std::string_view alias) {
 
 std::vector<std::pair<std::string, std::string>> Store::list_domain_aliases(std::string_view domain) {
   std::vector<std::pair<std::string, std::string>> out;
-  auto rows = domain.empty()
-                  ? sql_->query("SELECT alias, domain FROM domain_aliases ORDER BY alias")
-                  : sql_->query("SELECT alias, domain FROM domain_aliases WHERE domain = $1 ORDER BY alias",
-                                {to_lower_ascii(domain)});
+  auto rows = domain.empty() ? sql_->query("SELECT alias, domain FROM domain_aliases ORDER BY alias")
+                             : sql_->query("SELECT alias, domain FROM domain_aliases WHERE domain = $1 ORDER BY alias",
+                                           {to_lower_ascii(domain)});
   for (auto& r : rows) out.emplace_back(text(r[0]), text(r[1]));
   return out;
 }
@@ -316,7 +326,8 @@ void Store::add_user(const User& u) {
   if (row.created == 0) row.created = now();
   write([&] {
     auto d = find_domain(row.domain);
-    if (!d) throw StoreError(false, "no domain " + row.domain + "; add it first with `tern domain add " + row.domain + "`");
+    if (!d)
+      throw StoreError(false, "no domain " + row.domain + "; add it first with `tern domain add " + row.domain + "`");
     if (find_user(row.domain, row.local)) throw StoreError(false, "user " + row.address() + " already exists");
     if (find_alias(row.domain, row.local))
       throw StoreError(false, row.address() + " is already an alias; delete the alias first");

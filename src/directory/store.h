@@ -60,7 +60,8 @@ class Store {
  private:
   void migrate();
   void bump_generation();
-  template <typename F> void write(F&& body);
+  template <typename F>
+  void write(F&& body);
 
   std::unique_ptr<SqlConnection> sql_;
 };

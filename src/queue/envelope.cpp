@@ -16,14 +16,18 @@ std::string clean(std::string_view v) {
 
 const char* state_name(RecipientState s) {
   switch (s) {
-    case RecipientState::pending: return "pending";
-    case RecipientState::delivered: return "delivered";
-    case RecipientState::failed: return "failed";
+    case RecipientState::pending:
+      return "pending";
+    case RecipientState::delivered:
+      return "delivered";
+    case RecipientState::failed:
+      return "failed";
   }
   return "pending";
 }
 
-template <typename Int> bool number(std::string_view s, Int& out) {
+template <typename Int>
+bool number(std::string_view s, Int& out) {
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return ec == std::errc() && p == s.data() + s.size();
 }
@@ -86,10 +90,14 @@ std::optional<SpoolEnvelope> parse_envelope(std::string_view text) {
     } else if (key == "rcpt") {
       SpoolRecipient r;
       std::string_view state = next_word(rest);
-      if (state == "pending") r.state = RecipientState::pending;
-      else if (state == "delivered") r.state = RecipientState::delivered;
-      else if (state == "failed") r.state = RecipientState::failed;
-      else return std::nullopt;
+      if (state == "pending")
+        r.state = RecipientState::pending;
+      else if (state == "delivered")
+        r.state = RecipientState::delivered;
+      else if (state == "failed")
+        r.state = RecipientState::failed;
+      else
+        return std::nullopt;
       if (!number(next_word(rest), r.attempts) || !number(next_word(rest), r.next_attempt) || rest.empty())
         return std::nullopt;
       r.address = rest;

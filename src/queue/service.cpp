@@ -4,15 +4,17 @@
 //
 // Lifetimes: the Queue object outlives the io_context run; coroutines refer to it by reference
 // and to messages by id (looked up again after every co_await, since a message may be gone).
+#include "core/service.h"
+
 #include <pwd.h>
 #include <sys/socket.h>
+
 #include <boost/asio.hpp>
 #include <chrono>
 #include <map>
 
 #include "core/ipc_channel.h"
 #include "core/log.h"
-#include "core/service.h"
 #include "queue/spool.h"
 
 namespace tern {
@@ -22,8 +24,7 @@ using asio::local::stream_protocol;
 constexpr auto use = asio::as_tuple(asio::use_awaitable);
 
 int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 struct Message {
@@ -153,7 +154,8 @@ asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
   int fd = q.spool.open_message(id);
   if (fd < 0) {
     result = {ipc::Status::permanent, "spool file " + id + " is missing", {}};
-  } else if (auto socket = co_await ipc::connect(q.io.get_executor(), (q.config->run_dir() / "deliver.sock").string())) {
+  } else if (auto socket =
+                 co_await ipc::connect(q.io.get_executor(), (q.config->run_dir() / "deliver.sock").string())) {
     ipc::Channel deliver(std::move(*socket));
     std::string request = ipc::encode(ipc::DeliverRequest{id, sender, recipient, received, skip});
     if (co_await deliver.write(request, fd))
@@ -181,8 +183,9 @@ asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
       for (const std::string& d : result.done)
         if (std::find(r.done.begin(), r.done.end(), d) == r.done.end()) r.done.push_back(d);
       r.next_attempt = unix_now() + retry_delay(*q.config, r.attempts);
-      log::warn("delivery deferred", {{"id", id}, {"to", recipient}, {"reason", result.text},
-                                      {"retry_in", retry_delay(*q.config, r.attempts)}});
+      log::warn(
+          "delivery deferred",
+          {{"id", id}, {"to", recipient}, {"reason", result.text}, {"retry_in", retry_delay(*q.config, r.attempts)}});
       break;
   }
   bool busy = std::any_of(m.in_flight.begin(), m.in_flight.end(), [](bool b) { return b; });

@@ -16,8 +16,7 @@ namespace tern::queue {
 
 std::string make_queue_id() {
   static std::mt19937_64 rng{std::random_device{}()};
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                std::chrono::system_clock::now().time_since_epoch())
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
                 .count();
   char buf[40];
   std::snprintf(buf, sizeof buf, "%014llX-%06llx", static_cast<unsigned long long>(us),
@@ -85,9 +84,7 @@ std::error_code Spool::remove(const std::string& id) {
   return {};
 }
 
-int Spool::open_message(const std::string& id) const {
-  return ::open((msg_dir() / id).c_str(), O_RDONLY | O_CLOEXEC);
-}
+int Spool::open_message(const std::string& id) const { return ::open((msg_dir() / id).c_str(), O_RDONLY | O_CLOEXEC); }
 
 std::vector<SpoolEnvelope> Spool::scan(std::vector<std::string>& problems) {
   std::vector<SpoolEnvelope> out;

@@ -15,9 +15,9 @@ struct Address {
   std::string text() const { return null() ? "" : local + "@" + domain; }
 };
 
-constexpr size_t max_local_part = 64;    // RFC 5321 4.5.3.1.1
-constexpr size_t max_domain = 255;       // 4.5.3.1.2
-constexpr size_t max_path = 256;         // 4.5.3.1.3
+constexpr size_t max_local_part = 64;  // RFC 5321 4.5.3.1.1
+constexpr size_t max_domain = 255;     // 4.5.3.1.2
+constexpr size_t max_path = 256;       // 4.5.3.1.3
 
 // Parses the text inside (and including) angle brackets. allow_null accepts "<>".
 // A bare address without brackets is accepted too, as most MTAs do.

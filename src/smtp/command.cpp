@@ -25,8 +25,7 @@ std::string_view trim(std::string_view s) {
 }
 
 // "FROM:<path> KEY=VALUE ..." after the MAIL/RCPT verb.
-ParseResult parse_path_command(Command cmd, std::string_view rest, std::string_view keyword,
-                               std::string_view usage) {
+ParseResult parse_path_command(Command cmd, std::string_view rest, std::string_view keyword, std::string_view usage) {
   rest = trim(rest);
   if (!iequals_prefix(rest, keyword)) return replies::syntax(usage);
   rest = trim(rest.substr(keyword.size()));  // tolerate "FROM: <a>"
@@ -37,11 +36,18 @@ ParseResult parse_path_command(Command cmd, std::string_view rest, std::string_v
     bool quoted = false;
     end = std::string_view::npos;
     for (size_t i = 1; i < rest.size(); ++i) {
-      if (rest[i] == '\\' && quoted) { ++i; continue; }
+      if (rest[i] == '\\' && quoted) {
+        ++i;
+        continue;
+      }
       if (rest[i] == '"') quoted = !quoted;
-      if (rest[i] == '>' && !quoted) { end = i + 1; break; }
+      if (rest[i] == '>' && !quoted) {
+        end = i + 1;
+        break;
+      }
     }
-    if (end == std::string_view::npos) return cmd.verb == Verb::mail ? replies::bad_sender_syntax() : replies::bad_recipient_syntax();
+    if (end == std::string_view::npos)
+      return cmd.verb == Verb::mail ? replies::bad_sender_syntax() : replies::bad_recipient_syntax();
   } else {
     end = rest.find(' ');
     if (end == std::string_view::npos) end = rest.size();
@@ -59,7 +65,8 @@ ParseResult parse_path_command(Command cmd, std::string_view rest, std::string_v
     size_t eq = p.find('=');
     std::string key = upper(p.substr(0, eq));
     std::string value = eq == std::string_view::npos ? "" : std::string(p.substr(eq + 1));
-    if (key.empty() || !std::all_of(key.begin(), key.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; }))
+    if (key.empty() || !std::all_of(key.begin(), key.end(),
+                                    [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; }))
       return replies::syntax(usage);
     cmd.parameters.emplace_back(std::move(key), std::move(value));
   }
@@ -98,7 +105,7 @@ ParseResult parse_command(std::string_view line) {
   if (verb == "QUIT") return no_argument(Verb::quit, "QUIT");
   if (verb == "STARTTLS") return no_argument(Verb::starttls, "STARTTLS");
   if (verb == "NOOP" || verb == "HELP" || verb == "VRFY" || verb == "EXPN" || verb == "AUTH" || verb == "BDAT") {
-    cmd.verb = verb == "NOOP" ? Verb::noop
+    cmd.verb = verb == "NOOP"   ? Verb::noop
                : verb == "HELP" ? Verb::help
                : verb == "VRFY" ? Verb::vrfy
                : verb == "EXPN" ? Verb::expn

@@ -16,8 +16,8 @@ enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, expn, he
 
 struct Command {
   Verb verb = Verb::unknown;
-  std::string argument;  // text after the verb, for HELO/EHLO/VRFY/HELP
-  Address path;          // MAIL/RCPT
+  std::string argument;                                         // text after the verb, for HELO/EHLO/VRFY/HELP
+  Address path;                                                 // MAIL/RCPT
   std::vector<std::pair<std::string, std::string>> parameters;  // MAIL/RCPT ESMTP parameters, keys uppercased
 };
 

@@ -38,9 +38,7 @@ class DataReader {
   bool line_too_long() const { return line_too_long_; }
   uint32_t hops() const { return hops_; }
   bool too_many_hops() const { return hops_ >= max_hops; }
-  bool acceptable() const {
-    return !too_big_ && !bare_line_end() && !nul_ && !line_too_long_ && !too_many_hops();
-  }
+  bool acceptable() const { return !too_big_ && !bare_line_end() && !nul_ && !line_too_long_ && !too_many_hops(); }
 
  private:
   enum class State { line_start, dot, dot_cr, middle, cr, done };

@@ -49,9 +49,7 @@ inline Reply too_many_recipients() { return {452, "4.5.3", "Too many recipients"
 inline Reply relay_denied(std::string_view a) {
   return {554, "5.7.1", "<" + std::string(a) + ">: Relay access denied"};
 }
-inline Reply unknown_user(std::string_view a) {
-  return {550, "5.1.1", "<" + std::string(a) + ">: No such user here"};
-}
+inline Reply unknown_user(std::string_view a) { return {550, "5.1.1", "<" + std::string(a) + ">: No such user here"}; }
 inline Reply mailbox_disabled(std::string_view a) {
   return {550, "5.2.1", "<" + std::string(a) + ">: Mailbox disabled"};
 }

@@ -103,10 +103,14 @@ asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, const C
     co_return V::unavailable;
   }
   switch (static_cast<directory::Verdict>(reply->verdict)) {
-    case directory::Verdict::deliver: co_return V::accept;
-    case directory::Verdict::not_hosted: co_return V::relay_denied;
-    case directory::Verdict::unknown: co_return V::unknown_user;
-    case directory::Verdict::disabled: co_return V::disabled;
+    case directory::Verdict::deliver:
+      co_return V::accept;
+    case directory::Verdict::not_hosted:
+      co_return V::relay_denied;
+    case directory::Verdict::unknown:
+      co_return V::unknown_user;
+    case directory::Verdict::disabled:
+      co_return V::disabled;
     case directory::Verdict::loop:
       log::error("alias loop; fix the aliases", {{"to", address.text()}, {"detail", reply->detail}});
       co_return V::loop;
@@ -126,8 +130,7 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
     queue = std::make_unique<ipc::Channel>(std::move(*queue_socket));
     const smtp::Envelope& env = session.envelope();
     std::string begin = ipc::encode(ipc::SubmitBegin{client, env.helo, env.sender, env.recipients});
-    if (co_await queue->write(begin))
-      ready = co_await queue->read_message<ipc::SubmitReady>();
+    if (co_await queue->write(begin)) ready = co_await queue->read_message<ipc::SubmitReady>();
   }
   if (!ready) {
     log::warn("queue service unavailable; answered 451", {{"client", client}});
@@ -138,7 +141,8 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
   smtp::Reply go_ahead = smtp::replies::start_data();
   if (!co_await send(*c, go_ahead)) co_return false;
 
-  int64_t now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::string out = session.received_header(ready->queue_id, smtp::rfc5322_date(now));
   smtp::DataReader reader(session.settings().max_message_size);
   bool queue_ok = true;
@@ -148,7 +152,7 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
       if (st != ReadStatus::ok) {  // the queue connection closes without SubmitEnd: nothing is kept
         log::info("client lost during DATA; message discarded", {{"client", client}, {"id", ready->queue_id}});
         smtp::Reply last = st == ReadStatus::timeout ? smtp::replies::timeout(cfg.hostname)
-                                                      : smtp::replies::shutting_down(cfg.hostname);
+                                                     : smtp::replies::shutting_down(cfg.hostname);
         if (st == ReadStatus::timeout || st == ReadStatus::shutdown) co_await send(*c, last);
         co_return false;
       }
@@ -165,8 +169,7 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
   std::optional<smtp::Reply> refusal = session.check_data(reader);
   std::optional<ipc::SubmitResult> result;
   std::string end = ipc::encode(ipc::SubmitEnd{});
-  if (!refusal && queue_ok && co_await queue->write(end))
-    result = co_await queue->read_message<ipc::SubmitResult>();
+  if (!refusal && queue_ok && co_await queue->write(end)) result = co_await queue->read_message<ipc::SubmitResult>();
   queue.reset();  // closing without SubmitEnd tells the queue to discard
 
   smtp::Reply reply;
@@ -180,8 +183,11 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
     reply = reply_from_queue(*result);
   }
   log::info(reply.positive() ? "message accepted" : "message refused",
-            {{"client", client}, {"id", ready->queue_id}, {"from", session.envelope().sender},
-             {"recipients", session.envelope().recipients.size()}, {"size", reader.size()},
+            {{"client", client},
+             {"id", ready->queue_id},
+             {"from", session.envelope().sender},
+             {"recipients", session.envelope().recipients.size()},
+             {"size", reader.size()},
              {"reply", std::to_string(reply.code) + " " + reply.enhanced}});
   session.reset_transaction();
   co_return co_await send(*c, reply);
@@ -213,7 +219,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
       }
       ReadStatus st = co_await read_more(server, c, in, cfg->smtp.command_timeout);
       smtp::Reply last = st == ReadStatus::timeout ? smtp::replies::timeout(cfg->hostname)
-                                                    : smtp::replies::shutting_down(cfg->hostname);
+                                                   : smtp::replies::shutting_down(cfg->hostname);
       if (st == ReadStatus::timeout || st == ReadStatus::shutdown) co_await send(*c, last);
       if (st != ReadStatus::ok) break;
       continue;

@@ -66,11 +66,11 @@ Response Session::handle(const ParseResult& parsed) {
       envelope_.esmtp = cmd.verb == Verb::ehlo;
       if (cmd.verb == Verb::helo) return {{250, "", settings_.hostname}};
       return {{250, "",
-               settings_.hostname + " Hello " + client_address_ +
-                   "\nPIPELINING\nSIZE " + std::to_string(settings_.max_message_size) +
-                   "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8"}};
+               settings_.hostname + " Hello " + client_address_ + "\nPIPELINING\nSIZE " +
+                   std::to_string(settings_.max_message_size) + "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8"}};
     }
-    case Verb::mail: return count_error(mail(cmd));
+    case Verb::mail:
+      return count_error(mail(cmd));
     case Verb::rcpt: {
       Response r = rcpt(cmd);
       return r.action == Action::lookup_recipient ? r : count_error(std::move(r));
@@ -80,16 +80,24 @@ Response Session::handle(const ParseResult& parsed) {
       if (envelope_.recipients.empty())
         return count_error({rcpt_attempted_ ? replies::no_valid_recipients() : replies::need_rcpt()});
       return {replies::start_data(), Action::start_data};
-    case Verb::rset: reset_transaction(); return {replies::ok()};
-    case Verb::noop: return {replies::ok()};
-    case Verb::quit: return {replies::closing(settings_.hostname), Action::close};
-    case Verb::vrfy: return {replies::vrfy()};
-    case Verb::help: return {replies::help()};
+    case Verb::rset:
+      reset_transaction();
+      return {replies::ok()};
+    case Verb::noop:
+      return {replies::ok()};
+    case Verb::quit:
+      return {replies::closing(settings_.hostname), Action::close};
+    case Verb::vrfy:
+      return {replies::vrfy()};
+    case Verb::help:
+      return {replies::help()};
     case Verb::expn:
     case Verb::starttls:
     case Verb::auth:
-    case Verb::bdat: return count_error({replies::not_implemented()});
-    case Verb::unknown: break;
+    case Verb::bdat:
+      return count_error({replies::not_implemented()});
+    case Verb::unknown:
+      break;
   }
   return count_error({replies::unknown_command()});
 }
@@ -139,12 +147,18 @@ Response Session::complete_rcpt(RecipientVerdict verdict) { return count_error(a
 Response Session::accept_rcpt(RecipientVerdict verdict) {
   std::string text = pending_rcpt_.text();
   switch (verdict) {
-    case RecipientVerdict::relay_denied: return {replies::relay_denied(text)};
-    case RecipientVerdict::unknown_user: return {replies::unknown_user(text)};
-    case RecipientVerdict::disabled: return {replies::mailbox_disabled(text)};
-    case RecipientVerdict::loop: return {replies::alias_loop(text)};
-    case RecipientVerdict::unavailable: return {replies::recipient_check_unavailable()};
-    case RecipientVerdict::accept: break;
+    case RecipientVerdict::relay_denied:
+      return {replies::relay_denied(text)};
+    case RecipientVerdict::unknown_user:
+      return {replies::unknown_user(text)};
+    case RecipientVerdict::disabled:
+      return {replies::mailbox_disabled(text)};
+    case RecipientVerdict::loop:
+      return {replies::alias_loop(text)};
+    case RecipientVerdict::unavailable:
+      return {replies::recipient_check_unavailable()};
+    case RecipientVerdict::accept:
+      break;
   }
   ++rcpt_accepted_;
   std::string normal = lower(pending_rcpt_.local) + "@" + lower(pending_rcpt_.domain);

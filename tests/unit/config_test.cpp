@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "core/config.h"
+
+#include <gtest/gtest.h>
 
 using namespace tern;
 
@@ -60,12 +60,15 @@ backend = "mysql"
 )");
   ASSERT_EQ(p.size(), 4u);
   EXPECT_EQ(p[0], "t.toml:4: server.colour: unknown key; valid keys here are: hostname, data_dir");
-  EXPECT_EQ(p[1], "t.toml:6: smtp.listen: expected \"address:port\" with a numeric address, e.g. \"0.0.0.0:25\" "
-                  "or \"[::1]:25\"");
-  EXPECT_EQ(p[2], "t.toml:7: smtp.max_recipients: expected a whole number of recipients from 1 to 100000, write "
-                  "for example max_recipients = 1000");
-  EXPECT_EQ(p[3], "t.toml:9: directory.backend: 'mysql' is not a backend; write backend = \"sqlite\" or backend = "
-                  "\"postgresql\"");
+  EXPECT_EQ(p[1],
+            "t.toml:6: smtp.listen: expected \"address:port\" with a numeric address, e.g. \"0.0.0.0:25\" "
+            "or \"[::1]:25\"");
+  EXPECT_EQ(p[2],
+            "t.toml:7: smtp.max_recipients: expected a whole number of recipients from 1 to 100000, write "
+            "for example max_recipients = 1000");
+  EXPECT_EQ(p[3],
+            "t.toml:9: directory.backend: 'mysql' is not a backend; write backend = \"sqlite\" or backend = "
+            "\"postgresql\"");
 }
 
 TEST(Config, MissingSectionsAndSyntaxErrors) {
@@ -77,25 +80,31 @@ TEST(Config, MissingSectionsAndSyntaxErrors) {
   EXPECT_TRUE(s[0].starts_with("t.toml:1: TOML syntax error:")) << s[0];
   auto h = problems(std::string(good) + "[[user]]\naddress = \"carol@example.com\"\n");
   ASSERT_EQ(h.size(), 1u);
-  EXPECT_EQ(h[0], "t.toml:13: user: accounts are no longer kept in the configuration file: remove the [[user]] "
-                  "sections and create them with `tern domain add` / `tern user add` (docs/accounts.md)");
+  EXPECT_EQ(h[0],
+            "t.toml:13: user: accounts are no longer kept in the configuration file: remove the [[user]] "
+            "sections and create them with `tern domain add` / `tern user add` (docs/accounts.md)");
 }
 
 TEST(Config, DirectoryValuesAreChecked) {
   auto p = problems(std::string(good) +
                     "password_scheme = \"md5\"\nauth_failure_window = 0\n[delivery]\nforward_sender = \"srs\"\n");
   ASSERT_EQ(p.size(), 3u);
-  EXPECT_EQ(p[0], "t.toml:13: directory.password_scheme: 'md5' is not a scheme tern writes; use \"yescrypt\", "
-                  "\"sha512-crypt\" or \"bcrypt\"");
-  EXPECT_EQ(p[1], "t.toml:14: directory.auth_failure_window: expected a whole number of seconds from 1 to 86400, "
-                  "write for example auth_failure_window = 900");
-  EXPECT_EQ(p[2], "t.toml:16: delivery.forward_sender: 'srs' is not a choice; write forward_sender = \"rewrite\" or "
-                  "\"keep\"");
-  auto pg = problems("[server]\nhostname = \"a.example\"\ndata_dir = \"/d\"\n[smtp]\nlisten = [\"127.0.0.1:25\"]\n"
-                     "[directory]\nbackend = \"postgresql\"\n");
+  EXPECT_EQ(p[0],
+            "t.toml:13: directory.password_scheme: 'md5' is not a scheme tern writes; use \"yescrypt\", "
+            "\"sha512-crypt\" or \"bcrypt\"");
+  EXPECT_EQ(p[1],
+            "t.toml:14: directory.auth_failure_window: expected a whole number of seconds from 1 to 86400, "
+            "write for example auth_failure_window = 900");
+  EXPECT_EQ(p[2],
+            "t.toml:16: delivery.forward_sender: 'srs' is not a choice; write forward_sender = \"rewrite\" or "
+            "\"keep\"");
+  auto pg = problems(
+      "[server]\nhostname = \"a.example\"\ndata_dir = \"/d\"\n[smtp]\nlisten = [\"127.0.0.1:25\"]\n"
+      "[directory]\nbackend = \"postgresql\"\n");
   ASSERT_EQ(pg.size(), 1u);
-  EXPECT_EQ(pg[0], "t.toml:6: directory.postgresql: missing: backend = \"postgresql\" needs a connection string, "
-                   "e.g. postgresql = \"host=127.0.0.1 dbname=tern user=tern\"");
+  EXPECT_EQ(pg[0],
+            "t.toml:6: directory.postgresql: missing: backend = \"postgresql\" needs a connection string, "
+            "e.g. postgresql = \"host=127.0.0.1 dbname=tern user=tern\"");
 }
 
 TEST(Config, DevelopmentConfigurationIsValid) {

@@ -142,14 +142,16 @@ TEST_P(StoreTest, DomainsUsersAndAliasesRoundTrip) {
 TEST_P(StoreTest, RefusalsNameTheProblemAndTheFix) {
   domain("example.com");
   user("alice@example.com");
-  EXPECT_EQ(error_of([&] { domain("EXAMPLE.com"); }), "domain example.com already exists (as a domain or a domain alias)");
+  EXPECT_EQ(error_of([&] { domain("EXAMPLE.com"); }),
+            "domain example.com already exists (as a domain or a domain alias)");
   EXPECT_EQ(error_of([&] { user("alice@example.com"); }), "user alice@example.com already exists");
   EXPECT_EQ(error_of([&] { user("bob@nowhere.example"); }),
             "no domain nowhere.example; add it first with `tern domain add nowhere.example`");
   EXPECT_EQ(error_of([&] { store_->add_alias_target("example.com", "alice", "x@y.example"); }),
             "alice@example.com is a user; an alias cannot have the same address");
   store_->add_alias_target("example.com", "info", "alice@example.com");
-  EXPECT_EQ(error_of([&] { user("info@example.com"); }), "info@example.com is already an alias; delete the alias first");
+  EXPECT_EQ(error_of([&] { user("info@example.com"); }),
+            "info@example.com is already an alias; delete the alias first");
   EXPECT_EQ(error_of([&] { store_->add_alias_target("example.com", "info", "alice@example.com"); }),
             "alias info@example.com already has target alice@example.com");
   auto d = *store_->find_domain("example.com");
@@ -299,15 +301,17 @@ TEST(SqliteStore, MissingDatabaseIsExplainedForReaders) {
     open_sqlite("/nonexistent-dir/accounts.db", false);
     FAIL() << "no error";
   } catch (const StoreError& e) {
-    EXPECT_EQ(std::string(e.what()), "no account database at /nonexistent-dir/accounts.db; it is created by "
-                                     "`tern serve` or the first `tern domain add`");
+    EXPECT_EQ(std::string(e.what()),
+              "no account database at /nonexistent-dir/accounts.db; it is created by "
+              "`tern serve` or the first `tern domain add`");
   }
   try {
     open_sqlite("/nonexistent-dir/accounts.db", true);
     FAIL() << "no error";
   } catch (const StoreError& e) {
-    EXPECT_EQ(std::string(e.what()), "cannot create the account database /nonexistent-dir/accounts.db: its "
-                                     "directory /nonexistent-dir is missing or not writable for this user");
+    EXPECT_EQ(std::string(e.what()),
+              "cannot create the account database /nonexistent-dir/accounts.db: its "
+              "directory /nonexistent-dir is missing or not writable for this user");
   }
 }
 
@@ -317,7 +321,8 @@ TEST(Names, DomainsAndLocalPartsAreChecked) {
   EXPECT_EQ(check_domain_name("nodot"), "domain \"nodot\" has a single label; give the full name, such as example.com");
   EXPECT_EQ(check_domain_name("a..b"), "domain \"a..b\" has an empty label (two dots, or a dot at either end)");
   EXPECT_EQ(check_domain_name("-bad.example"), "domain \"-bad.example\" has a label that starts or ends with '-'");
-  EXPECT_EQ(check_domain_name("b\xc3\xbc" "cher.example"),
+  EXPECT_EQ(check_domain_name("b\xc3\xbc"
+                              "cher.example"),
             "domain \"b\\xc3\\xbccher.example\" is not ASCII; give an international name in its IDNA form (xn--...)");
   EXPECT_EQ(check_domain_name("a/b.example"), "domain \"a/b.example\" contains a control character, '/' or '\\'");
   EXPECT_EQ(check_domain_name("a_b.example"),
@@ -335,14 +340,20 @@ TEST(Names, DomainsAndLocalPartsAreChecked) {
 
 TEST(Names, InternationalDomainsBecomeALabels) {
   std::string error;
-  EXPECT_EQ(domain_to_ascii("B\xc3\xbc" "cher.Example", error), "xn--bcher-kva.example");
+  EXPECT_EQ(domain_to_ascii("B\xc3\xbc"
+                            "cher.Example",
+                            error),
+            "xn--bcher-kva.example");
   EXPECT_EQ(domain_to_ascii("Example.COM", error), "example.com");
   EXPECT_EQ(domain_to_ascii("xn--bcher-kva.example", error), "xn--bcher-kva.example");
   EXPECT_EQ(domain_to_ascii("xn--zz.example", error), std::nullopt);
   EXPECT_TRUE(error.starts_with("domain \"xn--zz.example\" has an invalid xn-- label: ")) << error;
-  EXPECT_EQ(domain_to_ascii("\xcc\x81" "a.example", error), std::nullopt) << "a label starting with a combining mark";
-  EXPECT_TRUE(error.starts_with("domain \"\\xcc\\x81a.example\" is not a valid international domain name: "))
-      << error;
+  EXPECT_EQ(domain_to_ascii("\xcc\x81"
+                            "a.example",
+                            error),
+            std::nullopt)
+      << "a label starting with a combining mark";
+  EXPECT_TRUE(error.starts_with("domain \"\\xcc\\x81a.example\" is not a valid international domain name: ")) << error;
 }
 
 TEST(Services, TextRoundTrip) {

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "queue/envelope.h"
+
+#include <gtest/gtest.h>
 
 using namespace tern::queue;
 
@@ -30,8 +30,8 @@ TEST(Envelope, TornOrForeignFilesAreRefused) {
 
 TEST(Envelope, ServedTargetsFollowTheirRecipient) {
   SpoolEnvelope e{"ID2", 1, "[::1]", "h", "s@x.test", {}};
-  e.recipients.push_back({"team@example.test", RecipientState::pending, 1, 60,
-                          {"/m/alice/Maildir", "forward carol@remote.example"}});
+  e.recipients.push_back(
+      {"team@example.test", RecipientState::pending, 1, 60, {"/m/alice/Maildir", "forward carol@remote.example"}});
   e.recipients.push_back({"bob@example.test", RecipientState::pending, 0, 0, {}});
   std::string text = serialize(e);
   EXPECT_EQ(text,

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "core/ipc.h"
+
+#include <gtest/gtest.h>
 
 using namespace tern::ipc;
 
@@ -61,11 +61,12 @@ TEST(Ipc, DirectoryMessagesRoundTrip) {
   EXPECT_FALSE(decode<ResolveResult>(lying));
 
   auto domains = decode<DomainsResult>(
-      Frame{Type::domains_result, encode(DomainsResult{Status::ok, {"example.test"}, {"example.net=example.test"}, ""})
-                                      .substr(6)});
+      Frame{Type::domains_result,
+            encode(DomainsResult{Status::ok, {"example.test"}, {"example.net=example.test"}, ""}).substr(6)});
   ASSERT_TRUE(domains);
   EXPECT_EQ(domains->aliases, std::vector<std::string>{"example.net=example.test"});
-  auto auth = decode<AuthRequest>(Frame{Type::auth_request, encode(AuthRequest{"a@b.test", "pw", "[::1]", "imap"}).substr(6)});
+  auto auth =
+      decode<AuthRequest>(Frame{Type::auth_request, encode(AuthRequest{"a@b.test", "pw", "[::1]", "imap"}).substr(6)});
   ASSERT_TRUE(auth);
   EXPECT_EQ(auth->service, "imap");
 }

@@ -1,11 +1,11 @@
+#include "deliver/maildir.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include "deliver/maildir.h"
 
 using namespace tern::deliver;
 

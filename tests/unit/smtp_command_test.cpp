@@ -40,7 +40,7 @@ TEST(SmtpCommand, MailWithParameters) {
 TEST(SmtpCommand, NullSenderAndTolerantForms) {
   EXPECT_TRUE(ok("MAIL FROM:<>").path.null());
   EXPECT_EQ(ok("MAIL FROM: <a@b.example>").path.text(), "a@b.example");  // space after colon
-  EXPECT_EQ(ok("mail from:a@b.example").path.text(), "a@b.example");    // no brackets
+  EXPECT_EQ(ok("mail from:a@b.example").path.text(), "a@b.example");     // no brackets
   EXPECT_EQ(ok("RCPT TO:<@relay.example,@r2.example:bob@c.example>").path.text(), "bob@c.example");
   EXPECT_EQ(ok("RCPT TO:<\"John Doe\"@c.example>").path.local, "\"John Doe\"");
   EXPECT_EQ(ok("RCPT TO:<x@[192.0.2.1]>").path.domain, "[192.0.2.1]");
@@ -69,8 +69,9 @@ TEST(SmtpCommand, LengthLimitsOfRfc5321) {
 }
 
 TEST(SmtpCommand, Utf8AddressesParse) {
-  Command c = ok("RCPT TO:<j\xc3\xb6rg@b\xc3\xbc"
-                 "cher.example>");
+  Command c =
+      ok("RCPT TO:<j\xc3\xb6rg@b\xc3\xbc"
+         "cher.example>");
   EXPECT_TRUE(c.path.has_utf8());
 }
 

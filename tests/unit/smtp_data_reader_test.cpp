@@ -63,8 +63,8 @@ TEST_P(Smuggling, FakeTerminatorIsContentAndMessageIsRejected) {
   EXPECT_FALSE(whole.acceptable);
 }
 INSTANTIATE_TEST_SUITE_P(Variants, Smuggling,
-                         ::testing::Values("\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n", "\r\n.\r",
-                                           "\r\n.\rX\r\n", "\n.\n\r\n"));
+                         ::testing::Values("\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n", "\r\n.\r", "\r\n.\rX\r\n",
+                                           "\n.\n\r\n"));
 
 TEST(DataReader, BareLfAloneIsRejected) {
   Fed f = feed("line one\nline two\r\n.\r\n");
