@@ -116,11 +116,16 @@ asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& re
   if (co_await queue.write(begin)) ready = co_await queue.read_message<ipc::SubmitReady>();
   if (!ready) co_return Step{ipc::Status::temporary, "4.3.0 queue refused the forwarded message"};
   std::string body = "Delivered-To: " + req.recipient + "\n" + message;
-  std::string chunk = ipc::encode(ipc::SubmitChunk{std::move(body)});
+  // In pieces well under ipc::max_frame_size: a message may be far larger than one frame.
+  constexpr size_t piece = 64 * 1024;
+  bool sent = true;
+  for (size_t at = 0; sent && at < body.size(); at += piece) {
+    std::string chunk = ipc::encode(ipc::SubmitChunk{body.substr(at, piece)});
+    sent = co_await queue.write(chunk);
+  }
   std::string end = ipc::encode(ipc::SubmitEnd{});
   std::optional<ipc::SubmitResult> result;
-  if (co_await queue.write(chunk) && co_await queue.write(end))
-    result = co_await queue.read_message<ipc::SubmitResult>();
+  if (sent && co_await queue.write(end)) result = co_await queue.read_message<ipc::SubmitResult>();
   if (!result || result->status != ipc::Status::ok)
     co_return Step{ipc::Status::temporary, "4.3.0 forward not queued: " + (result ? result->text : "no answer")};
   std::string targets;

@@ -205,6 +205,24 @@ def test_forward_without_copy(tern_factory):
     assert tern.messages("dave") == []
 
 
+def test_forward_of_a_message_larger_than_one_ipc_frame(tern_factory):
+    """A forward is handed to the queue in pieces: a 2.4 MB message (IPC frames hold 1 MiB)
+    is queued whole, byte for byte, behind its Delivered-To line."""
+    t = dirlib.make_server(tern_factory, smtp={"max_message_size": 4_000_000}, queue=NO_RETRY)
+    cli_ok(t, "user", "forward", "alice@example.test", "carol@remote.example")
+    line = "0123456789" * 7 + "\r\n"
+    queue_id = send_message(t.port, SENDER, ["alice@example.test"], "Subject: big\r\n\r\n" + line * 35000)
+    original = (t.data_dir / "spool" / "msg" / queue_id)
+    m = forwarded(t, queue_id)
+    new_id = m.group(2)
+    body = (t.data_dir / "spool" / "msg" / new_id).read_bytes()
+    assert len(body) > 2_400_000
+    assert body.startswith(b"Delivered-To: alice@example.test\nReceived: from client.test ([127.0.0.1])\n")
+    payload = (b"0123456789" * 7 + b"\n") * 35000
+    assert body.endswith(b"\nSubject: big\n\n" + payload)
+    assert not original.exists()  # the original was delivered (forwarded) and left the spool
+
+
 def test_forward_keeps_sender_when_configured(tern_factory):
     t = dirlib.make_server(tern_factory, delivery={"forward_sender": "keep"}, queue=NO_RETRY)
     cli_ok(t, "user", "forward", "alice@example.test", "carol@remote.example", "--keep-copy")
