@@ -1,8 +1,14 @@
 // An IPC connection on the event loop: frames in and out of a Unix stream socket, with
 // optional descriptor passing. Errors end the channel (nullopt / false); they never throw.
 #pragma once
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,6 +49,25 @@ class Channel {
 
 // Connects to a service's socket path.
 boost::asio::awaitable<std::optional<UnixSocket>> connect(boost::asio::any_io_executor ex, const std::string& path);
+
+// A service's accept loop: runs serve(socket) as its own coroutine for each connection, until
+// the acceptor is closed. Errors such as EMFILE are logged by the caller's `on_error` and
+// followed by a short pause rather than a busy loop.
+template <typename Serve, typename OnError>
+boost::asio::awaitable<void> accept_each(boost::asio::local::stream_protocol::acceptor& acceptor, Serve serve,
+                                         OnError on_error) {
+  while (acceptor.is_open()) {
+    auto [ec, socket] = co_await acceptor.async_accept(boost::asio::as_tuple(boost::asio::use_awaitable));
+    if (ec == boost::asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) {
+      on_error(ec);
+      boost::asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(100));
+      co_await pause.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+      continue;
+    }
+    boost::asio::co_spawn(acceptor.get_executor(), serve(std::move(socket)), boost::asio::detached);
+  }
+}
 
 // One request and its reply on a fresh connection; nullopt when the service cannot be reached
 // or answers nonsense. (Unix socket connections are cheap; this keeps callers stateless.)

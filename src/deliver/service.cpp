@@ -26,7 +26,6 @@ namespace tern {
 namespace {
 namespace asio = boost::asio;
 using asio::local::stream_protocol;
-constexpr auto use = asio::as_tuple(asio::use_awaitable);
 
 struct Deliverer {
   asio::io_context io;
@@ -228,18 +227,6 @@ asio::awaitable<void> serve(Deliverer& d, stream_protocol::socket socket) {
   }
 }
 
-asio::awaitable<void> accept_loop(Deliverer& d, stream_protocol::acceptor& acceptor) {
-  while (!d.stopping) {
-    auto [ec, socket] = co_await acceptor.async_accept(use);
-    if (ec) {
-      if (d.stopping || ec == asio::error::operation_aborted) break;
-      log::warn("accept failed", {{"error", ec.message()}});
-      continue;
-    }
-    asio::co_spawn(d.io, serve(d, std::move(socket)), asio::detached);
-  }
-}
-
 }  // namespace
 
 int run_deliver_service(const ServiceStart& start) {
@@ -253,7 +240,9 @@ int run_deliver_service(const ServiceStart& start) {
     log::error("cannot use listening socket from master", {{"error", ec.message()}});
     return exit_failure;
   }
-  asio::co_spawn(d.io, accept_loop(d, acceptor), asio::detached);
+  auto serve_connection = [&d](stream_protocol::socket socket) { return serve(d, std::move(socket)); };
+  auto accept_failed = [](boost::system::error_code e) { log::warn("accept failed", {{"error", e.message()}}); };
+  asio::co_spawn(d.io, ipc::accept_each(acceptor, serve_connection, accept_failed), asio::detached);
   asio::signal_set signals(d.io, SIGTERM, SIGINT, SIGHUP);
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code e, int sig) {
     if (e) return;

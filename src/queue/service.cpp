@@ -21,7 +21,6 @@ namespace tern {
 namespace {
 namespace asio = boost::asio;
 using asio::local::stream_protocol;
-constexpr auto use = asio::as_tuple(asio::use_awaitable);
 
 int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -224,18 +223,6 @@ void start_tick(Queue& q) {
   });
 }
 
-asio::awaitable<void> accept_loop(Queue& q, stream_protocol::acceptor& acceptor) {
-  while (!q.stopping) {
-    auto [ec, socket] = co_await acceptor.async_accept(use);
-    if (ec) {
-      if (q.stopping || ec == asio::error::operation_aborted) break;
-      log::warn("accept failed", {{"error", ec.message()}});
-      continue;
-    }
-    asio::co_spawn(q.io, receive(q, std::move(socket)), asio::detached);
-  }
-}
-
 }  // namespace
 
 int run_queue_service(const ServiceStart& start) {
@@ -262,7 +249,9 @@ int run_queue_service(const ServiceStart& start) {
     log::error("cannot use listening socket from master", {{"error", ec.message()}});
     return exit_failure;
   }
-  asio::co_spawn(q.io, accept_loop(q, acceptor), asio::detached);
+  auto serve_connection = [&q](stream_protocol::socket socket) { return receive(q, std::move(socket)); };
+  auto accept_failed = [](boost::system::error_code e) { log::warn("accept failed", {{"error", e.message()}}); };
+  asio::co_spawn(q.io, ipc::accept_each(acceptor, serve_connection, accept_failed), asio::detached);
   asio::signal_set signals(q.io, SIGTERM, SIGINT, SIGHUP);
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code e, int sig) {
     if (e) return;
