@@ -71,6 +71,22 @@ std::error_code read_file(const std::filesystem::path& path, std::string& out) {
   return {};
 }
 
+std::error_code read_fd(int fd, std::string& out) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return last_error();
+  out.resize(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return last_error();
+    if (n == 0) break;  // the file shrank: what was there
+    got += static_cast<size_t>(n);
+  }
+  out.resize(got);
+  return {};
+}
+
 std::error_code make_dirs(const std::filesystem::path& dir, unsigned mode) {
   std::error_code ec;
   if (std::filesystem::is_directory(dir, ec)) return {};

@@ -15,6 +15,9 @@ std::error_code fsync_fd(int fd);
 // write(2) the whole buffer, retrying on EINTR and short writes.
 std::error_code write_all(int fd, std::string_view data);
 std::error_code read_file(const std::filesystem::path& path, std::string& out);
+// The whole content of an open file, read with pread(2) from offset 0 (the descriptor's own
+// offset is left alone, so several readers may share it).
+std::error_code read_fd(int fd, std::string& out);
 // mkdir -p with a mode for the directories it creates.
 std::error_code make_dirs(const std::filesystem::path& dir, unsigned mode);
 std::error_code last_error();  // errno as std::error_code

@@ -68,18 +68,7 @@ DeliveryResult deliver_to_maildir(const std::filesystem::path& maildir, int mess
     if (auto ec = files::make_dirs(maildir / sub, 0700)) return temp("cannot create " + (maildir / sub).string(), ec);
 
   std::string message;
-  struct stat st {};
-  if (::fstat(message_fd, &st) != 0) return temp("cannot stat the spool file", files::last_error());
-  message.resize(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (got < message.size()) {
-    ssize_t n = ::pread(message_fd, message.data() + got, message.size() - got, static_cast<off_t>(got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return temp("cannot read the spool file", files::last_error());
-    if (n == 0) break;
-    got += static_cast<size_t>(n);
-  }
-  message.resize(got);
+  if (auto ec = files::read_fd(message_fd, message)) return temp("cannot read the spool file", ec);
   if (has_delivered_to(message, recipient))
     return {Outcome::permanent, "This message is looping: it already has my Delivered-To line (#5.4.6)", ""};
 

@@ -16,6 +16,7 @@
 #include <boost/asio.hpp>
 #include <chrono>
 
+#include "core/files.h"
 #include "core/ipc_channel.h"
 #include "core/log.h"
 #include "deliver/maildir.h"
@@ -78,21 +79,6 @@ Step deliver_mailbox(const Config& cfg, const ipc::DeliverRequest& req, int fd, 
   return {ipc::Status::temporary, r.detail};
 }
 
-// Reads the whole spool file (it is the message as the queue stored it, LF line ends).
-bool read_message(int fd, std::string& out) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return false;
-  out.resize(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (got < out.size()) {
-    ssize_t n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    got += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 // Remote forwards go back through the queue as a new message, with a Delivered-To line for
 // loop detection and the envelope sender rewritten to the forwarding address (SPF at the next
 // hop then checks our domain, and bounces come back to the forwarder), unless configured "keep".
@@ -100,7 +86,7 @@ asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& re
                                      std::vector<std::string> remote) {
   std::shared_ptr<const Config> cfg = d.config;
   std::string message;
-  if (!read_message(fd, message)) co_return Step{ipc::Status::temporary, "4.3.0 cannot read the spool file"};
+  if (files::read_fd(fd, message)) co_return Step{ipc::Status::temporary, "4.3.0 cannot read the spool file"};
   if (deliver::has_delivered_to(message, req.recipient))
     co_return Step{ipc::Status::permanent,
                    "5.4.6 forwarding loop: the message already has Delivered-To " + req.recipient};
