@@ -5,11 +5,16 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PYTHON := /usr/bin/python3
-# The throw-away PostgreSQL server of the tests (directory backend): started before the tests,
-# its connection string exported as TERN_TEST_POSTGRES, stopped when the recipe's shell exits.
+# The throw-away servers of the tests, started before them and stopped when the recipe's shell
+# exits: PostgreSQL (directory backend; connection string in TERN_TEST_POSTGRES) and unbound with
+# the test DNS zones (resolver, relay; TERN_TEST_DNS=127.0.0.1@PORT and its trust anchor file
+# TERN_TEST_DNS_ANCHOR).
 PG_DIR := $(CURDIR)/build/pg
+DNS_DIR := $(CURDIR)/build/testdns
 WITH_POSTGRES = set -e; pg="$$($(CURDIR)/scripts/test-postgres.sh start $(PG_DIR))"; eval "$$pg"; \
-	export TERN_TEST_POSTGRES; trap '$(CURDIR)/scripts/test-postgres.sh stop $(PG_DIR)' EXIT;
+	trap '$(CURDIR)/scripts/test-postgres.sh stop $(PG_DIR); $(CURDIR)/scripts/test-dns.sh stop $(DNS_DIR)' EXIT; \
+	dns="$$($(CURDIR)/scripts/test-dns.sh start $(DNS_DIR))"; eval "$$dns"; \
+	export TERN_TEST_POSTGRES TERN_TEST_DNS TERN_TEST_DNS_ANCHOR;
 
 .PHONY: format all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke bench clean
 
@@ -55,7 +60,7 @@ integration: build-asan
 # written back, so `make test` leaves the tree clean); `make fuzz FUZZ_SECONDS=600` runs longer
 # and keeps what it finds.
 fuzz-smoke: build-fuzz
-	@for t in smtp_command smtp_data maildirsize; do \
+	@for t in smtp_command smtp_data maildirsize smtp_reply dns_rdata mta_sts; do \
 	  work=$$(mktemp -d); cp tests/fuzz/corpus/$$t/* $$work/ 2>/dev/null || true; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
 	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$work 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' ; \
@@ -63,7 +68,7 @@ fuzz-smoke: build-fuzz
 	done
 
 fuzz: build-fuzz
-	@for t in smtp_command smtp_data maildirsize; do \
+	@for t in smtp_command smtp_data maildirsize smtp_reply dns_rdata mta_sts; do \
 	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/$$t || exit 1; \
 	done
 

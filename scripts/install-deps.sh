@@ -8,6 +8,7 @@ packages=(
   libboost1.81-dev libssl-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libcli11-dev libgtest-dev libcrypt-dev libsqlite3-dev libpq-dev nlohmann-json3-dev libidn2-dev
   postgresql-15 sqlite3             # PostgreSQL server for the directory backend tests
+  libunbound-dev unbound ldnsutils dnsutils  # DNS resolver; the test DNS server (scripts/test-dns.sh)
   openssl swaks python3 python3-pytest procps passwd
 )
 missing=()

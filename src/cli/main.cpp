@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "cli/accounts.h"
+#include "cli/queue.h"
 #include "core/config.h"
 #include "core/master.h"
 #include "core/password.h"
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
 
   app.add_subcommand("hash-password", "Read a password and print its yescrypt hash (for --password-hash)");
   std::function<int()> run_account_command = tern::cli::add_account_commands(app);
+  std::function<int()> run_queue_command = tern::cli::add_queue_commands(app);
 
   std::string service_name, service_config;
   int listen_fds = 0;
@@ -92,5 +94,6 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("hash-password")) return hash_password_command();
   if (*service) return tern::run_service(service_name, service_config, listen_fds);
   if (int rc = run_account_command(); rc != -1) return rc;
+  if (int rc = run_queue_command(); rc != -1) return rc;
   return 0;
 }

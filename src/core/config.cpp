@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 namespace tern {
 
@@ -132,7 +133,13 @@ bool valid_domain(std::string_view d) {
   return d.find("..") == std::string_view::npos;
 }
 
-// Local parts become directory names under domains/<domain>/, so they are kept to a safe set.
+bool valid_address(std::string_view a) {
+  auto at = a.rfind('@');
+  return at != std::string_view::npos && at > 0 && valid_domain(a.substr(at + 1)) &&
+         a.find_first_of(" \t\r\n/") == std::string_view::npos;
+}
+
+bool valid_tls_policy(std::string_view p) { return p == "none" || p == "may" || p == "encrypt" || p == "verify"; }
 }  // namespace
 
 ConfigResult parse_config(std::string_view text, std::string_view filename, const std::filesystem::path& base_dir) {
@@ -148,7 +155,13 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
 
   Checker c(filename);
   Config cfg;
-  c.known_keys(root, "", {"server", "run_as", "smtp", "queue", "directory", "delivery"});
+  // Paths in the file are relative to the file's directory; "" stays "" (the default).
+  auto beside = [&base_dir](const std::string& p) {
+    if (p.empty()) return p;
+    std::filesystem::path fp(p);
+    return (fp.is_absolute() ? fp : base_dir / fp).lexically_normal().string();
+  };
+  c.known_keys(root, "", {"server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "route", "dns"});
 
   if (const toml::table* server = c.table(root, "server")) {
     c.known_keys(*server, "server", {"hostname", "data_dir"});
@@ -174,17 +187,31 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   if (!cfg.data_dir.empty() && cfg.data_dir.string().back() == '/') cfg.data_dir = cfg.data_dir.parent_path();
 
   if (const toml::table* run_as = c.table(root, "run_as")) {
-    c.known_keys(*run_as, "run_as", {"smtp", "queue", "deliver", "directory"});
+    c.known_keys(*run_as, "run_as", {"smtp", "queue", "deliver", "directory", "relay"});
     if (auto s = c.string(*run_as, "run_as", "smtp", "\"tern-smtp\"")) cfg.run_as.smtp = *s;
     if (auto s = c.string(*run_as, "run_as", "queue", "\"tern-queue\"")) cfg.run_as.queue = *s;
     if (auto s = c.string(*run_as, "run_as", "deliver", "\"tern-vmail\"")) cfg.run_as.deliver = *s;
     if (auto s = c.string(*run_as, "run_as", "directory", "\"tern-dir\"")) cfg.run_as.directory = *s;
+    if (auto s = c.string(*run_as, "run_as", "relay", "\"tern-relay\"")) cfg.run_as.relay = *s;
   }
 
   if (const toml::table* smtp = c.table(root, "smtp")) {
     c.known_keys(*smtp, "smtp",
                  {"listen", "max_message_size", "max_recipients", "max_connections", "max_errors", "command_timeout",
-                  "data_timeout"});
+                  "data_timeout", "relay_networks"});
+    if (const toml::node* n = smtp->get("relay_networks")) {
+      const toml::array* arr = n->as_array();
+      if (!arr) c.problem(n, "smtp.relay_networks", "expected a list, e.g. relay_networks = [\"127.0.0.1\", \"192.0.2.0/24\"]");
+      for (size_t i = 0; arr && i < arr->size(); ++i) {
+        auto s = (*arr)[i].value<std::string>();
+        auto net = s ? parse_network(*s) : std::nullopt;
+        if (!net)
+          c.problem(&(*arr)[i], "smtp.relay_networks",
+                    "expected an address or address/prefix, e.g. \"192.0.2.0/24\" or \"2001:db8::/32\"");
+        else
+          cfg.smtp.relay_networks.push_back(*net);
+      }
+    }
     if (const toml::node* n = smtp->get("listen")) {
       const toml::array* arr = n->as_array();
       if (!arr || arr->empty()) {
@@ -212,10 +239,158 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     c.problem(root.get("smtp"), "smtp.listen", "missing; add listen = [\"0.0.0.0:25\"] under [smtp]");
 
   if (const toml::table* queue = c.table(root, "queue")) {
-    c.known_keys(*queue, "queue", {"concurrency_local", "retry_initial", "retry_max"});
+    c.known_keys(*queue, "queue",
+                 {"concurrency_local", "concurrency_remote", "concurrency_per_domain", "retry_initial", "retry_max",
+                  "lifetime", "delay_warning", "double_bounce_to"});
     c.integer(*queue, "queue", "concurrency_local", cfg.queue.concurrency_local, 0, 1000, "deliveries");
+    c.integer(*queue, "queue", "concurrency_remote", cfg.queue.concurrency_remote, 0, 1000, "transactions");
+    c.integer(*queue, "queue", "concurrency_per_domain", cfg.queue.concurrency_per_domain, 1, 1000, "transactions");
     c.integer(*queue, "queue", "retry_initial", cfg.queue.retry_initial, 1, 86400, "seconds");
     c.integer(*queue, "queue", "retry_max", cfg.queue.retry_max, 1, 604800, "seconds");
+    c.integer(*queue, "queue", "lifetime", cfg.queue.lifetime, 1, 90 * 86400, "seconds");
+    c.integer(*queue, "queue", "delay_warning", cfg.queue.delay_warning, 0, 90 * 86400, "seconds (0 = never)");
+    if (auto d = c.string(*queue, "queue", "double_bounce_to", "\"postmaster@example.com\"")) {
+      if (!d->empty() && !valid_address(*d))
+        c.problem(queue->get("double_bounce_to"), "queue.double_bounce_to",
+                  "'" + *d + "' is not an address; write e.g. double_bounce_to = \"postmaster@example.com\"");
+      else
+        cfg.queue.double_bounce_to = to_lower(*d);
+    }
+  }
+
+  if (const toml::table* relay = c.table(root, "relay")) {
+    c.known_keys(*relay, "relay",
+                 {"helo", "source_ipv4", "source_ipv6", "ip_version", "tls", "dane", "mta_sts", "tls_ca_file",
+                  "connect_timeout", "max_recipients", "connection_cache_time", "port"});
+    if (auto h = c.string(*relay, "relay", "helo", "\"mail.example.com\"")) {
+      if (!h->empty() && !valid_domain(*h))
+        c.problem(relay->get("helo"), "relay.helo", "not a host name; write e.g. helo = \"mail.example.com\"");
+      else
+        cfg.relay.helo = to_lower(*h);
+    }
+    for (auto [key, family, slot] : {std::tuple{"source_ipv4", AF_INET, &cfg.relay.source_ipv4},
+                                     std::tuple{"source_ipv6", AF_INET6, &cfg.relay.source_ipv6}}) {
+      if (auto a = c.string(*relay, "relay", key, family == AF_INET ? "\"192.0.2.10\"" : "\"2001:db8::10\"")) {
+        unsigned char buf[16];
+        if (!a->empty() && inet_pton(family, a->c_str(), buf) != 1)
+          c.problem(relay->get(key), std::string("relay.") + key,
+                    "'" + *a + "' is not a numeric " + (family == AF_INET ? "IPv4" : "IPv6") +
+                        " address of this machine; write \"\" to let the system choose");
+        else
+          *slot = *a;
+      }
+    }
+    if (auto v = c.string(*relay, "relay", "ip_version", "\"both\"")) {
+      if (*v != "both" && *v != "ipv4" && *v != "ipv6")
+        c.problem(relay->get("ip_version"), "relay.ip_version",
+                  "'" + *v + "' is not a choice; write \"both\", \"ipv4\" or \"ipv6\"");
+      else
+        cfg.relay.ip_version = *v;
+    }
+    if (auto t = c.string(*relay, "relay", "tls", "\"may\"")) {
+      if (!valid_tls_policy(*t))
+        c.problem(relay->get("tls"), "relay.tls",
+                  "'" + *t + "' is not a TLS policy; write \"none\", \"may\", \"encrypt\" or \"verify\"");
+      else
+        cfg.relay.tls = *t;
+    }
+    if (const toml::node* n = relay->get("dane")) {
+      if (auto b = n->value<bool>())
+        cfg.relay.dane = *b;
+      else
+        c.problem(n, "relay.dane", "expected true or false, e.g. dane = true");
+    }
+    if (const toml::node* n = relay->get("mta_sts")) {
+      if (auto b = n->value<bool>())
+        cfg.relay.mta_sts = *b;
+      else
+        c.problem(n, "relay.mta_sts", "expected true or false, e.g. mta_sts = true");
+    }
+    if (auto f = c.string(*relay, "relay", "tls_ca_file", "\"/etc/ssl/certs/ca-certificates.crt\""))
+      cfg.relay.tls_ca_file = beside(*f);
+    c.integer(*relay, "relay", "connect_timeout", cfg.relay.connect_timeout, 1, 600, "seconds");
+    c.integer(*relay, "relay", "max_recipients", cfg.relay.max_recipients, 1, 10000, "recipients");
+    c.integer(*relay, "relay", "connection_cache_time", cfg.relay.connection_cache_time, 0, 300, "seconds");
+    c.integer(*relay, "relay", "port", cfg.relay.port, 1, 65535, "(a TCP port)");
+  }
+
+  if (const toml::node* routes = root.get("route")) {
+    const toml::array* arr = routes->as_array();
+    if (!arr || !arr->is_array_of_tables()) {
+      c.problem(routes, "route", "expected [[route]] tables, e.g. [[route]] then domain = \"*\" and host = \"smarthost.example.com\"");
+    } else {
+      for (const toml::node& item : *arr) {
+        const toml::table& t = *item.as_table();
+        c.known_keys(t, "route", {"domain", "host", "port", "tls", "auth_user", "auth_password_file"});
+        Config::Route r;
+        if (auto d = c.string(t, "route", "domain", "\"example.com\"")) {
+          std::string dom = to_lower(*d);
+          std::string_view bare = dom.starts_with('.') ? std::string_view(dom).substr(1) : std::string_view(dom);
+          if (dom != "*" && !valid_domain(bare))
+            c.problem(t.get("domain"), "route.domain",
+                      "'" + *d + "' is not a domain; write \"example.com\", \".example.com\" for its subdomains or \"*\" for all others");
+          r.domain = dom;
+        } else {
+          c.problem(&item, "route.domain", "missing; each [[route]] needs domain = \"example.com\" (or \"*\")");
+        }
+        if (auto h = c.string(t, "route", "host", "\"smarthost.example.com\"")) {
+          std::string host = to_lower(*h);
+          bool literal = host.size() > 2 && host.front() == '[' && host.back() == ']';
+          unsigned char buf[16];
+          std::string inner = literal ? host.substr(1, host.size() - 2) : host;
+          bool ok = host.empty() || (literal ? (inet_pton(AF_INET, inner.c_str(), buf) == 1 ||
+                                                inet_pton(AF_INET6, inner.c_str(), buf) == 1)
+                                             : valid_domain(host));
+          if (!ok)
+            c.problem(t.get("host"), "route.host",
+                      "'" + *h + "' is not a host; write a name (\"smarthost.example.com\") or an address in "
+                      "brackets (\"[192.0.2.25]\")");
+          r.host = host;
+        }
+        c.integer(t, "route", "port", r.port, 1, 65535, "(a TCP port)");
+        if (auto tls = c.string(t, "route", "tls", "\"verify\"")) {
+          if (!valid_tls_policy(*tls))
+            c.problem(t.get("tls"), "route.tls",
+                      "'" + *tls + "' is not a TLS policy; write \"none\", \"may\", \"encrypt\" or \"verify\"");
+          r.tls = *tls;
+        }
+        if (auto u = c.string(t, "route", "auth_user", "\"relay-user@example.com\"")) r.auth_user = *u;
+        if (auto f = c.string(t, "route", "auth_password_file", "\"/etc/tern/smarthost.pw\"")) r.auth_password_file = beside(*f);
+        if (r.auth_user.empty() != r.auth_password_file.empty())
+          c.problem(&item, "route.auth_user",
+                    "auth_user and auth_password_file go together: give both to log in to the relay host, or neither");
+        if (!r.auth_user.empty() && r.host.empty())
+          c.problem(&item, "route.auth_user", "AUTH needs a relay host: add host = \"smarthost.example.com\"");
+        for (const Config::Route& other : cfg.routes)
+          if (!r.domain.empty() && other.domain == r.domain)
+            c.problem(&item, "route.domain", "a second [[route]] for '" + r.domain + "'; keep one");
+        cfg.routes.push_back(std::move(r));
+      }
+    }
+  }
+
+  if (const toml::table* dns = c.table(root, "dns")) {
+    c.known_keys(*dns, "dns", {"forwarders", "trust_anchor"});
+    if (const toml::node* n = dns->get("forwarders")) {
+      const toml::array* arr = n->as_array();
+      if (!arr) c.problem(n, "dns.forwarders", "expected a list, e.g. forwarders = [\"127.0.0.1\", \"::1@5353\"]");
+      for (size_t i = 0; arr && i < arr->size(); ++i) {
+        auto s = (*arr)[i].value<std::string>();
+        std::string host = s ? s->substr(0, s->find('@')) : "";
+        std::string port = s && s->find('@') != std::string::npos ? s->substr(s->find('@') + 1) : "53";
+        unsigned char buf[16];
+        bool ok = s && (inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1) &&
+                  !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), ::isdigit) &&
+                  std::stoul(port) > 0 && std::stoul(port) <= 65535;
+        if (!ok)
+          c.problem(&(*arr)[i], "dns.forwarders",
+                    "expected a numeric address with an optional @port, e.g. \"127.0.0.1\" or \"127.0.0.1@5353\"");
+        else
+          cfg.dns.forwarders.push_back(*s);
+      }
+    }
+    if (auto a = c.string(*dns, "dns", "trust_anchor", "\"/usr/share/dns/root.key\""))
+      cfg.dns.trust_anchor = *a == "none" ? *a : beside(*a);
   }
 
   if (const toml::table* dir = c.table(root, "directory")) {

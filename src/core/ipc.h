@@ -27,15 +27,21 @@ enum class Type : uint16_t {
   submit_result = 5,     // queue -> smtp: committed (ok) or refused
   deliver_request = 10,  // queue -> deliver: one recipient, message fd attached
   deliver_result = 11,   // deliver -> queue: outcome for that recipient
+  relay_request = 12,    // queue -> relay: one message for recipients of one domain, fd attached
+  relay_result = 13,     // relay -> queue: outcome per recipient
   resolve_request = 20,  // smtp/deliver -> directory: what does this address mean?
   resolve_result = 21,   // directory -> caller: verdict, mailboxes, remote forwards
   auth_request = 22,     // a login service -> directory: check this password
   auth_result = 23,      // directory -> caller: the outcome
   domains_request = 24,  // any client -> directory: which domains are hosted?
   domains_result = 25,   // directory -> caller: hosted domains and domain aliases
+  queue_control = 30,    // tern queue -> queue (queue-control.sock): list, show, flush, delete, hold, release
+  queue_control_result = 31,
 };
 
-enum class Status : uint8_t { ok = 0, temporary = 1, permanent = 2 };
+// not_local: only in DeliverResult, "this recipient is not hosted here": the queue hands it to
+// the relay from then on.
+enum class Status : uint8_t { ok = 0, temporary = 1, permanent = 2, not_local = 3 };
 
 struct SubmitBegin {
   static constexpr Type type = Type::submit_begin;
@@ -43,9 +49,17 @@ struct SubmitBegin {
   std::string helo;
   std::string sender;  // empty for the null sender <>
   std::vector<std::string> recipients;
+  // RFC 3461 DSN: ENVID and RET of the message; NOTIFY flags (relay::NotifyFlags) and ORCPT per
+  // recipient, parallel to `recipients` (empty lists when the client gave none).
+  std::string envid{};
+  uint8_t ret = 0;
+  std::vector<uint64_t> notify{};
+  std::vector<std::string> orcpt{};
+  uint8_t body_8bit = 0;  // BODY=8BITMIME was declared
+  uint8_t smtputf8 = 0;   // SMTPUTF8 was declared
   template <typename A>
   void fields(A& a) {
-    a(client_address, helo, sender, recipients);
+    a(client_address, helo, sender, recipients, envid, ret, notify, orcpt, body_8bit, smtputf8);
   }
 };
 
@@ -185,6 +199,67 @@ struct DeliverResult {
   }
 };
 
+// One SMTP transaction's worth: a message and the recipients of one destination domain (or
+// route). The relay answers for each recipient in order.
+struct RelayRequest {
+  static constexpr Type type = Type::relay_request;
+  std::string queue_id;
+  std::string sender;
+  std::string domain;                   // the recipients' domain (lowercased), chooses the route
+  std::vector<std::string> recipients;  // all in `domain`
+  std::vector<uint64_t> notify;         // parallel to recipients: relay::NotifyFlags
+  std::vector<std::string> orcpt;       // parallel to recipients: "" or "rfc822;addr"
+  std::string envid;
+  uint8_t ret = 0;        // relay::DsnRet
+  uint8_t body_8bit = 0;  // the body has 8-bit bytes (or BODY=8BITMIME was declared)
+  uint8_t smtputf8 = 0;
+  uint64_t size = 0;      // the spool file's size in bytes (LF line ends)
+  template <typename A>
+  void fields(A& a) {
+    a(queue_id, sender, domain, recipients, notify, orcpt, envid, ret, body_8bit, smtputf8, size);
+  }
+};
+
+// status[i] is an ipc::Status (ok, temporary, permanent) for recipients[i]; text[i] the remote
+// server's reply or the relay's reason, in the form a DSN's Diagnostic-Code and the log show.
+struct RelayResult {
+  static constexpr Type type = Type::relay_result;
+  std::vector<uint64_t> status;
+  std::vector<std::string> text;
+  std::string remote_mta;  // "mx.example.org [192.0.2.1]:25" of the server that answered, if any
+  std::string tls;         // "TLSv1.3 TLS_AES_256_GCM_SHA384 verified=dane" or "none"
+  uint8_t remote_said = 0;  // 1 when text[] holds the remote server's replies (DSN type smtp)
+  uint8_t remote_dsn = 0;   // 1 when the server took NOTIFY/ORCPT (it reports success itself)
+  template <typename A>
+  void fields(A& a) {
+    a(status, text, remote_mta, tls, remote_said, remote_dsn);
+  }
+};
+
+// `tern queue` commands: command is list, summary, show, flush, delete, hold or release;
+// argument a queue id (or "" for all, with flush).
+struct QueueControl {
+  static constexpr Type type = Type::queue_control;
+  std::string command;
+  std::string argument;
+  template <typename A>
+  void fields(A& a) {
+    a(command, argument);
+  }
+};
+
+// ok with `json` (list, summary, show) or a confirmation; permanent with the reason otherwise.
+struct QueueControlResult {
+  static constexpr Type type = Type::queue_control_result;
+  Status status = Status::ok;
+  std::string json;
+  std::string text;
+  template <typename A>
+  void fields(A& a) {
+    a(status, json, text);
+  }
+};
+
 struct Frame {
   Type type{};
   std::string payload;
@@ -238,7 +313,7 @@ struct Reader {
   void get(uint8_t& v) { v = static_cast<uint8_t>(number(1)); }
   void get(Status& v) {
     uint64_t n = number(1);
-    if (n > 2) ok = false;
+    if (n > 3) ok = false;
     v = static_cast<Status>(n);
   }
   void get(uint32_t& v) { v = static_cast<uint32_t>(number(4)); }

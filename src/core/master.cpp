@@ -150,12 +150,13 @@ class Master {
 
 std::string Master::prepare() {
   std::string error;
-  std::optional<Identity> smtp, queue, vmail, accounts;
+  std::optional<Identity> smtp, queue, vmail, accounts, relay;
   if (root_) {
     for (auto [user, slot] : {std::pair{&config_.run_as.smtp, &smtp},
                               {&config_.run_as.queue, &queue},
                               {&config_.run_as.deliver, &vmail},
-                              {&config_.run_as.directory, &accounts}}) {
+                              {&config_.run_as.directory, &accounts},
+                              {&config_.run_as.relay, &relay}}) {
       *slot = lookup_identity(*user, error);
       if (!*slot) return error;
     }
@@ -177,8 +178,9 @@ std::string Master::prepare() {
     return "another tern master is running with data directory " + config_.data_dir.string() +
            "; stop it first (kill -TERM its pid)";
 
-  Child smtp_child, queue_child, deliver_child, directory_child;
+  Child smtp_child, queue_child, deliver_child, directory_child, relay_child;
   directory_child.name = "directory";
+  relay_child.name = "relay";
   smtp_child.name = "smtp";
   queue_child.name = "queue";
   deliver_child.name = "deliver";
@@ -194,6 +196,14 @@ std::string Master::prepare() {
   int dfd = bind_unix(config_.run_dir() / "deliver.sock", queue ? std::optional(queue->gid) : std::nullopt, error);
   if (dfd < 0) return error;
   deliver_child.listen_fds.push_back(dfd);
+  // The relay takes messages from the queue alone, like deliver.
+  int rfd = bind_unix(config_.run_dir() / "relay.sock", queue ? std::optional(queue->gid) : std::nullopt, error);
+  if (rfd < 0) return error;
+  relay_child.listen_fds.push_back(rfd);
+  // `tern queue` (root, or the user running a development instance) talks to the queue here.
+  int cfd = bind_unix(config_.run_dir() / "queue-control.sock", std::nullopt, error);
+  if (cfd < 0) return error;
+  queue_child.listen_fds.push_back(cfd);
   int yfd = bind_unix(config_.run_dir() / "directory.sock", std::nullopt, error, root_);
   if (yfd < 0) return error;
   directory_child.listen_fds.push_back(yfd);
@@ -201,7 +211,9 @@ std::string Master::prepare() {
   smtp_child.identity = smtp;
   queue_child.identity = queue;
   deliver_child.identity = vmail;
-  children_ = {std::move(directory_child), std::move(smtp_child), std::move(queue_child), std::move(deliver_child)};
+  relay_child.identity = relay;
+  children_ = {std::move(directory_child), std::move(smtp_child), std::move(queue_child), std::move(deliver_child),
+               std::move(relay_child)};
   return "";
 }
 
@@ -352,7 +364,7 @@ int Master::run() {
   // Stopping goes in stages, each one waiting (up to 30 s, then SIGKILL) for the previous:
   // smtp (no new mail), the queue (finishes deliveries in progress), then the services the
   // queue's deliveries use. So no service waits on one that has already gone.
-  const std::vector<std::vector<const char*>> stages = {{"smtp"}, {"queue"}, {"deliver", "directory"}};
+  const std::vector<std::vector<const char*>> stages = {{"smtp"}, {"queue"}, {"deliver", "directory", "relay"}};
   Clock::time_point deadline{};  // during stop: when to SIGKILL the current stage
   size_t stage = 0;
   auto alive = [&](const std::vector<const char*>& names) {
@@ -372,7 +384,7 @@ int Master::run() {
     while (::read(sfd, &si, sizeof si) == sizeof si) {
       if (si.ssi_signo == SIGHUP && !stopping_) reload();
       if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && !stopping_) {
-        log::info("stopping: smtp first, then the queue, then deliver and directory");
+        log::info("stopping: smtp first, then the queue, then deliver, directory and relay");
         stopping_ = true;
         deadline = Clock::now() + std::chrono::seconds(30);
         stop_children(stages[0]);

@@ -4,11 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 
 #include "core/files.h"
+#include "core/log.h"
 
 namespace tern::deliver {
 
@@ -58,37 +60,197 @@ std::string delivery_prefix(std::string_view sender, std::string_view recipient)
   return "Return-Path: <" + std::string(sender) + ">\nDelivered-To: " + std::string(recipient) + "\n";
 }
 
-DeliveryResult deliver_to_maildir(const std::filesystem::path& maildir, int message_fd, std::string_view sender,
-                                  std::string_view recipient, std::string_view host) {
+namespace {
+
+DeliveryResult temporary(const std::string& what, std::error_code ec) {
+  return DeliveryResult{Outcome::temporary, what + ": " + ec.message(), ""};
+}
+
+// A delivery up to a complete tmp/<name>: `result` is `delivered` when the file is written (its
+// `path` is still empty) and the final outcome otherwise.
+struct Written {
+  DeliveryResult result;
+  std::filesystem::path tmp, dest;
+};
+
+Written write_tmp(const std::filesystem::path& maildir, int message_fd, std::string_view sender,
+                  std::string_view recipient, std::string_view host, bool sync) {
   static std::atomic<uint64_t> sequence{0};
-  auto temp = [](std::string what, std::error_code ec) {
-    return DeliveryResult{Outcome::temporary, what + ": " + ec.message(), ""};
-  };
+  Written w{{Outcome::delivered, "", ""}, {}, {}};
   for (const char* sub : {"tmp", "new", "cur"})
-    if (auto ec = files::make_dirs(maildir / sub, 0700)) return temp("cannot create " + (maildir / sub).string(), ec);
-
+    if (auto ec = files::make_dirs(maildir / sub, 0700)) {
+      w.result = temporary("cannot create " + (maildir / sub).string(), ec);
+      return w;
+    }
   std::string message;
-  if (auto ec = files::read_fd(message_fd, message)) return temp("cannot read the spool file", ec);
-  if (has_delivered_to(message, recipient))
-    return {Outcome::permanent, "This message is looping: it already has my Delivered-To line (#5.4.6)", ""};
-
+  if (auto ec = files::read_fd(message_fd, message)) {
+    w.result = temporary("cannot read the spool file", ec);
+    return w;
+  }
+  if (has_delivered_to(message, recipient)) {
+    w.result = {Outcome::permanent, "This message is looping: it already has my Delivered-To line (#5.4.6)", ""};
+    return w;
+  }
   std::string prefix = delivery_prefix(sender, recipient);
   auto now = std::chrono::system_clock::now().time_since_epoch();
   int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
   std::string name = maildir_unique_name(us / 1000000, us % 1000000, static_cast<long>(::getpid()), ++sequence, host,
                                          prefix.size() + message.size());
-  std::filesystem::path tmp = maildir / "tmp" / name, dest = maildir / "new" / name;
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return temp("cannot create " + tmp.string(), files::last_error());
+  w.tmp = maildir / "tmp" / name;
+  w.dest = maildir / "new" / name;
+  int fd = ::open(w.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    w.result = temporary("cannot create " + w.tmp.string(), files::last_error());
+    return w;
+  }
   std::error_code ec = files::write_all(fd, prefix);
   if (!ec) ec = files::write_all(fd, message);
-  if (!ec) ec = files::fsync_fd(fd);
+  if (!ec && sync) ec = files::fsync_fd(fd);
   if (::close(fd) != 0 && !ec) ec = files::last_error();
-  if (!ec && ::link(tmp.c_str(), dest.c_str()) != 0) ec = files::last_error();
-  ::unlink(tmp.c_str());
-  if (ec) return temp("cannot write " + tmp.string(), ec);
-  if (auto dec = files::fsync_dir(maildir / "new")) return temp("cannot sync " + (maildir / "new").string(), dec);
-  return {Outcome::delivered, "", dest.string()};
+  if (ec) {
+    ::unlink(w.tmp.c_str());
+    w.result = temporary("cannot write " + w.tmp.string(), ec);
+  }
+  return w;
+}
+
+// tmp/<name> -> new/<name>. The result's path is set when it worked.
+void publish(Written& w) {
+  std::error_code ec;
+  if (::link(w.tmp.c_str(), w.dest.c_str()) != 0) ec = files::last_error();
+  ::unlink(w.tmp.c_str());
+  if (ec)
+    w.result = temporary("cannot write " + w.tmp.string(), ec);
+  else
+    w.result.path = w.dest.string();
+}
+
+}  // namespace
+
+DeliveryResult deliver_to_maildir(const std::filesystem::path& maildir, int message_fd, std::string_view sender,
+                                  std::string_view recipient, std::string_view host) {
+  Written w = write_tmp(maildir, message_fd, sender, recipient, host, true);
+  if (w.result.outcome != Outcome::delivered) return w.result;
+  publish(w);
+  if (w.result.path.empty()) return w.result;
+  if (auto dec = files::fsync_dir(maildir / "new")) return temporary("cannot sync " + (maildir / "new").string(), dec);
+  return w.result;
+}
+
+MaildirWriter::MaildirWriter(Sync sync) : sync_(std::move(sync)), thread_([this] { run(); }) {
+  if (!sync_)
+    sync_ = [](int dir_fd) -> std::error_code {
+      if (::syncfs(dir_fd) != 0) return files::last_error();
+      return {};
+    };
+}
+
+MaildirWriter::~MaildirWriter() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+  if (stats_.batches > 0)
+    log::info("maildir group commit", {{"batches", stats_.batches},
+                                       {"deliveries", stats_.deliveries},
+                                       {"syncs", stats_.syncs},
+                                       {"largest_batch", stats_.largest_batch}});
+}
+
+void MaildirWriter::deliver(std::filesystem::path maildir, int message_fd, std::string sender, std::string recipient,
+                            std::string host, Done done) {
+  {
+    std::lock_guard lock(mutex_);
+    waiting_.push_back(
+        {std::move(maildir), message_fd, std::move(sender), std::move(recipient), std::move(host), std::move(done)});
+  }
+  wake_.notify_one();
+}
+
+MaildirWriter::Stats MaildirWriter::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void MaildirWriter::run() {
+  for (;;) {
+    std::vector<Request> batch;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
+      if (waiting_.empty()) return;  // stopping, and nothing left to do
+      batch.swap(waiting_);
+    }
+    process(batch);
+  }
+}
+
+void MaildirWriter::process(std::vector<Request>& batch) {
+  std::vector<Written> written;
+  written.reserve(batch.size());
+  for (const Request& r : batch) written.push_back(write_tmp(r.maildir, r.fd, r.sender, r.recipient, r.host, false));
+
+  // One sync per filesystem and step, whatever the number of Maildirs on it.
+  struct Device {
+    dev_t dev;
+    int fd;  // a directory on it
+    std::vector<size_t> members;
+  };
+  std::vector<Device> devices;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (written[i].result.outcome != Outcome::delivered) continue;
+    struct stat st {};
+    if (::stat(batch[i].maildir.c_str(), &st) != 0) {
+      ::unlink(written[i].tmp.c_str());
+      written[i].result = temporary("cannot stat " + batch[i].maildir.string(), files::last_error());
+      continue;
+    }
+    auto it = std::find_if(devices.begin(), devices.end(), [&](const Device& d) { return d.dev == st.st_dev; });
+    if (it == devices.end()) {
+      int fd = ::open(batch[i].maildir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) {
+        ::unlink(written[i].tmp.c_str());
+        written[i].result = temporary("cannot open " + batch[i].maildir.string(), files::last_error());
+        continue;
+      }
+      devices.push_back({st.st_dev, fd, {}});
+      it = devices.end() - 1;
+    }
+    it->members.push_back(i);
+  }
+  uint64_t syncs = 0;
+  auto sync_device = [&](Device& d, const char* step, bool published) {
+    ++syncs;
+    std::error_code ec = sync_(d.fd);
+    if (!ec) return;
+    for (size_t i : d.members) {
+      Written& w = written[i];
+      if (w.result.outcome != Outcome::delivered) continue;
+      ::unlink((published ? w.dest : w.tmp).c_str());
+      w.result = temporary(std::string("cannot sync ") + step + " in " + batch[i].maildir.string(), ec);
+    }
+  };
+  for (Device& d : devices) sync_device(d, "tmp/", false);
+  for (Device& d : devices) {
+    bool any = false;
+    for (size_t i : d.members) {
+      if (written[i].result.outcome != Outcome::delivered) continue;
+      publish(written[i]);
+      any = any || !written[i].result.path.empty();
+    }
+    if (any) sync_device(d, "new/", true);
+    ::close(d.fd);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.batches;
+    stats_.deliveries += batch.size();
+    stats_.syncs += syncs;
+    stats_.largest_batch = std::max<uint64_t>(stats_.largest_batch, batch.size());
+  }
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(written[i].result));
 }
 
 }  // namespace tern::deliver

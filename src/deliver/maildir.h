@@ -1,9 +1,15 @@
 // Maildir delivery (the qmail-local / Maildir spec job).
 #pragma once
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 namespace tern::deliver {
 
@@ -30,5 +36,59 @@ struct DeliveryResult {
 // write tmp/<name>, fsync, link into new/<name>, unlink tmp, fsync new/.
 DeliveryResult deliver_to_maildir(const std::filesystem::path& maildir, int message_fd, std::string_view sender,
                                   std::string_view recipient, std::string_view host);
+
+// The same deliveries with group commit, for a service with many deliveries in flight: one
+// thread takes every delivery waiting when it wakes as one batch and
+//   1. writes each into tmp/<name> (no fsync),
+//   2. syncs once per filesystem of the batch: every file's data is on stable storage,
+//   3. links each into new/<name> and unlinks tmp/<name>,
+//   4. syncs once more: the new/ entries are on stable storage,
+// and only then reports each result, so "delivered" means what it means for deliver_to_maildir().
+// A failed sync makes every delivery of the batch on that filesystem a temporary failure, and
+// their files are removed (from new/ too: the queue delivers them again). A crash leaves at worst
+// files in tmp/ (never in new/ without their content), which Maildir readers ignore and clean.
+class MaildirWriter {
+ public:
+  // Called once per delivery, on the writer thread: post it to your event loop.
+  using Done = std::function<void(DeliveryResult)>;
+  // Makes everything written to the filesystem holding the directory `dir_fd` durable:
+  // syncfs(2) by default; tests inject failures here.
+  using Sync = std::function<std::error_code(int dir_fd)>;
+
+  explicit MaildirWriter(Sync sync = {});
+  ~MaildirWriter();  // completes every queued delivery (callbacks included), then joins the thread
+  MaildirWriter(const MaildirWriter&) = delete;
+  MaildirWriter& operator=(const MaildirWriter&) = delete;
+
+  // As deliver_to_maildir(). message_fd is read on the writer thread: keep it open until `done`.
+  void deliver(std::filesystem::path maildir, int message_fd, std::string sender, std::string recipient,
+               std::string host, Done done);
+
+  struct Stats {
+    uint64_t batches = 0;
+    uint64_t deliveries = 0;
+    uint64_t syncs = 0;
+    uint64_t largest_batch = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Request {
+    std::filesystem::path maildir;
+    int fd;
+    std::string sender, recipient, host;
+    Done done;
+  };
+  void run();
+  void process(std::vector<Request>& batch);
+
+  Sync sync_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<Request> waiting_;
+  bool stopping_ = false;
+  Stats stats_;
+  std::thread thread_;  // last: starts after every other member exists
+};
 
 }  // namespace tern::deliver

@@ -138,8 +138,8 @@ asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest re
     case Verdict::deliver:
       break;
     case Verdict::not_hosted:
-      // Remote delivery (the relay) is another service; until it runs, remote mail waits queued.
-      co_return ipc::DeliverResult{ipc::Status::temporary, "4.4.1 no relay service for remote address", {}};
+      // Not ours: the queue hands this recipient to the relay from now on.
+      co_return ipc::DeliverResult{ipc::Status::not_local, "not hosted here", {}};
     case Verdict::unknown:
       co_return ipc::DeliverResult{ipc::Status::permanent, "5.1.1 no such user here: " + req.recipient, {}};
     case Verdict::disabled:

@@ -53,10 +53,27 @@ std::string serialize(const SpoolEnvelope& e) {
   out += "client " + clean(e.client) + "\n";
   out += "helo " + clean(e.helo) + "\n";
   out += "sender " + clean(e.sender) + "\n";
+  if (!e.envid.empty()) out += "envid " + clean(e.envid) + "\n";
+  if (e.ret == 1) out += "ret full\n";
+  if (e.ret == 2) out += "ret headers\n";
+  if (e.body_8bit) out += "body 8bit\n";
+  if (e.smtputf8) out += "smtputf8\n";
+  if (e.held) out += "hold\n";
+  if (e.delay_warned) out += "warned\n";
+  if (e.kind == MessageKind::bounce) out += "kind bounce\n";
+  if (e.kind == MessageKind::double_bounce) out += "kind double-bounce\n";
   for (const SpoolRecipient& r : e.recipients) {
     out += std::string("rcpt ") + state_name(r.state) + " " + std::to_string(r.attempts) + " " +
            std::to_string(r.next_attempt) + " " + clean(r.address) + "\n";
     for (const std::string& d : r.done) out += "done " + clean(d) + "\n";
+    if (r.route == Route::local) out += "route local\n";
+    if (r.route == Route::remote) out += "route remote\n";
+    if (r.notify) out += "notify " + std::to_string(r.notify) + "\n";
+    if (!r.orcpt.empty()) out += "orcpt " + clean(r.orcpt) + "\n";
+    if (!r.error.empty()) out += "error " + clean(r.error) + "\n";
+    if (!r.error_mta.empty()) out += "mta " + clean(r.error_mta) + "\n";
+    if (r.reported) out += "reported\n";
+    if (r.relayed) out += "relayed\n";
   }
   return out;
 }
@@ -102,9 +119,43 @@ std::optional<SpoolEnvelope> parse_envelope(std::string_view text) {
         return std::nullopt;
       r.address = rest;
       e.recipients.push_back(std::move(r));
+    } else if (key == "envid") {
+      e.envid = rest;
+    } else if (key == "ret") {
+      if (rest != "full" && rest != "headers") return std::nullopt;
+      e.ret = rest == "full" ? 1 : 2;
+    } else if (key == "body") {
+      if (rest != "8bit") return std::nullopt;
+      e.body_8bit = true;
+    } else if (key == "smtputf8" || key == "hold" || key == "warned") {
+      if (!rest.empty()) return std::nullopt;
+      (key == "smtputf8" ? e.smtputf8 : key == "hold" ? e.held : e.delay_warned) = true;
+    } else if (key == "kind") {
+      if (rest == "bounce")
+        e.kind = MessageKind::bounce;
+      else if (rest == "double-bounce")
+        e.kind = MessageKind::double_bounce;
+      else
+        return std::nullopt;
+    } else if (e.recipients.empty()) {
+      return std::nullopt;  // the remaining keys describe the rcpt line before them
     } else if (key == "done") {
-      if (e.recipients.empty() || rest.empty()) return std::nullopt;
+      if (rest.empty()) return std::nullopt;
       e.recipients.back().done.emplace_back(rest);
+    } else if (key == "route") {
+      if (rest != "local" && rest != "remote") return std::nullopt;
+      e.recipients.back().route = rest == "local" ? Route::local : Route::remote;
+    } else if (key == "notify") {
+      if (!number(rest, e.recipients.back().notify) || e.recipients.back().notify > 15) return std::nullopt;
+    } else if (key == "orcpt") {
+      e.recipients.back().orcpt = rest;
+    } else if (key == "error") {
+      e.recipients.back().error = rest;
+    } else if (key == "mta") {
+      e.recipients.back().error_mta = rest;
+    } else if (key == "reported" || key == "relayed") {
+      if (!rest.empty()) return std::nullopt;
+      (key == "reported" ? e.recipients.back().reported : e.recipients.back().relayed) = true;
     } else {
       return std::nullopt;
     }

@@ -10,6 +10,13 @@
 //   rcpt pending 0 0 bob@example.com  (state attempts next-attempt-unix address)
 //   done /var/lib/tern/domains/example.com/bob/Maildir   (a target of the rcpt above already
 //                                                      served; skipped when it is retried)
+// Optional lines, written only when they differ from the default (so version 1 files written
+// before they existed still read the same):
+//   message: envid X (xtext), ret full|headers, body 8bit, smtputf8, hold, warned,
+//            kind bounce|double-bounce (a DSN tern made: its failures are not bounced again)
+//   after a rcpt line: route local|remote, notify N (NotifyFlags), orcpt X, error TEXT (the last
+//            failure, for the DSN), mta HOST (the remote server that gave it), reported (a DSN
+//            for this recipient's final state was queued)
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -20,6 +27,10 @@
 namespace tern::queue {
 
 enum class RecipientState { pending, delivered, failed };
+// Where a recipient is delivered; unknown until the deliver service has looked it up.
+enum class Route : uint8_t { unknown, local, remote };
+// What a message is: mail from a user, or a report tern made (never reported on again).
+enum class MessageKind : uint8_t { normal, bounce, double_bounce };
 
 struct SpoolRecipient {
   std::string address;
@@ -29,6 +40,13 @@ struct SpoolRecipient {
   // Targets this recipient expanded to (Maildir paths, "forward ...") that were delivered in
   // an attempt that failed elsewhere; a retry skips them, so a retry makes no duplicates.
   std::vector<std::string> done;
+  Route route = Route::unknown;
+  uint8_t notify = 0;       // relay::NotifyFlags from RCPT NOTIFY=
+  std::string orcpt{};      // RCPT ORCPT= ("rfc822;addr"), decoded
+  std::string error{};      // the last failure's text
+  std::string error_mta{};  // the remote server that answered `error`, "" when it was tern's own
+  bool reported = false;    // the DSN for this recipient's final state is queued
+  bool relayed = false;     // delivered by handing to a server that will not report success itself
 };
 
 struct SpoolEnvelope {
@@ -38,6 +56,13 @@ struct SpoolEnvelope {
   std::string helo;
   std::string sender;
   std::vector<SpoolRecipient> recipients;
+  std::string envid{};  // RFC 3461 ENVID, decoded
+  uint8_t ret = 0;      // relay::DsnRet
+  bool body_8bit = false;
+  bool smtputf8 = false;
+  bool held = false;          // `tern queue hold`: no delivery attempts until released
+  bool delay_warned = false;  // the delay notice went out
+  MessageKind kind = MessageKind::normal;
 
   bool finished() const;  // no recipient pending
 };

@@ -10,11 +10,19 @@
 #include <sys/socket.h>
 
 #include <boost/asio.hpp>
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+
 #include <chrono>
+#include <deque>
 #include <map>
+#include <set>
 
 #include "core/ipc_channel.h"
+#include "core/files.h"
 #include "core/log.h"
+#include "queue/dsn.h"
+#include "queue/reports.h"
 #include "queue/spool.h"
 
 namespace tern {
@@ -31,6 +39,10 @@ struct Message {
   std::vector<bool> in_flight;  // per recipient
 };
 
+// Which messages have work that may be due: `ready` is served round robin by schedule();
+// `wakeups` holds retry times, moved to `ready` when they come. A message may be listed more
+// than once; schedule() skips repeats.
+
 struct Queue {
   explicit Queue(std::filesystem::path dir) : spool(std::move(dir)), tick(io) {}
   asio::io_context io;
@@ -39,7 +51,13 @@ struct Queue {
   queue::Spool spool;
   std::map<std::string, Message> messages;
   asio::steady_timer tick;
-  size_t active = 0;     // deliveries in progress
+  std::deque<std::string> ready;
+  std::multimap<int64_t, std::string> wakeups;
+  std::set<std::string> unsettled;  // finished messages whose report could not be queued yet
+  uint64_t ticks = 0;
+  size_t active_local = 0;   // deliveries in progress
+  size_t active_remote = 0;  // relay transactions in progress
+  std::map<std::string, size_t> active_by_domain;
   size_t receiving = 0;  // submissions in progress
   bool stopping = false;
 };
@@ -72,6 +90,34 @@ bool allowed_submitter(const Config& cfg, int fd) {
   return false;
 }
 
+// The spool envelope of a submission that passed valid_submission().
+queue::SpoolEnvelope envelope_for(const ipc::SubmitBegin& begin, const std::string& id) {
+  queue::SpoolEnvelope env{id, unix_now(), begin.client_address, begin.helo, begin.sender, {}};
+  env.envid = begin.envid;
+  env.ret = begin.ret;
+  env.body_8bit = begin.body_8bit != 0;
+  env.smtputf8 = begin.smtputf8 != 0;
+  for (size_t i = 0; i < begin.recipients.size(); ++i) {
+    queue::SpoolRecipient r{begin.recipients[i], queue::RecipientState::pending, 0, 0, {}};
+    if (i < begin.notify.size()) r.notify = static_cast<uint8_t>(begin.notify[i]);
+    if (i < begin.orcpt.size()) r.orcpt = begin.orcpt[i];
+    env.recipients.push_back(std::move(r));
+  }
+  return env;
+}
+
+// The envelope comes from another process: check it rather than trust it.
+bool valid_submission(const ipc::SubmitBegin& b) {
+  bool valid = !b.recipients.empty() && b.sender.find_first_of("\r\n") == std::string::npos && b.ret <= 2 &&
+               (b.notify.empty() || b.notify.size() == b.recipients.size()) &&
+               (b.orcpt.empty() || b.orcpt.size() == b.recipients.size()) && b.envid.size() <= 100 &&
+               b.envid.find_first_of("\r\n") == std::string::npos;
+  for (const auto& r : b.recipients) valid = valid && valid_recipient(r);
+  for (uint64_t n : b.notify) valid = valid && n <= 15;
+  for (const auto& o : b.orcpt) valid = valid && o.size() <= 500 && o.find_first_of("\r\n") == std::string::npos;
+  return valid;
+}
+
 asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
   if (!allowed_submitter(*q.config, socket.native_handle())) {
     log::warn("refused a submission from an unexpected user");
@@ -80,9 +126,7 @@ asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
   ipc::Channel smtp(std::move(socket));
   auto begin = co_await smtp.read_message<ipc::SubmitBegin>();
   if (!begin) co_return;
-  // The envelope comes from another process: check it rather than trust it.
-  bool valid = !begin->recipients.empty() && begin->sender.find_first_of("\r\n") == std::string::npos;
-  for (const auto& r : begin->recipients) valid = valid && valid_recipient(r);
+  bool valid = valid_submission(*begin);
   if (!valid || q.stopping) {
     std::string why = q.stopping ? "421 4.3.2 Queue shutting down" : "554 5.5.0 Invalid envelope";
     std::string frame = ipc::encode(ipc::SubmitResult{ipc::Status::permanent, "", why});
@@ -115,10 +159,25 @@ asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
     --q.receiving;
     co_return;
   }
-  queue::SpoolEnvelope env{in.id, unix_now(), begin->client_address, begin->helo, begin->sender, {}};
-  for (const auto& r : begin->recipients) env.recipients.push_back({r, queue::RecipientState::pending, 0, 0, {}});
-  std::error_code ec = write_error ? write_error : q.spool.commit(in, env);
-  if (write_error) q.spool.abort(in);
+  queue::SpoolEnvelope env = envelope_for(*begin, in.id);
+  std::error_code ec = write_error;
+  if (write_error) {
+    q.spool.abort(in);
+  } else {
+    // Group commit: the spool's committer thread makes this message durable together with every
+    // other one waiting (two syncs per batch) and calls back on its own thread; the callback
+    // posts the completion to this coroutine's executor, so receive() resumes on the event loop.
+    auto initiate = [&q, &in, &env](auto handler) {
+      auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+      q.spool.commit(in, env, [shared](std::error_code result) {
+        auto executor = asio::get_associated_executor(*shared);
+        asio::post(executor, [shared, result] { std::move (*shared)(result); });
+      });
+    };
+    auto token = asio::as_tuple(asio::use_awaitable);
+    auto [committed] = co_await asio::async_initiate<decltype(token), void(std::error_code)>(initiate, token);
+    ec = committed;
+  }
   --q.receiving;
   if (ec) {
     log::error("cannot commit message", {{"id", in.id}, {"error", ec.message()}});
@@ -128,18 +187,147 @@ asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
   }
   log::info("queued", {{"id", in.id}, {"from", env.sender}, {"recipients", env.recipients.size()}});
   q.messages[in.id] = Message{env, std::vector<bool>(env.recipients.size(), false)};
+  q.ready.push_back(in.id);
   std::string done = ipc::encode(ipc::SubmitResult{ipc::Status::ok, in.id, "250 2.0.0 queued"});
   co_await smtp.write(done);
   schedule(q);
 }
 
-uint32_t retry_delay(const Config& cfg, uint32_t attempts) {
-  uint64_t d = uint64_t(cfg.queue.retry_initial) * attempts * attempts;
-  return static_cast<uint32_t>(std::min<uint64_t>(d, cfg.queue.retry_max));
+// How one attempt for one recipient ended, from whichever service made it.
+struct Outcome {
+  ipc::Status status = ipc::Status::temporary;
+  std::string text;
+  std::string remote_mta;  // set when `text` is a remote server's reply
+  bool relayed = false;          // handed to a server that will not report success itself
+  bool remote_reports = false;   // handed to a server that took NOTIFY: success notices are its job
+};
+
+void record_outcome(Queue& q, const std::string& id, Message& m, size_t index, const Outcome& o,
+                    const std::vector<std::string>& done_targets) {
+  queue::SpoolRecipient& r = m.envelope.recipients[index];
+  int64_t now = unix_now();
+  if (o.status == ipc::Status::not_local) {  // not an attempt: the relay takes it from here
+    r.route = queue::Route::remote;
+    r.next_attempt = 0;
+    return;
+  }
+  ++r.attempts;
+  if (r.route == queue::Route::unknown) r.route = queue::Route::local;
+  switch (o.status) {
+    case ipc::Status::ok:
+      r.state = queue::RecipientState::delivered;
+      r.relayed = o.relayed;
+      if (o.remote_reports) r.reported = true;
+      r.error.clear();
+      r.error_mta.clear();
+      if (o.remote_mta.empty())
+        log::info("delivered", {{"id", id}, {"to", r.address}, {"attempts", r.attempts}});
+      else
+        log::info("delivered", {{"id", id}, {"to", r.address}, {"attempts", r.attempts}, {"relay", o.remote_mta}});
+      return;
+    case ipc::Status::permanent:
+      r.state = queue::RecipientState::failed;
+      r.error = o.text;
+      r.error_mta = o.remote_mta;
+      log::error("delivery failed permanently", {{"id", id}, {"to", r.address}, {"reason", o.text}});
+      return;
+    default:
+      break;
+  }
+  for (const std::string& d : done_targets)
+    if (std::find(r.done.begin(), r.done.end(), d) == r.done.end()) r.done.push_back(d);
+  r.error = o.text;
+  r.error_mta = o.remote_mta;
+  const Config& cfg = *q.config;
+  int64_t expires = m.envelope.received + cfg.queue.lifetime;
+  if (now >= expires) {
+    r.state = queue::RecipientState::failed;
+    r.error = "4.4.7 gave up after " + std::to_string((now - m.envelope.received) / 3600) +
+              " hours in the queue; last error: " + o.text;
+    log::error("delivery failed: queue lifetime reached", {{"id", id}, {"to", r.address}, {"reason", o.text}});
+    return;
+  }
+  uint32_t delay = queue::retry_delay(cfg.queue.retry_initial, cfg.queue.retry_max, r.attempts);
+  r.next_attempt = std::min<int64_t>(now + delay, expires);
+  q.wakeups.emplace(r.next_attempt, id);
+  log::warn("delivery deferred",
+            {{"id", id}, {"to", r.address}, {"reason", o.text}, {"retry_in", r.next_attempt - now}});
+}
+
+queue::ReportSettings report_settings(const Config& cfg) {
+  queue::ReportSettings s;
+  s.hostname = cfg.hostname;
+  s.double_bounce_to = !cfg.queue.double_bounce_to.empty() ? cfg.queue.double_bounce_to
+                       : !cfg.directory.postmaster.empty() ? cfg.directory.postmaster
+                                                           : "postmaster@" + cfg.hostname;
+  s.lifetime = cfg.queue.lifetime;
+  return s;
+}
+
+// Spools a report (DSN) as a new message from the null sender. Returns false when it could not
+// be queued: the caller then leaves the recipients unreported and tries again later.
+bool queue_report(Queue& q, const std::string& id, queue::PendingReport& p) {
+  if (p.dropped) {
+    log::warn(p.kind == queue::MessageKind::double_bounce || !p.to.empty()
+                  ? "report dropped"
+                  : "report dropped: nobody to send it to (a report about a report, or a success notice for the null sender)",
+              {{"id", id}});
+    return true;
+  }
+  std::string original;
+  if (int fd = q.spool.open_message(id); fd >= 0) {
+    files::read_fd(fd, original);
+    ::close(fd);
+  }
+  p.report.original = std::move(original);
+  p.report.boundary_seed = id + "." + std::to_string(p.report.now);
+  std::string text = queue::make_dsn(p.report);
+  queue::Spool::Incoming in;
+  std::error_code ec = q.spool.create(in);
+  if (!ec) ec = q.spool.append(in, text);
+  queue::SpoolEnvelope env{in.id, unix_now(), "", q.config->hostname, "", {}};
+  env.kind = p.kind;
+  env.recipients.push_back({p.to, queue::RecipientState::pending, 0, 0, {}});
+  if (!ec) ec = q.spool.commit(in, env);
+  if (ec) {
+    q.spool.abort(in);
+    log::error("cannot queue a delivery report; will try again", {{"id", id}, {"error", ec.message()}});
+    return false;
+  }
+  log::info("report queued", {{"id", in.id}, {"about", id}, {"to", p.to}, {"recipients", p.recipients.size()}});
+  q.messages[in.id] = Message{env, std::vector<bool>(1, false)};
+  q.ready.push_back(in.id);
+  return true;
+}
+
+// After an attempt: reports what became final, saves the state, removes finished messages.
+void settle(Queue& q, const std::string& id) {
+  auto it = q.messages.find(id);
+  if (it == q.messages.end()) return;
+  Message& m = it->second;
+  bool busy = std::any_of(m.in_flight.begin(), m.in_flight.end(), [](bool b) { return b; });
+  queue::ReportSettings settings = report_settings(*q.config);
+  bool unreported = false;
+  if (auto p = queue::final_report(m.envelope, settings, unix_now()); p && !busy) {
+    if (queue_report(q, id, *p)) {
+      for (size_t i : p->recipients) m.envelope.recipients[i].reported = true;
+    } else {
+      unreported = true;  // kept, and tried again by the tick (retry_unsettled)
+      q.unsettled.insert(id);
+    }
+  }
+  std::error_code ec;
+  if (m.envelope.finished() && !busy && !unreported) {
+    ec = q.spool.remove(id);
+    if (!ec) q.messages.erase(it);
+  } else {
+    ec = q.spool.update(m.envelope);
+  }
+  if (ec) log::error("cannot record delivery state; it will be retried", {{"id", id}, {"error", ec.message()}});
 }
 
 asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
-  ipc::DeliverResult result{ipc::Status::temporary, "deliver service unavailable", {}};
+  ipc::DeliverResult result{ipc::Status::temporary, "4.3.0 deliver service unavailable", {}};
   std::string recipient, sender;
   uint64_t received = 0;
   std::vector<std::string> skip;
@@ -152,7 +340,7 @@ asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
   }
   int fd = q.spool.open_message(id);
   if (fd < 0) {
-    result = {ipc::Status::permanent, "spool file " + id + " is missing", {}};
+    result = {ipc::Status::permanent, "5.3.0 spool file " + id + " is missing", {}};
   } else if (auto socket =
                  co_await ipc::connect(q.io.get_executor(), (q.config->run_dir() / "deliver.sock").string())) {
     ipc::Channel deliver(std::move(*socket));
@@ -161,63 +349,306 @@ asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
       if (auto r = co_await deliver.read_message<ipc::DeliverResult>()) result = *r;
   }
   if (fd >= 0) ::close(fd);
-  --q.active;
-
+  --q.active_local;
   auto it = q.messages.find(id);
-  if (it == q.messages.end()) co_return;
-  Message& m = it->second;
-  m.in_flight[index] = false;
-  queue::SpoolRecipient& r = m.envelope.recipients[index];
-  ++r.attempts;
-  switch (result.status) {
-    case ipc::Status::ok:
-      r.state = queue::RecipientState::delivered;
-      log::info("delivered", {{"id", id}, {"to", recipient}, {"attempts", r.attempts}});
-      break;
-    case ipc::Status::permanent:
-      r.state = queue::RecipientState::failed;
-      log::error("delivery failed permanently", {{"id", id}, {"to", recipient}, {"reason", result.text}});
-      break;
-    case ipc::Status::temporary:
-      for (const std::string& d : result.done)
-        if (std::find(r.done.begin(), r.done.end(), d) == r.done.end()) r.done.push_back(d);
-      r.next_attempt = unix_now() + retry_delay(*q.config, r.attempts);
-      log::warn(
-          "delivery deferred",
-          {{"id", id}, {"to", recipient}, {"reason", result.text}, {"retry_in", retry_delay(*q.config, r.attempts)}});
-      break;
+  if (it != q.messages.end()) {
+    it->second.in_flight[index] = false;
+    record_outcome(q, id, it->second, index, Outcome{result.status, result.text, "", false}, result.done);
+    q.ready.push_back(id);  // remote recipients may have waited for this one's classification
+    settle(q, id);
   }
-  bool busy = std::any_of(m.in_flight.begin(), m.in_flight.end(), [](bool b) { return b; });
-  std::error_code ec;
-  if (m.envelope.finished() && !busy) {
-    ec = q.spool.remove(id);
-    if (!ec) q.messages.erase(it);
-  } else {
-    ec = q.spool.update(m.envelope);
-  }
-  if (ec) log::error("cannot record delivery state; it will be retried", {{"id", id}, {"error", ec.message()}});
   schedule(q);
 }
 
-void schedule(Queue& q) {
-  if (q.stopping) return;
-  int64_t now = unix_now();
-  for (auto& [id, m] : q.messages) {
-    for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
-      if (q.active >= q.config->queue.concurrency_local) return;
+asio::awaitable<void> relay_one(Queue& q, std::string id, std::vector<size_t> indexes, std::string domain) {
+  ipc::RelayResult result;
+  ipc::RelayRequest request;
+  {
+    const Message& m = q.messages.at(id);
+    request.queue_id = id;
+    request.sender = m.envelope.sender;
+    request.domain = domain;
+    request.envid = m.envelope.envid;
+    request.ret = m.envelope.ret;
+    request.body_8bit = m.envelope.body_8bit;
+    request.smtputf8 = m.envelope.smtputf8;
+    for (size_t i : indexes) {
       const queue::SpoolRecipient& r = m.envelope.recipients[i];
-      if (m.in_flight[i] || r.state != queue::RecipientState::pending || r.next_attempt > now) continue;
-      m.in_flight[i] = true;
-      ++q.active;
-      asio::co_spawn(q.io, deliver_one(q, id, i), asio::detached);
+      request.recipients.push_back(r.address);
+      request.notify.push_back(r.notify);
+      request.orcpt.push_back(r.orcpt);
     }
   }
+  std::string failure = "4.3.0 relay service unavailable";
+  int fd = q.spool.open_message(id);
+  struct stat st {};
+  if (fd < 0) {
+    failure = "5.3.0 spool file " + id + " is missing";
+  } else if (::fstat(fd, &st) == 0) {
+    request.size = static_cast<uint64_t>(st.st_size);
+    if (auto socket = co_await ipc::connect(q.io.get_executor(), (q.config->run_dir() / "relay.sock").string())) {
+      ipc::Channel relay(std::move(*socket));
+      std::string frame = ipc::encode(request);
+      if (co_await relay.write(frame, fd))
+        if (auto r = co_await relay.read_message<ipc::RelayResult>()) result = *r;
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  --q.active_remote;
+  if (--q.active_by_domain[domain] == 0) q.active_by_domain.erase(domain);
+  bool answered = result.status.size() == indexes.size() && result.text.size() == indexes.size();
+  auto it = q.messages.find(id);
+  if (it != q.messages.end()) {
+    for (size_t k = 0; k < indexes.size(); ++k) {
+      Outcome o;
+      if (answered) {
+        o.status = static_cast<ipc::Status>(std::min<uint64_t>(result.status[k], 2));
+        o.text = result.text[k];
+        o.remote_mta = result.remote_said ? result.remote_mta : "";
+        o.relayed = !result.remote_dsn;
+        o.remote_reports = result.remote_dsn != 0;
+      } else {
+        o.status = fd < 0 ? ipc::Status::permanent : ipc::Status::temporary;
+        o.text = failure;
+      }
+      it->second.in_flight[indexes[k]] = false;
+      record_outcome(q, id, it->second, indexes[k], o, {});
+    }
+    if (answered) log::info("relay transaction", {{"id", id}, {"domain", domain}, {"mta", result.remote_mta}, {"tls", result.tls}});
+    settle(q, id);
+  }
+  schedule(q);
+}
+
+// Sends delay notices for messages older than queue.delay_warning, once per message.
+void warn_delays(Queue& q) {
+  int64_t now = unix_now();
+  queue::ReportSettings settings = report_settings(*q.config);
+  std::vector<std::string> due;
+  for (auto& [id, m] : q.messages)
+    if (queue::delay_report(m.envelope, settings, now, q.config->queue.delay_warning)) due.push_back(id);
+  for (const std::string& id : due) {  // queue_report() adds to q.messages: not while iterating it
+    auto p = queue::delay_report(q.messages.at(id).envelope, settings, now, q.config->queue.delay_warning);
+    if (!p || !queue_report(q, id, *p)) continue;
+    queue::SpoolEnvelope& env = q.messages.at(id).envelope;
+    env.delay_warned = true;
+    if (auto ec = q.spool.update(env)) log::error("cannot record the delay notice", {{"id", id}, {"error", ec.message()}});
+  }
+}
+
+// Starts what may start now: local deliveries up to concurrency_local; relay transactions (one
+// per message and destination domain, up to relay.max_recipients recipients) up to
+// concurrency_remote in all and concurrency_per_domain per domain. Messages are served round
+// robin from `ready`, so one message or one domain cannot hold the others back beyond its limits.
+void schedule(Queue& q) {
+  if (q.stopping) return;
+  const Config& cfg = *q.config;
+  int64_t now = unix_now();
+  while (!q.wakeups.empty() && q.wakeups.begin()->first <= now) {
+    q.ready.push_back(q.wakeups.begin()->second);
+    q.wakeups.erase(q.wakeups.begin());
+  }
+  size_t rounds = q.ready.size();
+  std::set<std::string> seen;
+  for (size_t n = 0; n < rounds && !q.ready.empty(); ++n) {
+    std::string id = std::move(q.ready.front());
+    q.ready.pop_front();
+    if (!seen.insert(id).second) continue;  // listed twice
+    auto it = q.messages.find(id);
+    if (it == q.messages.end() || it->second.envelope.held) continue;
+    Message& m = it->second;
+    bool blocked = false;
+    int64_t later = 0;  // the earliest future attempt: a wakeup brings the message back then
+    std::map<std::string, std::vector<size_t>> remote;  // due remote recipients by domain
+    for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
+      const queue::SpoolRecipient& r = m.envelope.recipients[i];
+      if (m.in_flight[i] || r.state != queue::RecipientState::pending) continue;
+      if (r.next_attempt > now) {
+        later = later == 0 ? r.next_attempt : std::min(later, r.next_attempt);
+        continue;
+      }
+      if (r.route == queue::Route::remote) {
+        remote[queue::domain_of(r.address)].push_back(i);
+        continue;
+      }
+      if (q.active_local >= cfg.queue.concurrency_local) {
+        blocked = true;
+        continue;
+      }
+      m.in_flight[i] = true;
+      ++q.active_local;
+      asio::co_spawn(q.io, deliver_one(q, id, i), asio::detached);
+    }
+    // Recipients still being classified (route unknown, at deliver) may turn out to be remote in
+    // the same domain: wait for them, so one transaction carries them all.
+    bool classifying = false;
+    for (size_t i = 0; i < m.envelope.recipients.size(); ++i)
+      classifying = classifying || (m.in_flight[i] && m.envelope.recipients[i].route == queue::Route::unknown);
+    if (classifying) remote.clear();
+    for (auto& [domain, indexes] : remote) {
+      for (size_t start = 0; start < indexes.size(); start += cfg.relay.max_recipients) {
+        if (q.active_remote >= cfg.queue.concurrency_remote ||
+            q.active_by_domain[domain] >= cfg.queue.concurrency_per_domain) {
+          blocked = true;
+          break;
+        }
+        size_t end = std::min<size_t>(indexes.size(), start + cfg.relay.max_recipients);
+        std::vector<size_t> batch(indexes.begin() + static_cast<std::ptrdiff_t>(start),
+                                  indexes.begin() + static_cast<std::ptrdiff_t>(end));
+        for (size_t i : batch) m.in_flight[i] = true;
+        ++q.active_remote;
+        ++q.active_by_domain[domain];
+        asio::co_spawn(q.io, relay_one(q, id, std::move(batch), domain), asio::detached);
+      }
+      if (q.active_by_domain[domain] == 0) q.active_by_domain.erase(domain);
+    }
+    if (blocked) q.ready.push_back(id);  // back of the line: the others get their turn first
+    if (later) q.wakeups.emplace(later, id);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `tern queue`: answers on queue-control.sock (mode 0600: root, or the user of a development
+// instance, plus a uid check here).
+
+const char* state_text(queue::RecipientState s) {
+  return s == queue::RecipientState::pending ? "pending" : s == queue::RecipientState::delivered ? "delivered" : "failed";
+}
+
+nlohmann::ordered_json message_json(Queue& q, const std::string& id, const Message& m) {
+  nlohmann::ordered_json j;
+  j["id"] = id;
+  j["received"] = m.envelope.received;
+  j["sender"] = m.envelope.sender;
+  struct stat st {};
+  j["size"] = ::stat((q.spool.dir() / "msg" / id).c_str(), &st) == 0 ? st.st_size : 0;
+  j["held"] = m.envelope.held;
+  j["kind"] = m.envelope.kind == queue::MessageKind::normal ? "message"
+              : m.envelope.kind == queue::MessageKind::bounce ? "bounce"
+                                                              : "double-bounce";
+  nlohmann::ordered_json rcpts = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
+    const queue::SpoolRecipient& r = m.envelope.recipients[i];
+    nlohmann::ordered_json rj;
+    rj["address"] = r.address;
+    rj["state"] = m.in_flight[i] ? "delivering" : state_text(r.state);
+    rj["route"] = r.route == queue::Route::remote ? "remote" : r.route == queue::Route::local ? "local" : "unknown";
+    rj["attempts"] = r.attempts;
+    rj["next_attempt"] = r.next_attempt;
+    rj["last_error"] = r.error;
+    rcpts.push_back(std::move(rj));
+  }
+  j["recipients"] = std::move(rcpts);
+  return j;
+}
+
+ipc::QueueControlResult control(Queue& q, const ipc::QueueControl& c) {
+  auto refuse = [](std::string why) { return ipc::QueueControlResult{ipc::Status::permanent, "", std::move(why)}; };
+  if (c.command == "list") {
+    nlohmann::ordered_json all = nlohmann::ordered_json::array();
+    for (const auto& [id, m] : q.messages) all.push_back(message_json(q, id, m));
+    return {ipc::Status::ok, all.dump(), ""};
+  }
+  if (c.command == "summary") {
+    size_t pending = 0, held = 0;
+    int64_t oldest = 0;
+    std::map<std::string, size_t> by_domain;
+    for (const auto& [id, m] : q.messages) {
+      if (m.envelope.held) ++held;
+      if (oldest == 0 || m.envelope.received < oldest) oldest = m.envelope.received;
+      for (const auto& r : m.envelope.recipients)
+        if (r.state == queue::RecipientState::pending) {
+          ++pending;
+          ++by_domain[queue::domain_of(r.address)];
+        }
+    }
+    nlohmann::ordered_json j;
+    j["messages"] = q.messages.size();
+    j["recipients_pending"] = pending;
+    j["held"] = held;
+    j["oldest"] = oldest;
+    j["delivering"] = q.active_local + q.active_remote;
+    nlohmann::ordered_json d = nlohmann::ordered_json::object();
+    for (const auto& [domain, n] : by_domain) d[domain] = n;
+    j["by_domain"] = std::move(d);
+    return {ipc::Status::ok, j.dump(), ""};
+  }
+  if (c.command == "flush" && c.argument.empty()) {
+    size_t n = 0;
+    for (auto& [id, m] : q.messages) {
+      for (auto& r : m.envelope.recipients)
+        if (r.state == queue::RecipientState::pending) r.next_attempt = 0, ++n;
+      q.ready.push_back(id);
+    }
+    schedule(q);
+    return {ipc::Status::ok, "", "flushing " + std::to_string(n) + " recipients of " +
+                                     std::to_string(q.messages.size()) + " messages"};
+  }
+  auto it = q.messages.find(c.argument);
+  if (c.command != "show" && c.command != "flush" && c.command != "delete" && c.command != "hold" &&
+      c.command != "release")
+    return refuse("unknown queue command '" + c.command + "'");
+  if (it == q.messages.end()) return refuse("no message " + c.argument + " in the queue (see `tern queue list`)");
+  Message& m = it->second;
+  if (c.command == "show") {
+    nlohmann::ordered_json j = message_json(q, c.argument, m);
+    std::string text;
+    if (int fd = q.spool.open_message(c.argument); fd >= 0) {
+      files::read_fd(fd, text);
+      ::close(fd);
+    }
+    j["header"] = std::string(queue::header_section(text));
+    return {ipc::Status::ok, j.dump(), ""};
+  }
+  if (c.command == "flush") {
+    for (auto& r : m.envelope.recipients)
+      if (r.state == queue::RecipientState::pending) r.next_attempt = 0;
+    q.ready.push_back(c.argument);
+    schedule(q);
+    return {ipc::Status::ok, "", "flushing " + c.argument};
+  }
+  if (c.command == "delete") {
+    if (auto ec = q.spool.remove(c.argument)) return refuse("cannot remove " + c.argument + ": " + ec.message());
+    log::warn("message deleted by the administrator", {{"id", c.argument}, {"from", m.envelope.sender}});
+    q.messages.erase(it);  // deliveries in flight find it gone and drop their outcome
+    return {ipc::Status::ok, "", "deleted " + c.argument};
+  }
+  m.envelope.held = c.command == "hold";
+  if (auto ec = q.spool.update(m.envelope)) return refuse("cannot record the change: " + ec.message());
+  log::info(m.envelope.held ? "message held" : "message released", {{"id", c.argument}});
+  if (!m.envelope.held) {
+    q.ready.push_back(c.argument);
+    schedule(q);
+  }
+  return {ipc::Status::ok, "", (m.envelope.held ? "held " : "released ") + c.argument};
+}
+
+asio::awaitable<void> serve_control(Queue& q, stream_protocol::socket socket) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+      (cred.uid != 0 && cred.uid != ::getuid())) {
+    log::warn("refused a queue command from an unexpected user");
+    co_return;
+  }
+  ipc::Channel peer(std::move(socket));
+  auto request = co_await peer.read_message<ipc::QueueControl>();
+  if (!request) co_return;
+  ipc::QueueControlResult result = control(q, *request);
+  std::string frame = ipc::encode(std::move(result));
+  co_await peer.write(frame);
 }
 
 void start_tick(Queue& q) {
   q.tick.expires_after(std::chrono::seconds(1));
   q.tick.async_wait([&q](boost::system::error_code ec) {
     if (ec || q.stopping) return;
+    if (++q.ticks % 5 == 0) {  // every 5 s: delay notices, and reports that could not be queued
+      warn_delays(q);
+      std::set<std::string> retry = std::move(q.unsettled);
+      q.unsettled.clear();
+      for (const std::string& id : retry) settle(q, id);
+    }
     schedule(q);
     start_tick(q);
   });
@@ -238,8 +669,15 @@ int run_queue_service(const ServiceStart& start) {
     size_t n = env.recipients.size();
     std::string id = env.id;
     q.messages[id] = Message{std::move(env), std::vector<bool>(n, false)};
+    q.ready.push_back(id);
   }
   for (const auto& p : problems) log::error("spool problem", {{"detail", p}});
+  // A crash may have left messages finished but not reported or removed: finish them now.
+  std::vector<std::string> to_settle;
+  for (const auto& [id, m] : q.messages)
+    if (m.envelope.finished() || queue::final_report(m.envelope, report_settings(*q.config), unix_now()))
+      to_settle.push_back(id);
+  for (const std::string& id : to_settle) settle(q, id);
   log::info("spool scanned", {{"messages", q.messages.size()}});
 
   stream_protocol::acceptor acceptor(q.io);
@@ -252,6 +690,12 @@ int run_queue_service(const ServiceStart& start) {
   auto serve_connection = [&q](stream_protocol::socket socket) { return receive(q, std::move(socket)); };
   auto accept_failed = [](boost::system::error_code e) { log::warn("accept failed", {{"error", e.message()}}); };
   asio::co_spawn(q.io, ipc::accept_each(acceptor, serve_connection, accept_failed), asio::detached);
+  stream_protocol::acceptor control_acceptor(q.io);
+  if (start.listen_fds.size() > 1) {
+    control_acceptor.assign(stream_protocol(), start.listen_fds[1], ec);
+    auto serve_command = [&q](stream_protocol::socket socket) { return serve_control(q, std::move(socket)); };
+    if (!ec) asio::co_spawn(q.io, ipc::accept_each(control_acceptor, serve_command, accept_failed), asio::detached);
+  }
   asio::signal_set signals(q.io, SIGTERM, SIGINT, SIGHUP);
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code e, int sig) {
     if (e) return;
@@ -262,7 +706,7 @@ int run_queue_service(const ServiceStart& start) {
       return;
     }
     log::info("stopping: finishing receptions and deliveries in progress",
-              {{"receiving", q.receiving}, {"delivering", q.active}});
+              {{"receiving", q.receiving}, {"delivering", q.active_local + q.active_remote}});
     // The acceptor stays open until the deliveries in progress are done: a delivery may hand a
     // forward back to the queue, which must get its 421 rather than wait in the backlog.
     q.stopping = true;
@@ -274,9 +718,10 @@ int run_queue_service(const ServiceStart& start) {
   start_tick(q);
   while (!q.stopping) q.io.run_one();
   signals.cancel();
-  while (q.active > 0 || q.receiving > 0) q.io.run_one();
+  while (q.active_local + q.active_remote > 0 || q.receiving > 0) q.io.run_one();
   boost::system::error_code ignored;
   acceptor.close(ignored);
+  control_acceptor.close(ignored);
   q.io.run();
   log::info("stopped", {{"queued", q.messages.size()}});
   return exit_ok;

@@ -14,6 +14,7 @@
 
 #include "core/ipc_channel.h"
 #include "core/log.h"
+#include "core/network.h"
 #include "core/service.h"
 #include "directory/resolver.h"
 #include "smtp/session.h"
@@ -82,10 +83,13 @@ smtp::Reply reply_from_queue(const ipc::SubmitResult& r) {
 }
 
 // RCPT: the directory service decides (users, aliases, extensions, catch-alls, role addresses).
+// relay_client: the client's address is in smtp.relay_networks, so mail for other domains
+// (and for address literals) is accepted and relayed.
 asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, const Config& cfg, smtp::Address address,
-                                                         const std::string& client) {
+                                                         const std::string& client, bool relay_client) {
   using V = smtp::RecipientVerdict;
-  if (address.domain.starts_with("[")) co_return V::relay_denied;  // no address literals for hosted mail
+  if (address.domain.starts_with("["))  // no address literals for hosted mail
+    co_return relay_client ? V::accept : V::relay_denied;
   std::string path = (cfg.run_dir() / "directory.sock").string();
   std::string domain = address.domain;
   if (address.has_utf8()) {  // SMTPUTF8: hosted domains are stored in their A-label form
@@ -106,7 +110,7 @@ asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, const C
     case directory::Verdict::deliver:
       co_return V::accept;
     case directory::Verdict::not_hosted:
-      co_return V::relay_denied;
+      co_return relay_client ? V::accept : V::relay_denied;
     case directory::Verdict::unknown:
       co_return V::unknown_user;
     case directory::Verdict::disabled:
@@ -129,7 +133,14 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
   if (queue_socket) {
     queue = std::make_unique<ipc::Channel>(std::move(*queue_socket));
     const smtp::Envelope& env = session.envelope();
-    std::string begin = ipc::encode(ipc::SubmitBegin{client, env.helo, env.sender, env.recipients});
+    ipc::SubmitBegin submit{client, env.helo, env.sender, env.recipients};
+    submit.envid = env.envid;
+    submit.ret = env.ret;
+    submit.notify.assign(env.notify.begin(), env.notify.end());
+    submit.orcpt = env.orcpt;
+    submit.body_8bit = env.body_8bit;
+    submit.smtputf8 = env.smtputf8;
+    std::string begin = ipc::encode(std::move(submit));
     if (co_await queue->write(begin)) ready = co_await queue->read_message<ipc::SubmitReady>();
   }
   if (!ready) {
@@ -198,6 +209,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
   boost::system::error_code ec;
   auto remote = c->socket.remote_endpoint(ec);
   std::string client = ec ? "[unknown]" : "[" + remote.address().to_string() + "]";
+  bool relay_client = !ec && in_any(cfg->smtp.relay_networks, remote.address().to_string());
   smtp::Session session({cfg->hostname, cfg->smtp.max_message_size, cfg->smtp.max_recipients, cfg->smtp.max_errors},
                         client, nullptr);
   std::string in;
@@ -240,7 +252,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     smtp::Response r = session.handle(smtp::parse_command(line));
     if (r.action == smtp::Action::lookup_recipient) {
       smtp::Address address = session.pending_recipient();
-      smtp::RecipientVerdict verdict = co_await lookup_recipient(server, *cfg, address, client);
+      smtp::RecipientVerdict verdict = co_await lookup_recipient(server, *cfg, address, client, relay_client);
       r = session.complete_rcpt(verdict);
     }
     if (r.action == smtp::Action::start_data) {

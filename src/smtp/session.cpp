@@ -1,5 +1,7 @@
 #include "smtp/session.h"
 
+#include "relay/client_protocol.h"
+
 #include <algorithm>
 #include <ctime>
 
@@ -67,7 +69,7 @@ Response Session::handle(const ParseResult& parsed) {
       if (cmd.verb == Verb::helo) return {{250, "", settings_.hostname}};
       return {{250, "",
                settings_.hostname + " Hello " + client_address_ + "\nPIPELINING\nSIZE " +
-                   std::to_string(settings_.max_message_size) + "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8"}};
+                   std::to_string(settings_.max_message_size) + "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nDSN"}};
     }
     case Verb::mail:
       return count_error(mail(cmd));
@@ -106,8 +108,26 @@ Response Session::mail(const Command& cmd) {
   if (!greeted_) return {replies::helo_first()};
   if (in_transaction_) return {replies::nested_mail()};
   bool smtputf8 = false, body_8bit = false;
+  uint8_t ret = 0;
+  std::string envid;
+  bool have_envid = false;
   for (const auto& [key, value] : cmd.parameters) {
     if (!envelope_.esmtp) return {replies::unsupported_parameter(key)};
+    if (key == "RET") {  // RFC 3461 4.3
+      std::string v = lower(value);
+      if (ret != 0 || (v != "full" && v != "hdrs")) return {replies::bad_parameter("RET")};
+      ret = v == "full" ? 1 : 2;
+      continue;
+    }
+    if (key == "ENVID") {  // RFC 3461 4.4: xtext, at most 100 characters, printable ASCII
+      auto decoded = relay::xtext_decode(value);
+      bool ok = !have_envid && decoded && !decoded->empty() && value.size() <= 100;
+      for (char c : decoded.value_or("")) ok = ok && c >= 0x20 && c < 0x7f;
+      if (!ok) return {replies::bad_parameter("ENVID")};
+      envid = *decoded;
+      have_envid = true;
+      continue;
+    }
     if (key == "SIZE") {
       if (value.empty() || value.size() > 19 || !std::all_of(value.begin(), value.end(), ::isdigit))
         return {replies::bad_parameter("SIZE")};
@@ -128,13 +148,47 @@ Response Session::mail(const Command& cmd) {
   envelope_.sender = cmd.path.text();
   envelope_.smtputf8 = smtputf8;
   envelope_.body_8bit = body_8bit;
+  envelope_.ret = ret;
+  envelope_.envid = envid;
   return {replies::sender_ok(envelope_.sender)};
 }
 
 Response Session::rcpt(const Command& cmd) {
   if (!in_transaction_) return {replies::need_mail()};
   rcpt_attempted_ = true;
-  if (!cmd.parameters.empty()) return {replies::unsupported_parameter(cmd.parameters.front().first)};
+  pending_notify_ = 0;
+  pending_orcpt_.clear();
+  for (const auto& [key, value] : cmd.parameters) {
+    if (!envelope_.esmtp) return {replies::unsupported_parameter(key)};
+    if (key == "NOTIFY") {  // RFC 3461 4.1: NEVER, or a list of SUCCESS, FAILURE, DELAY
+      if (pending_notify_ != 0) return {replies::bad_parameter("NOTIFY")};
+      std::string v = lower(value);
+      uint8_t flags = 0;
+      size_t start = 0;
+      while (start <= v.size()) {
+        size_t comma = v.find(',', start);
+        std::string word = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        uint8_t bit = word == "never" ? 1 : word == "success" ? 2 : word == "failure" ? 4 : word == "delay" ? 8 : 0;
+        if (bit == 0 || (flags & bit)) return {replies::bad_parameter("NOTIFY")};
+        flags |= bit;
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+      if ((flags & 1) && flags != 1) return {replies::bad_parameter("NOTIFY")};  // NEVER stands alone
+      pending_notify_ = flags;
+    } else if (key == "ORCPT") {  // RFC 3461 4.2: addr-type ";" xtext
+      size_t semi = value.find(';');
+      auto decoded = semi == std::string::npos ? std::nullopt : relay::xtext_decode(value.substr(semi + 1));
+      bool ok = pending_orcpt_.empty() && decoded && semi > 0 && !decoded->empty() && value.size() <= 500;
+      for (char c : value.substr(0, ok ? semi : 0))
+        ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-');
+      for (char c : decoded.value_or("")) ok = ok && static_cast<unsigned char>(c) >= 0x20 && c != 0x7f;
+      if (!ok) return {replies::bad_parameter("ORCPT")};
+      pending_orcpt_ = lower(value.substr(0, semi)) + ";" + *decoded;
+    } else {
+      return {replies::unsupported_parameter(key)};
+    }
+  }
   if (cmd.path.has_utf8() && !envelope_.smtputf8) return {replies::utf8_needs_smtputf8()};
   if (rcpt_accepted_ >= settings_.max_recipients) return {replies::too_many_recipients()};
   pending_rcpt_ = cmd.path;
@@ -162,8 +216,11 @@ Response Session::accept_rcpt(RecipientVerdict verdict) {
   }
   ++rcpt_accepted_;
   std::string normal = lower(pending_rcpt_.local) + "@" + lower(pending_rcpt_.domain);
-  if (std::find(envelope_.recipients.begin(), envelope_.recipients.end(), normal) == envelope_.recipients.end())
+  if (std::find(envelope_.recipients.begin(), envelope_.recipients.end(), normal) == envelope_.recipients.end()) {
     envelope_.recipients.push_back(normal);
+    envelope_.notify.push_back(pending_notify_);
+    envelope_.orcpt.push_back(pending_orcpt_);
+  }
   return {replies::recipient_ok(text)};
 }
 

@@ -32,6 +32,12 @@ struct Envelope {
   std::vector<std::string> recipients;  // unique, "local@domain" with the domain lowercased
   bool smtputf8 = false;
   bool body_8bit = false;
+  // RFC 3461 DSN: MAIL's ENVID (decoded) and RET (0 none, 1 FULL, 2 HDRS); RCPT's NOTIFY
+  // (relay::NotifyFlags) and ORCPT ("type;decoded address"), parallel to `recipients`.
+  std::string envid;
+  uint8_t ret = 0;
+  std::vector<uint8_t> notify;
+  std::vector<std::string> orcpt;
 };
 
 enum class Action { none, start_data, close, lookup_recipient };
@@ -76,6 +82,8 @@ class Session {
   std::string client_address_;
   RecipientLookup lookup_;
   Address pending_rcpt_;
+  uint8_t pending_notify_ = 0;
+  std::string pending_orcpt_;
   Envelope envelope_;
   bool greeted_ = false;
   bool in_transaction_ = false;

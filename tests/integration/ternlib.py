@@ -23,8 +23,9 @@ HOSTNAME = "mail.example.test"
 DOMAIN = "example.test"
 # Any crypt(3)-looking hash will do; this one is `echo pw | tern hash-password`.
 PASSWORD_HASH = "$y$j9T$jA67ydMBF2vVLDZAaqvb50$bgnQkt6YcSugLN/hOfSAkk2GSOXQ74vsvoSzXtTB0o7"
-SERVICE_USERS = {"smtp": "tern-smtp", "queue": "tern-queue", "deliver": "tern-vmail", "directory": "tern-dir"}
-SERVICES = ("smtp", "queue", "deliver", "directory")
+SERVICE_USERS = {"smtp": "tern-smtp", "queue": "tern-queue", "deliver": "tern-vmail", "directory": "tern-dir",
+                 "relay": "tern-relay"}
+SERVICES = ("smtp", "queue", "deliver", "directory", "relay")
 # TERN_TEST_BACKEND=postgresql runs every server on a fresh PostgreSQL database (make test runs
 # the suite once per backend); anything else means the default SQLite file.
 BACKEND = os.environ.get("TERN_TEST_BACKEND", "sqlite")
@@ -94,6 +95,9 @@ def default_config(data_dir: str, port: int) -> dict:
             "data_timeout": 600,
         },
         "queue": {"concurrency_local": 10, "retry_initial": 1, "retry_max": 2},
+        # The relay asks the test DNS server (make test starts it; it answers for the test zones
+        # and SERVFAIL at once for anything else), never the machine's resolver.
+        "dns": {"forwarders": [os.environ.get("TERN_TEST_DNS", "127.0.0.1@1")], "trust_anchor": "none"},
         "domains": [DOMAIN],
         "users": ["alice@example.test", "dave@example.test", "erin@example.test"],
     }
@@ -124,11 +128,15 @@ def _toml_value(v) -> str:
 
 def render_config(cfg: dict) -> str:
     out = []
-    for section in ("server", "run_as", "smtp", "queue", "directory", "delivery"):
+    for section in ("server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "dns"):
         if section in cfg:
             out.append(f"[{section}]")
             out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items())
             out.append("")
+    for route in cfg.get("routes", []):
+        out.append("[[route]]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in route.items())
+        out.append("")
     return "\n".join(out)
 
 
@@ -301,7 +309,7 @@ class TernServer:
 
     def wait_ready(self, since: int = 0, timeout: float = 20.0) -> None:
         needed = (" smtp info started", " queue info spool scanned", " deliver info started",
-                  " directory info account database open")
+                  " directory info account database open", " relay info relay ready")
 
         def ready():
             if self.proc.poll() is not None:
@@ -450,6 +458,19 @@ class TernServer:
             if d.is_dir():
                 out += [f"{sub}/{p.name}" for p in sorted(d.iterdir())]
         return out
+
+    def wait_only_reports(self, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+        """Waits until the spool holds nothing but delivery reports (DSNs to remote senders,
+        which stay queued since the test DNS knows no such domains); returns their queue ids."""
+        env = self.data_dir / "spool" / "env"
+
+        def only_reports():
+            ids = [p.name for p in env.iterdir() if not p.name.endswith(".tmp")]
+            texts = [(env / i).read_text(errors="replace") if (env / i).exists() else "" for i in ids]
+            return all("\nkind bounce\n" in t or "\nkind double-bounce\n" in t for t in texts) and (ids or [True])
+
+        wait_until(only_reports, timeout, message="a spool holding only delivery reports")
+        return sorted(p.name for p in env.iterdir() if not p.name.endswith(".tmp"))
 
     def wait_spool_empty(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         wait_until(lambda: not self.spool_entries(), timeout, message="an empty spool (msg/ and env/)")

@@ -11,7 +11,7 @@ from ternlib import IS_ROOT, default_config, free_port, merge_config, render_con
 pytestmark = pytest.mark.backend_independent
 
 LISTEN_PROBLEM = 'expected "address:port" with a numeric address, e.g. "0.0.0.0:25" or "[::1]:25"'
-SMTP_KEYS = "listen, max_message_size, max_recipients, max_connections, max_errors, command_timeout, data_timeout"
+SMTP_KEYS = "listen, max_message_size, max_recipients, max_connections, max_errors, command_timeout, data_timeout, relay_networks"
 
 
 def check_config(tern_bin, path):
@@ -185,7 +185,8 @@ def test_several_problems_reported_in_order(tern_bin, tmp_path, config_file):
         f"{path}:{line_of(text, 'max_errors')}: smtp.max_errors: expected a whole number of errors from 1 to 1000, "
         "write for example max_errors = 10",
         f"{path}:{line_of(text, 'concurrency = 3')}: queue.concurrency: unknown key; valid keys here are: "
-        "concurrency_local, retry_initial, retry_max",
+        "concurrency_local, concurrency_remote, concurrency_per_domain, retry_initial, retry_max, lifetime, "
+        "delay_warning, double_bounce_to",
         f"{path}:{line_of(text, '[[domain]]')}: {moved('domain')}",
         f"{path}:{line_of(text, '[[user]]')}: {moved('user')}",
         "5 problems found",

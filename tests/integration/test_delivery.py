@@ -220,12 +220,15 @@ def test_smtputf8_sender(tern):
 
 
 def test_delivered_to_loop_is_not_delivered(tern):
-    """A message that already carries alice's Delivered-To line is refused by deliver (loop)."""
-    queue_id = send_message(tern.port, "bob@example.org", ["alice@example.test", "dave@example.test"],
+    """A message that already carries alice's Delivered-To line is refused by deliver (loop),
+    and the sender (local here, so the bounce can be read) gets a DSN saying so."""
+    queue_id = send_message(tern.port, "erin@example.test", ["alice@example.test", "dave@example.test"],
                             "Delivered-To: alice@example.test\r\nSubject: loop\r\n\r\nloop\r\n")
     tern.wait_messages("dave", 1)
+    (bounce,) = tern.wait_messages("erin", 1)
     tern.wait_spool_empty()
     assert tern.messages("alice") == []
+    assert b"Final-Recipient: rfc822;alice@example.test\nAction: failed\nStatus: 5.4.6\n" in bounce
     assert tern.log_count(rf" queue error delivery failed permanently id={re.escape(queue_id)} "
                           r"to=alice@example\.test reason=.*looping") == 1
 

@@ -175,8 +175,9 @@ def test_forward_with_kept_copy_queues_a_rewritten_message(tern_factory):
     assert new_id != queue_id
     # The original is done; the forward waits for the relay, its envelope from the forwarder.
     dirlib.log_match(tern, rf" queue info delivered id={re.escape(queue_id)} to=alice@example\.test attempts=1$")
+    # The relay takes it; the test DNS server knows no remote.example (SERVFAIL): deferred.
     dirlib.log_match(tern, rf" queue warn delivery deferred id={re.escape(new_id)} to=carol@remote\.example "
-                           r"reason=\"4\.4\.1 no relay service for remote address\"")
+                           r"reason=\"4\.4\.3 DNS lookup of the MX for remote\.example failed: SERVFAIL\"")
     wait_until(lambda: dirlib.queued_ids(tern) == [new_id], message="only the forward queued")
     env = dirlib.envelope(tern, new_id)
     assert (env["sender"], env["rcpt"], env["client"]) == ("alice@example.test", [("pending", "carol@remote.example")],
@@ -241,7 +242,9 @@ def test_forward_loop_by_delivered_to(tern):
     queue_id = send(tern, ["alice@example.test", "dave@example.test"], "came back",
                     headers="Delivered-To: alice@example.test\r\n")
     tern.wait_messages("dave", 1)
-    tern.wait_spool_empty()
+    tern.wait_only_reports()  # the bounce to the (remote) sender
+    dirlib.log_match(tern, rf" queue info report queued id=\S+ about={re.escape(queue_id)} to={re.escape(SENDER)} "
+                           r"recipients=1$")
     dirlib.log_match(tern, rf" queue error delivery failed permanently id={re.escape(queue_id)} to=alice@example\.test "
                            r"reason=\"5\.4\.6 forwarding loop: the message already has Delivered-To "
                            r"alice@example\.test\"$")
@@ -267,7 +270,9 @@ def test_verdicts_met_at_delivery(tern_factory):
     cli_ok(t, "user", "disable", "erin@example.test")
     t.reload(queue={"concurrency_local": 10})
     t.wait_messages("alice", 1)
-    t.wait_spool_empty()
+    t.wait_only_reports()  # one bounce to the (remote) sender, for the three failures
+    dirlib.log_match(t, rf" queue info report queued id=\S+ about={re.escape(queue_id)} to={re.escape(SENDER)} "
+                        r"recipients=3$")
     qid = re.escape(queue_id)
     dirlib.log_match(t, rf" queue error delivery failed permanently id={qid} to=loopy@example\.test "
                         r"reason=\"5\.4\.6 alias loop: .*alias loop: loopy@example\.test -> loopy2@example\.test -> "
@@ -324,7 +329,7 @@ def test_over_quota_bounces_without_grace(tern_factory):
     t.wait_spool_empty()
     big_id = send_message(t.port, SENDER, ["dave@example.test"], BIG)
     second_id = send(t, ["erin@example.test"], "second")
-    t.wait_spool_empty()
+    assert len(t.wait_only_reports()) == 2  # a bounce to the (remote) sender for each
     dirlib.log_match(t, rf" queue error delivery failed permanently id={re.escape(big_id)} to=dave@example\.test "
                         r"reason=\"5\.2\.2 mailbox of dave@example\.test is full \(\d+ of 2048 bytes, 1 of 0 messages; "
                         r"0 = no limit\); gave up after \d+ seconds\"$")
@@ -334,7 +339,7 @@ def test_over_quota_bounces_without_grace(tern_factory):
     assert len(t.messages("dave")) == 1 and len(t.messages("erin")) == 1
     assert maildirsize(t, "dave")[0] == "2048S"
     assert maildirsize(t, "erin")[0] == "1C"
-    assert t.log_count(" delivery deferred ") == 0
+    assert t.log_count(rf" delivery deferred id=({re.escape(big_id)}|{re.escape(second_id)}) ") == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -264,10 +264,12 @@ print("answer", data.hex())
 
 def _frame(type_: int, *fields) -> bytes:
     """An IPC frame (src/core/ipc.h): u32 length, u16 type, strings as u32 length + bytes,
-    lists of strings as u32 count + strings."""
+    lists of strings as u32 count + strings; bytes go in as they are (u8 and other fields)."""
     payload = b""
     for f in fields:
-        if isinstance(f, list):
+        if isinstance(f, bytes):
+            payload += f
+        elif isinstance(f, list):
             payload += struct.pack(">I", len(f)) + b"".join(struct.pack(">I", len(x)) + x.encode() for x in f)
         else:
             payload += struct.pack(">I", len(f)) + f.encode()
@@ -292,7 +294,10 @@ def test_unexpected_user_is_refused(tern):
     run = tern.data_dir / "run"
     resolve = _frame(20, "alice@example.test")
     auth = _frame(22, "alice@example.test", "wrong password", "[test]", "test")
-    submit = _frame(1, "127.0.0.1", "client.test", "bob@example.org", ["alice@example.test"])
+    # SubmitBegin: client, helo, sender, recipients, envid, ret (u8), notify (empty list of u64),
+    # orcpt (empty list), body_8bit (u8), smtputf8 (u8).
+    submit = _frame(1, "127.0.0.1", "client.test", "bob@example.org", ["alice@example.test"], "", b"\x00",
+                    struct.pack(">I", 0), [], b"\x00", b"\x00")
     nobody = pwd.getpwnam("nobody").pw_uid
 
     assert _ask(run / "directory.sock", resolve, None).startswith("answer 00000"), "root gets a resolution"

@@ -14,7 +14,8 @@ EHLO_REPLY = "\n".join([
     "250-SIZE 100000",
     "250-8BITMIME",
     "250-ENHANCEDSTATUSCODES",
-    "250 SMTPUTF8",
+    "250-SMTPUTF8",
+    "250 DSN",
 ])
 OK = "250 2.0.0 Ok"
 START_DATA = "354 End data with <CR><LF>.<CR><LF>"
@@ -154,7 +155,21 @@ SEQUENCES = {
     "rcpt_parameter": [
         ("EHLO client.test", EHLO_REPLY),
         ("MAIL FROM:<bob@example.org>", SENDER_OK),
-        ("RCPT TO:<alice@example.test> NOTIFY=NEVER", "555 5.5.4 Unsupported parameter NOTIFY"),
+        ("RCPT TO:<alice@example.test> XNOTIFY=NEVER", "555 5.5.4 Unsupported parameter XNOTIFY"),
+        ("RCPT TO:<alice@example.test> NOTIFY=NEVER,SUCCESS", "501 5.5.4 Bad NOTIFY parameter"),
+        ("RCPT TO:<alice@example.test> NOTIFY=SOMETIMES", "501 5.5.4 Bad NOTIFY parameter"),
+        ("RCPT TO:<alice@example.test> ORCPT=rfc822", "501 5.5.4 Bad ORCPT parameter"),
+        ("RCPT TO:<alice@example.test> ORCPT=rfc822;a+ZZb@x.example", "501 5.5.4 Bad ORCPT parameter"),
+    ],
+    "dsn_mail_parameters": [
+        ("EHLO client.test", EHLO_REPLY),
+        ("MAIL FROM:<bob@example.org> RET=ALL", "501 5.5.4 Bad RET parameter"),
+        ("MAIL FROM:<bob@example.org> RET=FULL RET=HDRS", "501 5.5.4 Bad RET parameter"),
+        ("MAIL FROM:<bob@example.org> ENVID=a+zz", "501 5.5.4 Bad ENVID parameter"),
+        ("MAIL FROM:<bob@example.org> ENVID=" + "x" * 101, "501 5.5.4 Bad ENVID parameter"),
+        ("MAIL FROM:<bob@example.org> RET=HDRS ENVID=QQ+2B1", SENDER_OK),
+        ("RCPT TO:<alice@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;alice+2Bx@example.test",
+         "250 2.1.5 Recipient <alice@example.test> OK"),
     ],
     "ehlo_resets_transaction": [
         ("EHLO client.test", EHLO_REPLY),

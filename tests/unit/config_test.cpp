@@ -115,3 +115,79 @@ TEST(Config, DevelopmentConfigurationIsValid) {
   EXPECT_EQ(r.config->directory.sqlite_path, "/tmp/var/directory/accounts.db");
   EXPECT_EQ(r.config->directory.postmaster, "alice@example.test");
 }
+
+TEST(Config, RelayRoutesAndDns) {
+  std::string text = std::string(good) + R"(
+relay_networks = ["127.0.0.1", "192.0.2.0/24"]
+[relay]
+helo = "Out.Example.COM"
+tls = "encrypt"
+dane = false
+tls_ca_file = "ca.pem"
+[[route]]
+domain = "Example.NET"
+host = "[192.0.2.25]"
+port = 587
+tls = "verify"
+auth_user = "u"
+auth_password_file = "pw"
+[[route]]
+domain = "*"
+host = "smarthost.example.org"
+[dns]
+forwarders = ["127.0.0.1@5353", "::1"]
+trust_anchor = "none"
+)";
+  // relay_networks belongs to [smtp]: move it there.
+  std::string fixed = text;
+  fixed.erase(fixed.find("relay_networks"), std::string("relay_networks = [\"127.0.0.1\", \"192.0.2.0/24\"]\n").size());
+  fixed.insert(fixed.find("max_recipients = 50\n") + 20, "relay_networks = [\"127.0.0.1\", \"192.0.2.0/24\"]\n");
+  ConfigResult r = parse_config(fixed, "t.toml", "/etc/tern");
+  ASSERT_TRUE(r.config) << format_problem(r.problems.at(0));
+  const Config& c = *r.config;
+  EXPECT_EQ(c.smtp.relay_networks.size(), 2u);
+  EXPECT_EQ(c.relay.helo, "out.example.com");
+  EXPECT_EQ(c.relay.tls, "encrypt");
+  EXPECT_FALSE(c.relay.dane);
+  EXPECT_EQ(c.relay.tls_ca_file, "/etc/tern/ca.pem");  // relative to the file
+  ASSERT_EQ(c.routes.size(), 2u);
+  EXPECT_EQ(c.routes[0].domain, "example.net");
+  EXPECT_EQ(c.routes[0].host, "[192.0.2.25]");
+  EXPECT_EQ(c.routes[0].port, 587);
+  EXPECT_EQ(c.routes[0].auth_password_file, "/etc/tern/pw");
+  EXPECT_EQ(c.routes[1].port, 25);
+  EXPECT_EQ(c.dns.forwarders, (std::vector<std::string>{"127.0.0.1@5353", "::1"}));
+  EXPECT_EQ(c.dns.trust_anchor, "none");
+  EXPECT_EQ(c.queue.lifetime, 604800u);
+  EXPECT_EQ(c.queue.delay_warning, 14400u);
+}
+
+TEST(Config, RelayProblemsNameTheFix) {
+  auto base = std::string(good);
+  EXPECT_EQ(problems(base + "[relay]\ntls = \"always\"\n"),
+            std::vector<std::string>{
+                "t.toml:14: relay.tls: 'always' is not a TLS policy; write \"none\", \"may\", \"encrypt\" or \"verify\""});
+  EXPECT_EQ(problems(base + "[[route]]\nhost = \"x.example\"\n"),
+            std::vector<std::string>{
+                "t.toml:13: route.domain: missing; each [[route]] needs domain = \"example.com\" (or \"*\")"});
+  EXPECT_EQ(problems(base + "[[route]]\ndomain = \"*\"\nauth_user = \"u\"\nauth_password_file = \"p\"\n"),
+            std::vector<std::string>{
+                "t.toml:13: route.auth_user: AUTH needs a relay host: add host = \"smarthost.example.com\""});
+  EXPECT_EQ(problems(base + "[[route]]\ndomain = \"*\"\nhost = \"a.example\"\nauth_user = \"u\"\n"),
+            std::vector<std::string>{"t.toml:13: route.auth_user: auth_user and auth_password_file go together: give "
+                                     "both to log in to the relay host, or neither"});
+  EXPECT_EQ(problems(base + "[[route]]\ndomain = \"a.example\"\n[[route]]\ndomain = \"a.example\"\n"),
+            std::vector<std::string>{"t.toml:15: route.domain: a second [[route]] for 'a.example'; keep one"});
+  EXPECT_EQ(problems(base + "[[route]]\ndomain = \"a.example\"\nhost = \"[999.1.1.1]\"\n"),
+            std::vector<std::string>{"t.toml:15: route.host: '[999.1.1.1]' is not a host; write a name "
+                                     "(\"smarthost.example.com\") or an address in brackets (\"[192.0.2.25]\")"});
+  EXPECT_EQ(problems(base + "[dns]\nforwarders = [\"dns.example\"]\n"),
+            std::vector<std::string>{"t.toml:14: dns.forwarders: expected a numeric address with an optional @port, "
+                                     "e.g. \"127.0.0.1\" or \"127.0.0.1@5353\""});
+  EXPECT_EQ(problems(base + "[queue]\ndouble_bounce_to = \"nobody\"\n").size(), 1u);  // [queue] twice: TOML error
+  std::string smtp_bad = base;
+  smtp_bad.insert(smtp_bad.find("max_recipients = 50\n") + 20, "relay_networks = [\"10.0.0.0/33\"]\n");
+  EXPECT_EQ(problems(smtp_bad),
+            std::vector<std::string>{"t.toml:8: smtp.relay_networks: expected an address or address/prefix, e.g. "
+                                     "\"192.0.2.0/24\" or \"2001:db8::/32\""});
+}

@@ -22,7 +22,7 @@ TEST_F(SessionTest, GreetingAndEhloAdvertiseExtensions) {
   EXPECT_EQ(session.greeting().wire(), "220 mx.example.test ESMTP tern\r\n");
   EXPECT_EQ(say("EHLO c.example"),
             "250-mx.example.test Hello [192.0.2.7]\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
-            "250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n");
+            "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 DSN\r\n");
 }
 
 TEST_F(SessionTest, OrderOfCommandsIsEnforced) {
