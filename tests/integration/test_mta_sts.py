@@ -20,6 +20,9 @@ import tlslib
 from smtp_receiver import SmtpReceiver
 from test_relay import dns, relay_tern, send, start_dns, world_readable_dir  # noqa: F401 (fixtures)
 
+# The account backend plays no part here: one run (SQLite) is enough.
+pytestmark = pytest.mark.backend_independent
+
 POLICY_PATH = "/.well-known/mta-sts.txt"
 RECORDS = """\
 remote                 MX  10 mx1

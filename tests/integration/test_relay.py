@@ -29,6 +29,9 @@ import tlslib
 from smtp_receiver import SmtpReceiver
 from ternlib import IS_ROOT, free_port, wait_until
 
+# The account backend plays no part here: one run (SQLite) is enough.
+pytestmark = pytest.mark.backend_independent
+
 SENDER = "alice@example.test"
 
 
