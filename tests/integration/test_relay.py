@@ -549,3 +549,44 @@ def test_kill_queue_and_relay_during_a_burst_loses_nothing(tern_factory, dns):
         wait_until(lambda: not any((tern.data_dir / "spool" / "env").iterdir()), timeout=30,
                    message="the spool to empty")
         assert not any((tern.data_dir / "spool" / "msg").iterdir())
+
+
+def test_slow_domain_does_not_hold_up_others(tern_factory, dns, world_readable_dir):
+    """concurrency_per_domain = 1: a destination that takes 3 s per message gets one connection,
+    and mail for another destination queued after it goes out at once."""
+    with SmtpReceiver() as fast:
+        user = ["-u", "nobody"] if IS_ROOT else []
+        slow = subprocess.Popen(["smtp-sink", *user, "-w", "3", f"127.0.0.2:{fast.port}", "100"])
+        try:
+            wait_until(lambda: _port_open_at("127.0.0.2", fast.port), message="smtp-sink to listen")
+            start_dns(dns, "slow MX 10 mxs\nmxs A 127.0.0.2\nfast MX 10 mxf\nmxf A 127.0.0.1\n")
+            tern = relay_tern(tern_factory, dns, fast.port,
+                              queue={"concurrency_per_domain": 1, "concurrency_remote": 4})
+            slow_ids = [send(tern, ["someone@slow.tern-test"], subject=f"slow {i}") for i in range(4)]
+            fast_id = send(tern, ["someone@fast.tern-test"], subject="fast")
+            fast.wait_for(1, timeout=10)
+            done_slow = sum(tern.log_count(rf"queue info delivered id={i} ") for i in slow_ids)
+            assert done_slow <= 1, "the fast destination waited behind the slow one"
+            tern.wait_log(rf"queue info delivered id={fast_id} ")
+            for i in slow_ids:
+                tern.wait_log(rf"queue info delivered id={i} ", timeout=30)
+            # One transaction at a time to the slow destination: each ends a full DATA delay (3 s)
+            # after the one before it.
+            from datetime import datetime
+            ends = [datetime.fromisoformat(line.split(" ", 1)[0].rstrip("Z")) for line in tern.lines()
+                    if "relay info relayed" in line and "slow.tern-test" in line]
+            assert len(ends) == 4
+            gaps = [(b - a).total_seconds() for a, b in zip(ends, ends[1:])]
+            assert all(g >= 2.5 for g in gaps), gaps
+        finally:
+            slow.terminate()
+            slow.wait(timeout=5)
+
+
+def _port_open_at(host: str, port: int) -> bool:
+    import socket
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
