@@ -11,6 +11,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/ipc_call.h"
 #include "core/config.h"
 #include "core/files.h"
 #include "core/ipc.h"
@@ -682,28 +683,13 @@ int user_auth(const Options& o, const std::string& address, const std::string& s
     password = prompt_hidden("Password: ");
   }
   std::string path = (cfg.run_dir() / "directory.sock").string();
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strncpy(sa.sun_path, path.c_str(), sizeof sa.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(fd);
-    std::cerr << "tern: cannot reach the directory service at " << path << " (" << std::strerror(errno)
+  CallResult answer = call(path, ipc::encode(ipc::AuthRequest{address, password, "[cli]", service}));
+  if (answer.connect_errno) {
+    std::cerr << "tern: cannot reach the directory service at " << path << " (" << std::strerror(answer.connect_errno)
               << "); is tern running with this configuration?\n";
     return exit_temporary;
   }
-  std::string frame = ipc::encode(ipc::AuthRequest{address, password, "[cli]", service});
-  std::error_code ec = files::write_all(fd, frame);
-  ipc::FrameSplitter splitter;
-  std::optional<ipc::Frame> reply;
-  char buf[4096];
-  while (!ec && !reply && !splitter.error()) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    splitter.feed(std::string_view(buf, static_cast<size_t>(n)));
-    reply = splitter.next();
-  }
-  ::close(fd);
+  const std::optional<ipc::Frame>& reply = answer.reply;
   auto result = reply ? ipc::decode<ipc::AuthResult>(*reply) : std::nullopt;
   if (!result) {
     std::cerr << "tern: the directory service gave no answer; see the tern log\n";

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/ipc_call.h"
 #include "core/config.h"
 #include "core/files.h"
 #include "core/ipc.h"
@@ -56,35 +57,18 @@ std::optional<ipc::QueueControlResult> ask(const QueueOptions& o, const std::str
     return std::nullopt;
   }
   std::string sock = (r.config->run_dir() / "queue-control.sock").string();
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  std::strncpy(sa.sun_path, sock.c_str(), sizeof sa.sun_path - 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    int err = errno;
-    ::close(fd);
+  CallResult answer = call(sock, ipc::encode(ipc::QueueControl{command, o.id}));
+  if (int err = answer.connect_errno) {
     std::cerr << "tern: cannot reach the queue service at " << sock << " (" << std::strerror(err) << "); "
               << (err == EACCES ? "run this as root (or as the user running a development instance)"
                                 : "is tern running with this configuration?")
               << "\n";
     return std::nullopt;
   }
-  timeval timeout{30, 0};  // the queue answers at once; a queue that hangs must not hang us
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  std::string frame = ipc::encode(ipc::QueueControl{command, o.id});
-  std::error_code ec = files::write_all(fd, frame);
-  ipc::FrameSplitter splitter;
-  std::optional<ipc::Frame> reply;
-  char buf[65536];
-  while (!ec && !reply && !splitter.error()) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    splitter.feed(std::string_view(buf, static_cast<size_t>(n)));
-    reply = splitter.next();
-  }
-  ::close(fd);
+  const std::optional<ipc::Frame>& reply = answer.reply;
   auto result = reply ? ipc::decode<ipc::QueueControlResult>(*reply) : std::nullopt;
-  if (!result) std::cerr << "tern: the queue service gave no answer (it admits only root and its own user); see the tern log\n";
+  if (!result)
+    std::cerr << "tern: the queue service gave no answer (it admits only root and its own user); see the tern log\n";
   return result;
 }
 
@@ -146,8 +130,7 @@ int run(const QueueOptions& o, const std::string& command) {
     for (const auto& m : j) {
       std::string sender = m["sender"];
       std::cout << m["id"].get<std::string>() << "  " << age(now - m["received"].get<int64_t>()) << "  "
-                << m["size"].get<int64_t>() << " bytes  <" << sender << ">"
-                << (m["held"].get<bool>() ? "  HELD" : "")
+                << m["size"].get<int64_t>() << " bytes  <" << sender << ">" << (m["held"].get<bool>() ? "  HELD" : "")
                 << (m["kind"] != "message" ? "  (" + m["kind"].get<std::string>() + ")" : "") << "\n";
       print_recipients(m, now, false);
     }

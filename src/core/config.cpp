@@ -201,7 +201,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
                   "data_timeout", "relay_networks"});
     if (const toml::node* n = smtp->get("relay_networks")) {
       const toml::array* arr = n->as_array();
-      if (!arr) c.problem(n, "smtp.relay_networks", "expected a list, e.g. relay_networks = [\"127.0.0.1\", \"192.0.2.0/24\"]");
+      if (!arr)
+        c.problem(n, "smtp.relay_networks", "expected a list, e.g. relay_networks = [\"127.0.0.1\", \"192.0.2.0/24\"]");
       for (size_t i = 0; arr && i < arr->size(); ++i) {
         auto s = (*arr)[i].value<std::string>();
         auto net = s ? parse_network(*s) : std::nullopt;
@@ -317,7 +318,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   if (const toml::node* routes = root.get("route")) {
     const toml::array* arr = routes->as_array();
     if (!arr || !arr->is_array_of_tables()) {
-      c.problem(routes, "route", "expected [[route]] tables, e.g. [[route]] then domain = \"*\" and host = \"smarthost.example.com\"");
+      c.problem(routes, "route",
+                "expected [[route]] tables, e.g. [[route]] then domain = \"*\" and host = \"smarthost.example.com\"");
     } else {
       for (const toml::node& item : *arr) {
         const toml::table& t = *item.as_table();
@@ -328,7 +330,9 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
           std::string_view bare = dom.starts_with('.') ? std::string_view(dom).substr(1) : std::string_view(dom);
           if (dom != "*" && !valid_domain(bare))
             c.problem(t.get("domain"), "route.domain",
-                      "'" + *d + "' is not a domain; write \"example.com\", \".example.com\" for its subdomains or \"*\" for all others");
+                      "'" + *d +
+                          "' is not a domain; write \"example.com\", \".example.com\" for its subdomains or \"*\" for "
+                          "all others");
           r.domain = dom;
         } else {
           c.problem(&item, "route.domain", "missing; each [[route]] needs domain = \"example.com\" (or \"*\")");
@@ -338,13 +342,15 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
           bool literal = host.size() > 2 && host.front() == '[' && host.back() == ']';
           unsigned char buf[16];
           std::string inner = literal ? host.substr(1, host.size() - 2) : host;
-          bool ok = host.empty() || (literal ? (inet_pton(AF_INET, inner.c_str(), buf) == 1 ||
-                                                inet_pton(AF_INET6, inner.c_str(), buf) == 1)
-                                             : valid_domain(host));
+          bool ok =
+              host.empty() ||
+              (literal ? (inet_pton(AF_INET, inner.c_str(), buf) == 1 || inet_pton(AF_INET6, inner.c_str(), buf) == 1)
+                       : valid_domain(host));
           if (!ok)
             c.problem(t.get("host"), "route.host",
-                      "'" + *h + "' is not a host; write a name (\"smarthost.example.com\") or an address in "
-                      "brackets (\"[192.0.2.25]\")");
+                      "'" + *h +
+                          "' is not a host; write a name (\"smarthost.example.com\") or an address in "
+                          "brackets (\"[192.0.2.25]\")");
           r.host = host;
         }
         c.integer(t, "route", "port", r.port, 1, 65535, "(a TCP port)");
@@ -355,7 +361,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
           r.tls = *tls;
         }
         if (auto u = c.string(t, "route", "auth_user", "\"relay-user@example.com\"")) r.auth_user = *u;
-        if (auto f = c.string(t, "route", "auth_password_file", "\"/etc/tern/smarthost.pw\"")) r.auth_password_file = beside(*f);
+        if (auto f = c.string(t, "route", "auth_password_file", "\"/etc/tern/smarthost.pw\""))
+          r.auth_password_file = beside(*f);
         if (r.auth_user.empty() != r.auth_password_file.empty())
           c.problem(&item, "route.auth_user",
                     "auth_user and auth_password_file go together: give both to log in to the relay host, or neither");

@@ -48,30 +48,30 @@ struct Config {
   } smtp;
 
   struct Queue {
-    uint32_t concurrency_local = 10;       // 0 holds deliveries, like qmail's concurrencylocal
-    uint32_t concurrency_remote = 20;      // outbound transactions at once (qmail's concurrencyremote)
-    uint32_t concurrency_per_domain = 5;   // outbound transactions at once to one destination domain
-    uint32_t retry_initial = 60;           // seconds before the first retry
-    uint32_t retry_max = 3600;             // cap on the interval between retries
-    uint32_t lifetime = 604800;            // seconds a message may stay queued (qmail's queuelifetime)
-    uint32_t delay_warning = 14400;        // seconds before a "still trying" notice; 0 = never
-    std::string double_bounce_to;          // qmail's doublebounceto; "" = directory.postmaster or postmaster@hostname
+    uint32_t concurrency_local = 10;      // 0 holds deliveries, like qmail's concurrencylocal
+    uint32_t concurrency_remote = 20;     // outbound transactions at once (qmail's concurrencyremote)
+    uint32_t concurrency_per_domain = 5;  // outbound transactions at once to one destination domain
+    uint32_t retry_initial = 60;          // seconds before the first retry
+    uint32_t retry_max = 3600;            // cap on the interval between retries
+    uint32_t lifetime = 604800;           // seconds a message may stay queued (qmail's queuelifetime)
+    uint32_t delay_warning = 14400;       // seconds before a "still trying" notice; 0 = never
+    std::string double_bounce_to;         // qmail's doublebounceto; "" = directory.postmaster or postmaster@hostname
   } queue;
 
   // Outbound SMTP (the relay service): how tern talks to other servers.
   struct Relay {
-    std::string helo;            // name sent in EHLO; "" = server.hostname
-    std::string source_ipv4;     // bind outbound IPv4 connections to this address; "" = any
+    std::string helo;         // name sent in EHLO; "" = server.hostname
+    std::string source_ipv4;  // bind outbound IPv4 connections to this address; "" = any
     std::string source_ipv6;
     std::string ip_version = "both";  // "both", "ipv4" or "ipv6"
-    std::string tls = "may";     // default TLS policy: none, may, encrypt, verify
-    bool dane = true;            // honour DANE TLSA records (DNSSEC-validated) on "may"
-    bool mta_sts = true;         // honour MTA-STS policies (RFC 8461) of MX destinations
-    std::string tls_ca_file;     // CA bundle for "verify"; "" = the system's
+    std::string tls = "may";          // default TLS policy: none, may, encrypt, verify
+    bool dane = true;                 // honour DANE TLSA records (DNSSEC-validated) on "may"
+    bool mta_sts = true;              // honour MTA-STS policies (RFC 8461) of MX destinations
+    std::string tls_ca_file;          // CA bundle for "verify"; "" = the system's
     uint32_t connect_timeout = 30;
-    uint32_t max_recipients = 100;  // per SMTP transaction
+    uint32_t max_recipients = 100;        // per SMTP transaction
     uint32_t connection_cache_time = 10;  // seconds an idle connection is kept for the next message
-    uint16_t port = 25;          // port for MX deliveries (tests use another)
+    uint16_t port = 25;                   // port for MX deliveries (tests use another)
   } relay;
 
   // smtproutes: where mail for a domain goes instead of its MX, and per-domain TLS policy.
@@ -79,7 +79,7 @@ struct Config {
     std::string domain;  // "example.com", ".example.com" (its subdomains) or "*" (everything else)
     std::string host;    // relay host name or [address]; "" = the domain's MX, as usual
     uint16_t port = 25;
-    std::string tls;     // "" = relay.tls
+    std::string tls;  // "" = relay.tls
     std::string auth_user;
     std::string auth_password_file;  // readable by the relay user; the password is its first line
   };

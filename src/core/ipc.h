@@ -213,7 +213,7 @@ struct RelayRequest {
   uint8_t ret = 0;        // relay::DsnRet
   uint8_t body_8bit = 0;  // the body has 8-bit bytes (or BODY=8BITMIME was declared)
   uint8_t smtputf8 = 0;
-  uint64_t size = 0;      // the spool file's size in bytes (LF line ends)
+  uint64_t size = 0;  // the spool file's size in bytes (LF line ends)
   template <typename A>
   void fields(A& a) {
     a(queue_id, sender, domain, recipients, notify, orcpt, envid, ret, body_8bit, smtputf8, size);
@@ -226,8 +226,8 @@ struct RelayResult {
   static constexpr Type type = Type::relay_result;
   std::vector<uint64_t> status;
   std::vector<std::string> text;
-  std::string remote_mta;  // "mx.example.org [192.0.2.1]:25" of the server that answered, if any
-  std::string tls;         // "TLSv1.3 TLS_AES_256_GCM_SHA384 verified=dane" or "none"
+  std::string remote_mta;   // "mx.example.org [192.0.2.1]:25" of the server that answered, if any
+  std::string tls;          // "TLSv1.3 TLS_AES_256_GCM_SHA384 verified=dane" or "none"
   uint8_t remote_said = 0;  // 1 when text[] holds the remote server's replies (DSN type smtp)
   uint8_t remote_dsn = 0;   // 1 when the server took NOTIFY/ORCPT (it reports success itself)
   template <typename A>

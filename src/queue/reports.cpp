@@ -97,8 +97,7 @@ std::optional<PendingReport> final_report(const SpoolEnvelope& e, const ReportSe
   return p;
 }
 
-std::optional<PendingReport> delay_report(const SpoolEnvelope& e, const ReportSettings& s, int64_t now,
-                                          int64_t delay) {
+std::optional<PendingReport> delay_report(const SpoolEnvelope& e, const ReportSettings& s, int64_t now, int64_t delay) {
   if (delay <= 0 || e.delay_warned || e.sender.empty() || e.kind != MessageKind::normal) return std::nullopt;
   if (now - e.received < delay) return std::nullopt;
   PendingReport p;

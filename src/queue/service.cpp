@@ -8,18 +8,17 @@
 
 #include <pwd.h>
 #include <sys/socket.h>
-
-#include <boost/asio.hpp>
-#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 
+#include <boost/asio.hpp>
 #include <chrono>
 #include <deque>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 
-#include "core/ipc_channel.h"
 #include "core/files.h"
+#include "core/ipc_channel.h"
 #include "core/log.h"
 #include "queue/dsn.h"
 #include "queue/reports.h"
@@ -197,9 +196,9 @@ asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
 struct Outcome {
   ipc::Status status = ipc::Status::temporary;
   std::string text;
-  std::string remote_mta;  // set when `text` is a remote server's reply
-  bool relayed = false;          // handed to a server that will not report success itself
-  bool remote_reports = false;   // handed to a server that took NOTIFY: success notices are its job
+  std::string remote_mta;       // set when `text` is a remote server's reply
+  bool relayed = false;         // handed to a server that will not report success itself
+  bool remote_reports = false;  // handed to a server that took NOTIFY: success notices are its job
 };
 
 void record_outcome(Queue& q, const std::string& id, Message& m, size_t index, const Outcome& o,
@@ -268,10 +267,11 @@ queue::ReportSettings report_settings(const Config& cfg) {
 // be queued: the caller then leaves the recipients unreported and tries again later.
 bool queue_report(Queue& q, const std::string& id, queue::PendingReport& p) {
   if (p.dropped) {
-    log::warn(p.kind == queue::MessageKind::double_bounce || !p.to.empty()
-                  ? "report dropped"
-                  : "report dropped: nobody to send it to (a report about a report, or a success notice for the null sender)",
-              {{"id", id}});
+    log::warn(
+        p.kind == queue::MessageKind::double_bounce || !p.to.empty()
+            ? "report dropped"
+            : "report dropped: nobody to send it to (a report about a report, or a success notice for the null sender)",
+        {{"id", id}});
     return true;
   }
   std::string original;
@@ -414,7 +414,8 @@ asio::awaitable<void> relay_one(Queue& q, std::string id, std::vector<size_t> in
       it->second.in_flight[indexes[k]] = false;
       record_outcome(q, id, it->second, indexes[k], o, {});
     }
-    if (answered) log::info("relay transaction", {{"id", id}, {"domain", domain}, {"mta", result.remote_mta}, {"tls", result.tls}});
+    if (answered)
+      log::info("relay transaction", {{"id", id}, {"domain", domain}, {"mta", result.remote_mta}, {"tls", result.tls}});
     settle(q, id);
   }
   schedule(q);
@@ -432,7 +433,8 @@ void warn_delays(Queue& q) {
     if (!p || !queue_report(q, id, *p)) continue;
     queue::SpoolEnvelope& env = q.messages.at(id).envelope;
     env.delay_warned = true;
-    if (auto ec = q.spool.update(env)) log::error("cannot record the delay notice", {{"id", id}, {"error", ec.message()}});
+    if (auto ec = q.spool.update(env))
+      log::error("cannot record the delay notice", {{"id", id}, {"error", ec.message()}});
   }
 }
 
@@ -512,7 +514,9 @@ void schedule(Queue& q) {
 // instance, plus a uid check here).
 
 const char* state_text(queue::RecipientState s) {
-  return s == queue::RecipientState::pending ? "pending" : s == queue::RecipientState::delivered ? "delivered" : "failed";
+  return s == queue::RecipientState::pending     ? "pending"
+         : s == queue::RecipientState::delivered ? "delivered"
+                                                 : "failed";
 }
 
 nlohmann::ordered_json message_json(Queue& q, const std::string& id, const Message& m) {
@@ -523,7 +527,7 @@ nlohmann::ordered_json message_json(Queue& q, const std::string& id, const Messa
   struct stat st {};
   j["size"] = ::stat((q.spool.dir() / "msg" / id).c_str(), &st) == 0 ? st.st_size : 0;
   j["held"] = m.envelope.held;
-  j["kind"] = m.envelope.kind == queue::MessageKind::normal ? "message"
+  j["kind"] = m.envelope.kind == queue::MessageKind::normal   ? "message"
               : m.envelope.kind == queue::MessageKind::bounce ? "bounce"
                                                               : "double-bounce";
   nlohmann::ordered_json rcpts = nlohmann::ordered_json::array();
@@ -581,8 +585,8 @@ ipc::QueueControlResult control(Queue& q, const ipc::QueueControl& c) {
       q.ready.push_back(id);
     }
     schedule(q);
-    return {ipc::Status::ok, "", "flushing " + std::to_string(n) + " recipients of " +
-                                     std::to_string(q.messages.size()) + " messages"};
+    return {ipc::Status::ok, "",
+            "flushing " + std::to_string(n) + " recipients of " + std::to_string(q.messages.size()) + " messages"};
   }
   auto it = q.messages.find(c.argument);
   if (c.command != "show" && c.command != "flush" && c.command != "delete" && c.command != "hold" &&

@@ -7,6 +7,8 @@
 //
 // Boundary: no retries or bounces here (the queue decides those from the outcomes), no access to
 // the spool directory (only the descriptor it is given), no accounts.
+#include "core/service.h"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -14,9 +16,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -25,9 +27,8 @@
 #include "core/files.h"
 #include "core/ipc_channel.h"
 #include "core/log.h"
-#include "core/service.h"
-#include "dns/resolver.h"
 #include "directory/model.h"
+#include "dns/resolver.h"
 #include "relay/client_protocol.h"
 #include "relay/mta_sts_fetch.h"
 
@@ -98,7 +99,7 @@ struct Transaction {
   const Config* cfg = nullptr;
   const ipc::RelayRequest* request = nullptr;
   int fd = -1;
-  std::string policy;  // none, may, encrypt, verify
+  std::string policy;                 // none, may, encrypt, verify
   std::vector<dns::TlsaRecord> tlsa;  // usable, DNSSEC-validated records: DANE applies
   // MTA-STS (RFC 8461, relay/mta_sts*): the domain's policy when its mode is enforce or testing,
   // and what it asks of the host being tried (set by sts_allows(); DANE takes precedence).
@@ -283,8 +284,8 @@ asio::awaitable<std::string> start_tls(Connection& c, const Transaction& t) {
   if (ec) {
     SSL* ssl = c.stream.native_handle();
     long verify = SSL_get_verify_result(ssl);
-    std::string why = verify != X509_V_OK ? std::string("certificate: ") + X509_verify_cert_error_string(verify)
-                                          : ec.message();
+    std::string why =
+        verify != X509_V_OK ? std::string("certificate: ") + X509_verify_cert_error_string(verify) : ec.message();
     co_return "4.7.5 TLS handshake with " + c.mta() + " failed (" + why + ")" +
         (!t.tlsa.empty() ? " [DANE]"
          : t.sts_verify  ? " [MTA-STS]"
@@ -300,14 +301,12 @@ asio::awaitable<std::string> start_tls(Connection& c, const Transaction& t) {
   co_return "";
 }
 
-
 // AUTH to a relay host ([[route]] auth_user): PLAIN, else LOGIN. "" on success, else why.
 asio::awaitable<std::string> login(Connection& c, const Transaction& t) {
   const std::string& user = t.route->auth_user;
   bool plain = std::find(c.caps.auth.begin(), c.caps.auth.end(), "PLAIN") != c.caps.auth.end();
   bool login = std::find(c.caps.auth.begin(), c.caps.auth.end(), "LOGIN") != c.caps.auth.end();
-  if (!plain && !login)
-    co_return "4.7.0 " + c.mta() + " offers no AUTH PLAIN or LOGIN; cannot log in as " + user;
+  if (!plain && !login) co_return "4.7.0 " + c.mta() + " offers no AUTH PLAIN or LOGIN; cannot log in as " + user;
   if (!c.tls && t.policy != "none")
     co_return "4.7.0 will not send the password for " + user + " to " + c.mta() +
         " without TLS (it did not offer STARTTLS); set tls = \"none\" on the route to allow it";
@@ -454,7 +453,7 @@ asio::awaitable<bool> transact(Connection& c, Transaction& t) {
     }
     std::string rset = "RSET\r\n";
     bool ok = co_await send(c, rset, command_timeout) && (co_await read_reply(c, command_timeout)).has_value();
-    co_return ok && mail_reply.code != 421;
+    co_return ok&& mail_reply.code != 421;
   }
   std::vector<size_t> accepted;
   for (size_t i = 0; i < n; ++i) {
@@ -635,8 +634,8 @@ asio::awaitable<std::vector<Target>> targets(Relay& r, Transaction& t) {
       answer_all(t, ipc::Status::permanent, "5.1.2 domain " + domain + " does not exist (DNS: no such domain)", false);
       co_return out;
     default:
-      answer_all(t, ipc::Status::temporary,
-                 "4.4.3 DNS lookup of the MX for " + domain + " failed: " + mx.status.why, false);
+      answer_all(t, ipc::Status::temporary, "4.4.3 DNS lookup of the MX for " + domain + " failed: " + mx.status.why,
+                 false);
       co_return out;
   }
   std::vector<dns::MxRecord> records;
@@ -815,8 +814,7 @@ asio::awaitable<ipc::RelayResult> relay_message(Relay& r, const ipc::RelayReques
     }
   }
   // Nobody took it. Hosts that do not exist at all make this final; anything else is retried.
-  bool final = !any_address && !any_temporary_dns && !hosts.empty() && !t.route &&
-               t.last_error.starts_with("4.4.4");
+  bool final = !any_address && !any_temporary_dns && !hosts.empty() && !t.route && t.last_error.starts_with("4.4.4");
   answer_all(t, final ? ipc::Status::permanent : ipc::Status::temporary,
              final ? "5.4.4 the mail servers of " + req.domain + " have no address in the DNS" : t.last_error, false);
   co_return t.result;
@@ -874,7 +872,9 @@ asio::awaitable<void> serve(Relay& r, stream_protocol::socket socket) {
   for (size_t i = 0; i < req->recipients.size() && i < result.status.size(); ++i)
     log::info("relayed", {{"id", req->queue_id},
                           {"to", req->recipients[i]},
-                          {"status", result.status[i] == 0 ? "sent" : result.status[i] == 1 ? "deferred" : "bounced"},
+                          {"status", result.status[i] == 0   ? "sent"
+                                     : result.status[i] == 1 ? "deferred"
+                                                             : "bounced"},
                           {"mta", result.remote_mta},
                           {"tls", result.tls},
                           {"reply", result.text[i]},
@@ -971,7 +971,8 @@ int run_relay_service(const ServiceStart& start) {
       std::shared_ptr<const Config> before = r.config;
       r.config = reload_config(r.config_path, r.config);
       r.tls_context = make_tls_context(*r.config);
-      if (r.config->dns.forwarders != before->dns.forwarders || r.config->dns.trust_anchor != before->dns.trust_anchor) {
+      if (r.config->dns.forwarders != before->dns.forwarders ||
+          r.config->dns.trust_anchor != before->dns.trust_anchor) {
         // Questions in flight on the old resolver end as temporary failures (retried).
         if (auto fresh = make_resolver(r, *r.config)) r.resolver = std::move(fresh);
       }

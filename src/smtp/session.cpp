@@ -1,9 +1,9 @@
 #include "smtp/session.h"
 
-#include "relay/client_protocol.h"
-
 #include <algorithm>
 #include <ctime>
+
+#include "relay/client_protocol.h"
 
 namespace tern::smtp {
 namespace {

@@ -164,9 +164,10 @@ trust_anchor = "none"
 
 TEST(Config, RelayProblemsNameTheFix) {
   auto base = std::string(good);
-  EXPECT_EQ(problems(base + "[relay]\ntls = \"always\"\n"),
-            std::vector<std::string>{
-                "t.toml:14: relay.tls: 'always' is not a TLS policy; write \"none\", \"may\", \"encrypt\" or \"verify\""});
+  EXPECT_EQ(
+      problems(base + "[relay]\ntls = \"always\"\n"),
+      std::vector<std::string>{
+          "t.toml:14: relay.tls: 'always' is not a TLS policy; write \"none\", \"may\", \"encrypt\" or \"verify\""});
   EXPECT_EQ(problems(base + "[[route]]\nhost = \"x.example\"\n"),
             std::vector<std::string>{
                 "t.toml:13: route.domain: missing; each [[route]] needs domain = \"example.com\" (or \"*\")"});

@@ -131,12 +131,13 @@ TEST(Envelope, DsnAndRouteLinesRoundTrip) {
   e.recipients[1].reported = true;
   e.recipients[1].relayed = true;
   std::string text = serialize(e);
-  EXPECT_EQ(text,
-            "tern-envelope 1\nid Q1\nreceived 1000\nclient [192.0.2.1]\nhelo client.example\nsender alice@example.test\n"
-            "envid env+id\nret headers\nbody 8bit\nhold\nkind bounce\n"
-            "rcpt pending 0 0 a@remote.example\nroute remote\nnotify 6\norcpt rfc822;A@remote.example\n"
-            "error 451 4.3.0 later\nmta mx [192.0.2.9]\n"
-            "rcpt delivered 0 0 b@remote.example\nreported\nrelayed\n");
+  EXPECT_EQ(
+      text,
+      "tern-envelope 1\nid Q1\nreceived 1000\nclient [192.0.2.1]\nhelo client.example\nsender alice@example.test\n"
+      "envid env+id\nret headers\nbody 8bit\nhold\nkind bounce\n"
+      "rcpt pending 0 0 a@remote.example\nroute remote\nnotify 6\norcpt rfc822;A@remote.example\n"
+      "error 451 4.3.0 later\nmta mx [192.0.2.9]\n"
+      "rcpt delivered 0 0 b@remote.example\nreported\nrelayed\n");
   auto back = parse_envelope(text);
   ASSERT_TRUE(back);
   EXPECT_EQ(serialize(*back), text);
