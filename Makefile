@@ -81,7 +81,8 @@ test: build-asan build-fuzz
 clean:
 	rm -rf build
 
-# Postfix for smtp_accept's smtp-source/smtp-sink and directory's peer lookups (postmap with the
+# Postfix for smtp_accept's and end_to_end's smtp-source/smtp-sink, end_to_end's private Postfix
+# instance, and directory's peer lookups (postmap with the
 # sqlite map type from postfix-sqlite; without it directory.sh compares with hash: files only).
 bench: build
 	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; export DEBIAN_FRONTEND=noninteractive; \
@@ -93,6 +94,8 @@ bench: build
 	@ninja -C build/release -j $(JOBS) bench_directory
 	@status=0; \
 	  TERN_BIN=$(CURDIR)/build/release/tern bench/smtp_accept.sh || status=$$?; \
+	  if [ "$$(id -u)" -eq 0 ]; then TERN_BIN=$(CURDIR)/build/release/tern bench/end_to_end.sh || status=$$?; \
+	  else echo "bench/end_to_end.sh skipped: it runs as root (it starts a private Postfix master)"; fi; \
 	  TERN_BIN=$(CURDIR)/build/release/tern BENCH_DIRECTORY_BIN=$(CURDIR)/build/release/bench_directory \
 	    bench/directory.sh || status=$$?; \
 	  exit $$status

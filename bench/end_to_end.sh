@@ -9,9 +9,13 @@
 #   bench/end_to_end.sh [MESSAGES] [SESSIONS] [SIZE_BYTES] [ROUNDS]
 # ROUNDS > 1 alternates tern and Postfix that many times on the same running servers and prints
 # every round and the median (the machine is shared: one round can be off by a lot).
+# BENCH_SETTLE=SECONDS waits that long before each measured phase: on ext4 without a journal,
+# file creation is slow for about a minute after many deletions nearby (an earlier run's
+# clean-up, say; docs/PERFORMANCE.md), so 120 gives steadier figures. Default 0.
 #
 # Same durability on both sides: tern answers 250 after its group commit made the message and
-# its envelope durable (syncfs), and delivers with fsync of the Maildir file and of new/.
+# its envelope durable (syncfs), and reports a delivery once the Maildir file and its new/ entry
+# are synced.
 # Postfix keeps its defaults: cleanup(8) fsyncs the queue file before smtpd answers 250, and
 # virtual(8) fsyncs the Maildir file before it reports success (Postfix does not fsync
 # directories). Same message size limit, same delivery concurrency (20), no DNS, no chroot.
@@ -25,6 +29,7 @@ tern=$(realpath "${TERN_BIN:-build/release/tern}")
 size_limit=26214400  # tern's default max_message_size; Postfix gets the same
 concurrency=20
 deadline_seconds=${BENCH_DEADLINE:-900}  # per delivery wait: a stuck server fails the run
+settle=${BENCH_SETTLE:-0}
 
 [ "$(id -u)" -eq 0 ] || { echo "end_to_end.sh runs as root (it starts a Postfix master)"; exit 1; }
 for cmd in smtp-source postfix postconf; do
@@ -48,17 +53,16 @@ cleanup() {
     wait "$master" 2>/dev/null || true
   fi
   if [ -n "$pf_conf" ]; then
+    pf_pid=$(tr -dc 0-9 < "$work/postfix/queue/pid/master.pid" 2>/dev/null || true)
     postfix -c "$pf_conf" stop >/dev/null 2>&1 || true
-    pid_file="$work/postfix/queue/pid/master.pid"
-    for _ in $(seq 100); do
-      [ -f "$pid_file" ] && kill -0 "$(tr -dc 0-9 < "$pid_file")" 2>/dev/null || break
-      sleep 0.1
-    done
-    [ -f "$pid_file" ] && kill -KILL "$(tr -dc 0-9 < "$pid_file")" 2>/dev/null || true
+    if [ -n "$pf_pid" ]; then
+      for _ in $(seq 100); do kill -0 "$pf_pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pf_pid" 2>/dev/null || true
+    fi
   fi
   if [ "$status" -ne 0 ]; then
     echo "end_to_end.sh failed (status $status); last lines of the logs:" >&2
-    tail -n 20 "$work/tern.log" "$work/postfix/maillog" 2>/dev/null >&2 || true
+    tail -n 20 "$work/tern.log" "$work/postfix/maillog" >&2 2>/dev/null || true
   fi
   rm -rf "$work"
   exit "$status"
@@ -179,6 +183,7 @@ wait_port "$pf_port"
 # One round against one server: prints "accept_seconds deliver_seconds".
 measure() {
   local port=$1 new=$2 before target start accepted delivered give_up
+  sleep "$settle"
   before=$(count_new "$new")
   target=$((before + messages))
   start=$(now)

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>  // renameat2
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,7 +71,15 @@ std::error_code SpareFiles::give(const std::filesystem::path& path) {
       if (disabled_ || names_.size() >= limit_ || !S_ISREG(st.st_mode) || st.st_size > spare_size_limit) break;
       name = "s" + std::to_string(next_++);
     }
-    if (::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, (dir_ / name).c_str(), RENAME_NOREPLACE) == 0) {
+    std::filesystem::path spare = dir_ / name;
+    if (::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, spare.c_str(), RENAME_NOREPLACE) == 0) {
+      // No new reader can open it by name now. One that opened it before (a delivery of a message
+      // the administrator deleted) holds a shared lock (Spool::open_message): the file must keep
+      // its content for it, so it is unlinked, not reused.
+      int fd = ::open(spare.c_str(), O_RDONLY | O_CLOEXEC);
+      bool unread = fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+      if (fd >= 0) ::close(fd);
+      if (!unread) return unlink_existing(spare);
       std::lock_guard lock(mutex_);
       names_.push_back(std::move(name));
       return {};
@@ -228,8 +237,8 @@ void Committer::process(std::vector<Request>& batch) {
   auto tmp = [&](const Group& g) { return env_dir_ / (g.id + ".tmp"); };
   auto msg = [&](const Group& g) { return msg_dir_ / g.id; };
 
-  // 1. Removes: the envelope first, so a msg/I without env/I is what a crash can leave (scan()
-  //    deletes it); the reverse (env/I without msg/I) is handled by scan() too.
+  // 1. Removes, not synced: a crash may keep both files (the message comes back: duplicates) or
+  //    either one, which scan() deletes (an env/I without msg/I is logged).
   for (Group& g : groups) {
     if (!g.remover) continue;
     std::error_code ec = unlink_existing(tmp(g));

@@ -37,7 +37,7 @@ namespace tern::queue {
 // Spare files (spool/free/) used in place of new ones. A finished message's msg/I and env/I are
 // moved here instead of unlinked, and a new msg/I or env/I.tmp is a spare moved into place and
 // overwritten from offset 0 (then cut to its size with ftruncate), so the spool allocates and
-// frees no inodes and few blocks in the steady state. Why: see docs/ARCHITECTURE.md, "Recycled
+// frees no inodes and few blocks in the steady state. Why: see docs/ARCHITECTURE.md, "Spare
 // files". Their content is garbage, never read. Thread-safe.
 class SpareFiles {
  public:

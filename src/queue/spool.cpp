@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -143,7 +144,22 @@ void Spool::drain() {
 
 Committer::Stats Spool::commit_stats() const { return committer_ ? committer_->stats() : Committer::Stats{}; }
 
-int Spool::open_message(const std::string& id) const { return ::open((msg_dir() / id).c_str(), O_RDONLY | O_CLOEXEC); }
+int Spool::open_message(const std::string& id) const {
+  std::filesystem::path path = msg_dir() / id;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  // A shared lock for as long as any process holds this open file (it goes to deliver or relay
+  // with the descriptor): the spool never recycles a file someone may still read
+  // (SpareFiles::give). If the name moved meanwhile, the message was removed.
+  struct stat held {
+  }, named{};
+  if (::flock(fd, LOCK_SH | LOCK_NB) != 0 || ::fstat(fd, &held) != 0 || ::stat(path.c_str(), &named) != 0 ||
+      held.st_ino != named.st_ino || held.st_dev != named.st_dev) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 std::vector<SpoolEnvelope> Spool::scan(std::vector<std::string>& problems) {
   std::vector<SpoolEnvelope> out;

@@ -4,7 +4,7 @@
 //   receiving  msg/I exists, env/I does not     -> removed by scan() at start (never acknowledged)
 //   committing msg/I, env/I.tmp                 -> removed by scan() (no 250 was given)
 //   queued     msg/I and env/I exist           -> commit() made both durable before the 250
-//   finished   env/I removed, then msg/I       -> scan() removes a msg/I left alone, and an env/I
+//   finished   env/I, then msg/I moved to free/ -> scan() removes a msg/I left alone, and an env/I
 //                                                 whose msg/I is gone
 // env/I is only ever created or replaced by rename from an env/I.tmp whose content was already
 // synced, so it is always whole, and it never exists before its msg/I is durable.
@@ -72,7 +72,9 @@ class Spool {
   void drain();
   Committer::Stats commit_stats() const;
 
-  int open_message(const std::string& id) const;  // read-only fd, or -1
+  // Read-only descriptor of msg/I, or -1. It carries a shared flock(2) for as long as any
+  // process holds it, so a removed message's file is never reused while someone may read it.
+  int open_message(const std::string& id) const;
 
   // Loads every queued envelope; removes leftovers of interrupted receptions and commits
   // (msg/I without env/I, env/I.tmp) and of finished messages (env/I whose msg/I is gone).

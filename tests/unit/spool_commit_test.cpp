@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/files.h"
 #include "deliver/maildir.h"
 #include "queue/spool.h"
 
@@ -329,6 +330,32 @@ TEST(SpoolCommit, FinishedMessagesFilesAreReusedAndHoldExactlyTheNewContent) {
   EXPECT_EQ(count_files(dir / "env"), 1u);
   EXPECT_EQ(count_files(dir / "free"), 1u);
 
+  fs::remove_all(dir);
+}
+
+TEST(SpoolCommit, AFileStillBeingReadIsNeverReused) {
+  fs::path dir = fresh_dir("held");
+  Spool spool(dir);
+  ASSERT_FALSE(spool.open());
+  Spool::Incoming in;
+  ASSERT_FALSE(spool.create(in));
+  ASSERT_FALSE(spool.append(in, "the original\n"));
+  ASSERT_FALSE(spool.commit(in, envelope_for(in.id, "a@example.test")));
+  int held = spool.open_message(in.id);  // as a delivery of it would, when it is deleted meanwhile
+  ASSERT_GE(held, 0);
+  std::promise<std::error_code> removed;
+  spool.remove(in.id, [&](std::error_code ec) { removed.set_value(ec); });
+  ASSERT_FALSE(removed.get_future().get());
+  EXPECT_EQ(count_files(dir / "free"), 1u) << "the envelope only";
+  EXPECT_EQ(spool.open_message(in.id), -1);
+  Spool::Incoming next;
+  ASSERT_FALSE(spool.create(next));
+  ASSERT_FALSE(spool.append(next, "another message\n"));
+  ASSERT_FALSE(spool.commit(next, envelope_for(next.id, "b@example.test")));
+  std::string content;
+  ASSERT_FALSE(tern::files::read_fd(held, content));
+  EXPECT_EQ(content, "the original\n");
+  ::close(held);
   fs::remove_all(dir);
 }
 
