@@ -10,6 +10,8 @@ packages=(
   postgresql-15 sqlite3             # PostgreSQL server for the directory backend tests
   libunbound-dev unbound ldnsutils dnsutils  # DNS resolver; the test DNS server (scripts/test-dns.sh)
   openssl swaks python3 python3-pytest procps passwd
+  python3-spf python3-yaml           # SPF conformance suites (rfc7208-tests.yml, rfc4408-tests.yml)
+  python3-dkim python3-nacl opendkim-tools  # DKIM vectors, dkimverify and opendkim-testmsg peers
 )
 missing=()
 for p in "${packages[@]}"; do

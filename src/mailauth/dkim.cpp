@@ -1,0 +1,2 @@
+// Placeholder: filled in by the dkim work.
+namespace tern::mailauth {}

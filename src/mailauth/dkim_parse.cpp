@@ -1,0 +1,2 @@
+// Placeholder: filled in by the dkim_parse work.
+namespace tern::mailauth {}

@@ -1,0 +1,2 @@
+// Placeholder: filled in by the spf_record work.
+namespace tern::mailauth {}

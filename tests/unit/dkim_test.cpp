@@ -1,0 +1,2 @@
+// Placeholder: filled in by the dkim work.
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// Placeholder: filled in by the spf work.
+#include <gtest/gtest.h>
