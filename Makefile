@@ -4,6 +4,9 @@
 SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
+# Every libFuzzer target (tests/fuzz/<name>_fuzz.cpp, corpus in tests/fuzz/corpus/<name>/);
+# CMakeLists.txt's fuzz foreach names the same list.
+FUZZ_TARGETS := smtp_command smtp_data maildirsize smtp_reply dns_rdata mta_sts
 PYTHON := /usr/bin/python3
 # The throw-away servers of the tests, started before them and stopped when the recipe's shell
 # exits: PostgreSQL (directory backend; connection string in TERN_TEST_POSTGRES) and unbound with
@@ -60,7 +63,7 @@ integration: build-asan
 # written back, so `make test` leaves the tree clean); `make fuzz FUZZ_SECONDS=600` runs longer
 # and keeps what it finds.
 fuzz-smoke: build-fuzz
-	@for t in smtp_command smtp_data maildirsize smtp_reply dns_rdata mta_sts; do \
+	@for t in $(FUZZ_TARGETS); do \
 	  work=$$(mktemp -d); cp tests/fuzz/corpus/$$t/* $$work/ 2>/dev/null || true; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
 	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$work 2>&1 | grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' ; \
@@ -68,7 +71,7 @@ fuzz-smoke: build-fuzz
 	done
 
 fuzz: build-fuzz
-	@for t in smtp_command smtp_data maildirsize smtp_reply dns_rdata mta_sts; do \
+	@for t in $(FUZZ_TARGETS); do \
 	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/$$t || exit 1; \
 	done
 
