@@ -202,10 +202,25 @@ measure() {
   echo "$accepted $start $delivered" | awk '{ printf "%.3f %.3f\n", $1 - $2, $3 - $2 }'
 }
 
+# CPU time (user + system, in clock ticks) of the tern master and each service process, as
+# "user ticks" lines (each service runs as its own user; the master as root): the difference over
+# the tern rounds says where a message's CPU goes.
+tern_cpu() {
+  local pid
+  for pid in "$master" $(pgrep -P "$master"); do
+    [ -r "/proc/$pid/stat" ] || continue
+    # comm may hold spaces: the fields after the closing parenthesis start at field 3 (state).
+    sed -e 's/^.*) //' "/proc/$pid/stat" | awk -v name="$(stat -c %U "/proc/$pid")" '{ print name, $12 + $13 }'
+  done
+}
+
 results="$work/results"
 : > "$results"
+: > "$work/cpu"
 for round in $(seq "$rounds"); do
+  tern_cpu > "$work/cpu.before"
   measure "$tern_port" "$tern_new" > "$work/round"
+  tern_cpu | join <(sort "$work/cpu.before") <(sort -) | awk '{ print $1, $3 - $2 }' >> "$work/cpu"
   read -r t_acc t_del < "$work/round"
   sleep 1
   measure "$pf_port" "$pf_new" > "$work/round"
@@ -214,8 +229,8 @@ for round in $(seq "$rounds"); do
   sleep 1
 done
 
-/usr/bin/python3 - "$messages" "$sessions" "$size" "$results" <<'PY'
-import statistics, sys
+/usr/bin/python3 - "$messages" "$sessions" "$size" "$results" "$work/cpu" "$(getconf CLK_TCK)" <<'PY'
+import collections, statistics, sys
 n, s, size = map(int, sys.argv[1:4])
 rows = [list(map(float, line.split()[1:])) for line in open(sys.argv[4]) if line.strip()]
 print(f"messages={n} sessions={s} size={size}B rounds={len(rows)}")
@@ -229,4 +244,11 @@ label = "median" if len(rows) > 1 else "result"
 print(f"{label}: tern accepted {rate(ta):.0f} msg/s, delivered end to end {rate(td):.0f} msg/s")
 print(f"{label}: postfix accepted {rate(pa):.0f} msg/s, delivered end to end {rate(pd):.0f} msg/s")
 print(f"{label}: tern/postfix accepted {pa / ta:.2f}x, end to end {pd / td:.2f}x")
+ticks = collections.Counter()
+for line in open(sys.argv[5]):
+    name, t = line.split()
+    ticks[name] += int(t)
+per_message_ms = {k: v * 1000 / int(sys.argv[6]) / (n * len(rows)) for k, v in ticks.items()}
+print("tern CPU per message by process: " + ", ".join(f"{k} {v:.3f} ms" for k, v in sorted(per_message_ms.items()))
+      + f"; total {sum(per_message_ms.values()):.3f} ms")
 PY

@@ -33,6 +33,9 @@ struct Deliverer {
   std::shared_ptr<const Config> config;
   std::string config_path;
   bool stopping = false;
+  // Group commit: the Maildir writes of every delivery in flight share their syncs. Created
+  // after `io` and destroyed before it (its destructor posts the last completions there).
+  std::unique_ptr<deliver::MaildirWriter> writer;
 };
 
 int64_t unix_now() {
@@ -44,39 +47,62 @@ struct Step {
   std::string text;
 };
 
-Step deliver_mailbox(const Config& cfg, const ipc::DeliverRequest& req, int fd, const std::string& address,
-                     const std::string& maildir, deliver::Quota quota) {
+// One Maildir write through the group-committing writer; resumes on the service's event loop.
+asio::awaitable<deliver::DeliveryResult> write_maildir(Deliverer& d, const std::string& maildir, int fd,
+                                                       const std::string& sender, const std::string& address,
+                                                       const std::string& host) {
+  // Tracked: the event loop keeps running while a write is on the writer thread.
+  asio::any_io_executor executor = asio::prefer(d.io.get_executor(), asio::execution::outstanding_work.tracked);
+  auto initiate = [&](auto handler) {
+    // std::function needs a copyable callback; the coroutine's handler is move-only.
+    auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+    d.writer->deliver(maildir, fd, sender, address, host, [shared, executor](deliver::DeliveryResult r) {
+      asio::post(executor, [shared, r = std::move(r)]() mutable { (*shared)(std::move(r)); });
+    });
+  };
+  deliver::DeliveryResult result =
+      co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(deliver::DeliveryResult)>(initiate,
+                                                                                                   asio::use_awaitable);
+  co_return result;
+}
+
+// Checks the Maildir++ quota, then writes. Deliveries to one Maildir that are in flight at the
+// same time each pass the check before any is counted, so a mailbox can end over its quota by
+// the messages of one group-commit batch (as with Dovecot's and vpopmail's soft quotas).
+asio::awaitable<Step> deliver_mailbox(Deliverer& d, const Config& cfg, const ipc::DeliverRequest& req, int fd,
+                                      const std::string& address, const std::string& maildir, deliver::Quota quota) {
   struct stat st {};
   uint64_t size = ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   size += deliver::delivery_prefix(req.sender, address).size();
   if (!quota.unlimited()) {
     deliver::Usage usage;
     if (auto ec = deliver::current_usage(maildir, quota, usage, size))
-      return {ipc::Status::temporary, "4.3.0 cannot read the quota of " + maildir + ": " + ec.message()};
+      co_return Step{ipc::Status::temporary, "4.3.0 cannot read the quota of " + maildir + ": " + ec.message()};
     if (deliver::would_exceed(quota, usage, size)) {
       int64_t waited = unix_now() - static_cast<int64_t>(req.received);
       std::string what = "mailbox of " + address + " is full (" + std::to_string(usage.bytes) + " of " +
                          std::to_string(quota.bytes) + " bytes, " + std::to_string(usage.messages) + " of " +
                          std::to_string(quota.messages) + " messages; 0 = no limit)";
       if (waited < static_cast<int64_t>(cfg.delivery.over_quota_grace))
-        return {ipc::Status::temporary, "4.2.2 " + what};
-      return {ipc::Status::permanent, "5.2.2 " + what + "; gave up after " + std::to_string(waited) + " seconds"};
+        co_return Step{ipc::Status::temporary, "4.2.2 " + what};
+      co_return Step{ipc::Status::permanent,
+                     "5.2.2 " + what + "; gave up after " + std::to_string(waited) + " seconds"};
     }
   }
-  auto r = deliver::deliver_to_maildir(maildir, fd, req.sender, address, cfg.hostname);
+  deliver::DeliveryResult r = co_await write_maildir(d, maildir, fd, req.sender, address, cfg.hostname);
   switch (r.outcome) {
     case deliver::Outcome::delivered:
       if (auto ec = deliver::record_delivery(maildir, quota, size))
         log::warn("cannot update maildirsize; it will be recounted", {{"maildir", maildir}, {"error", ec.message()}});
       log::info("delivered to maildir", {{"id", req.queue_id}, {"to", address}, {"file", r.path}});
-      return {ipc::Status::ok, r.path};
+      co_return Step{ipc::Status::ok, r.path};
     case deliver::Outcome::permanent:
-      return {ipc::Status::permanent, r.detail};
+      co_return Step{ipc::Status::permanent, r.detail};
     case deliver::Outcome::temporary:
       break;
   }
   log::warn("maildir delivery failed", {{"id", req.queue_id}, {"to", address}, {"error", r.detail}});
-  return {ipc::Status::temporary, r.detail};
+  co_return Step{ipc::Status::temporary, r.detail};
 }
 
 // Remote forwards go back through the queue as a new message, with a Delivered-To line for
@@ -160,7 +186,9 @@ asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest re
     }
     deliver::Quota quota{i < answer->quota_bytes.size() ? answer->quota_bytes[i] : 0,
                          i < answer->quota_messages.size() ? answer->quota_messages[i] : 0};
-    steps.push_back({key, deliver_mailbox(*cfg, req, fd, answer->mailbox_addresses[i], key, quota)});
+    const std::string& address = answer->mailbox_addresses[i];
+    Step written = co_await deliver_mailbox(d, *cfg, req, fd, address, key, quota);
+    steps.push_back({key, std::move(written)});
   }
   if (!answer->remote.empty()) {
     std::string key = "forward";
@@ -217,6 +245,7 @@ asio::awaitable<void> serve(Deliverer& d, stream_protocol::socket socket) {
 
 int run_deliver_service(const ServiceStart& start) {
   Deliverer d;
+  d.writer = std::make_unique<deliver::MaildirWriter>();
   d.config = start.config;
   d.config_path = start.config_path;
   stream_protocol::acceptor acceptor(d.io);
@@ -245,6 +274,9 @@ int run_deliver_service(const ServiceStart& start) {
   unblock_reload_signal();
   while (!d.stopping) d.io.run_one();
   signals.cancel();
+  d.io.run();
+  d.writer.reset();  // finishes what is queued; its completions run below
+  d.io.restart();
   d.io.run();
   log::info("stopped");
   return exit_ok;

@@ -34,13 +34,19 @@ int64_t unix_now() {
 }
 
 struct Message {
+  explicit Message(queue::SpoolEnvelope e) : envelope(std::move(e)), in_flight(envelope.recipients.size(), false) {}
   queue::SpoolEnvelope envelope;
   std::vector<bool> in_flight;  // per recipient
+  // In which waiting lines of the Queue it is listed (each line lists a message once).
+  bool waiting_local = false;
+  bool waiting_remote = false;
+  std::set<std::string> waiting_domains;
 };
 
-// Which messages have work that may be due: `ready` is served round robin by schedule();
-// `wakeups` holds retry times, moved to `ready` when they come. A message may be listed more
-// than once; schedule() skips repeats.
+// Which messages have work that may be due. `ready`: to be examined (new, woken, just attempted,
+// released); `wakeups`: retry times, moved to `ready` when they come; the waiting lines: messages
+// with due recipients for which a concurrency limit had no room, served first and in order
+// (round robin) when room appears. A message may be in several; stale entries are harmless.
 
 struct Queue {
   explicit Queue(std::filesystem::path dir) : spool(std::move(dir)), tick(io) {}
@@ -52,6 +58,9 @@ struct Queue {
   asio::steady_timer tick;
   std::deque<std::string> ready;
   std::multimap<int64_t, std::string> wakeups;
+  std::deque<std::string> waiting_local;                          // concurrency_local was reached
+  std::deque<std::string> waiting_remote;                         // concurrency_remote was reached
+  std::map<std::string, std::deque<std::string>> waiting_domain;  // concurrency_per_domain
   std::set<std::string> unsettled;  // finished messages whose report could not be queued yet
   uint64_t ticks = 0;
   size_t active_local = 0;   // deliveries in progress
@@ -185,7 +194,7 @@ asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
     co_return;
   }
   log::info("queued", {{"id", in.id}, {"from", env.sender}, {"recipients", env.recipients.size()}});
-  q.messages[in.id] = Message{env, std::vector<bool>(env.recipients.size(), false)};
+  q.messages.insert_or_assign(in.id, Message(env));
   q.ready.push_back(in.id);
   std::string done = ipc::encode(ipc::SubmitResult{ipc::Status::ok, in.id, "250 2.0.0 queued"});
   co_await smtp.write(done);
@@ -295,7 +304,7 @@ bool queue_report(Queue& q, const std::string& id, queue::PendingReport& p) {
     return false;
   }
   log::info("report queued", {{"id", in.id}, {"about", id}, {"to", p.to}, {"recipients", p.recipients.size()}});
-  q.messages[in.id] = Message{env, std::vector<bool>(1, false)};
+  q.messages.insert_or_assign(in.id, Message(env));
   q.ready.push_back(in.id);
   return true;
 }
@@ -438,10 +447,85 @@ void warn_delays(Queue& q) {
   }
 }
 
-// Starts what may start now: local deliveries up to concurrency_local; relay transactions (one
-// per message and destination domain, up to relay.max_recipients recipients) up to
-// concurrency_remote in all and concurrency_per_domain per domain. Messages are served round
-// robin from `ready`, so one message or one domain cannot hold the others back beyond its limits.
+// Starts what may start now for one message: its due local recipients while local slots are
+// free, and relay transactions (one per destination domain, up to relay.max_recipients
+// recipients each) while the remote and per-domain limits allow. What cannot start for want of a
+// slot waits in the line of that limit; a future attempt becomes a wakeup.
+void examine(Queue& q, const std::string& id, int64_t now) {
+  auto it = q.messages.find(id);
+  if (it == q.messages.end() || it->second.envelope.held) return;
+  Message& m = it->second;
+  const Config& cfg = *q.config;
+  int64_t later = 0;  // the earliest future attempt
+  bool local_waits = false;
+  bool classifying = false;                           // a recipient is at deliver to learn whether it is local
+  std::map<std::string, std::vector<size_t>> remote;  // due remote recipients by domain
+  for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
+    const queue::SpoolRecipient& r = m.envelope.recipients[i];
+    if (m.in_flight[i]) {
+      classifying = classifying || r.route == queue::Route::unknown;
+      continue;
+    }
+    if (r.state != queue::RecipientState::pending) continue;
+    if (r.next_attempt > now) {
+      later = later == 0 ? r.next_attempt : std::min(later, r.next_attempt);
+      continue;
+    }
+    if (r.route == queue::Route::remote) {
+      remote[queue::domain_of(r.address)].push_back(i);
+      continue;
+    }
+    if (q.active_local >= cfg.queue.concurrency_local) {
+      local_waits = true;
+      continue;
+    }
+    m.in_flight[i] = true;
+    classifying = classifying || r.route == queue::Route::unknown;
+    ++q.active_local;
+    asio::co_spawn(q.io, deliver_one(q, id, i), asio::detached);
+  }
+  if (local_waits && !m.waiting_local) {
+    m.waiting_local = true;
+    q.waiting_local.push_back(id);
+  }
+  // Recipients still being classified may turn out to be remote in the same domain: wait for
+  // them (deliver_one puts the message back in `ready`), so one transaction carries them all.
+  if (classifying) remote.clear();
+  for (auto& [domain, indexes] : remote) {
+    for (size_t start = 0; start < indexes.size(); start += cfg.relay.max_recipients) {
+      if (q.active_remote >= cfg.queue.concurrency_remote) {
+        if (!m.waiting_remote) {
+          m.waiting_remote = true;
+          q.waiting_remote.push_back(id);
+        }
+        break;
+      }
+      auto active = q.active_by_domain.find(domain);
+      if (active != q.active_by_domain.end() && active->second >= cfg.queue.concurrency_per_domain) {
+        if (m.waiting_domains.insert(domain).second) q.waiting_domain[domain].push_back(id);
+        break;
+      }
+      size_t end = std::min<size_t>(indexes.size(), start + cfg.relay.max_recipients);
+      std::vector<size_t> batch(indexes.begin() + static_cast<std::ptrdiff_t>(start),
+                                indexes.begin() + static_cast<std::ptrdiff_t>(end));
+      for (size_t i : batch) m.in_flight[i] = true;
+      ++q.active_remote;
+      ++q.active_by_domain[domain];
+      asio::co_spawn(q.io, relay_one(q, id, std::move(batch), domain), asio::detached);
+    }
+  }
+  if (later) q.wakeups.emplace(later, id);
+}
+
+size_t active_for(const Queue& q, const std::string& domain) {
+  auto it = q.active_by_domain.find(domain);
+  return it == q.active_by_domain.end() ? 0 : it->second;
+}
+
+// Starts what may start now. The lines of messages waiting for a slot go first (their work was
+// due before anything in `ready`), each only while its limit has room, so a backlog of thousands
+// of messages costs nothing per completed delivery beyond the messages that can start: the cost
+// of a call is the number of messages examined, never the size of the queue.
 void schedule(Queue& q) {
   if (q.stopping) return;
   const Config& cfg = *q.config;
@@ -450,63 +534,39 @@ void schedule(Queue& q) {
     q.ready.push_back(q.wakeups.begin()->second);
     q.wakeups.erase(q.wakeups.begin());
   }
-  size_t rounds = q.ready.size();
-  std::set<std::string> seen;
-  for (size_t n = 0; n < rounds && !q.ready.empty(); ++n) {
-    std::string id = std::move(q.ready.front());
-    q.ready.pop_front();
-    if (!seen.insert(id).second) continue;  // listed twice
+  auto message = [&q](const std::string& id) -> Message* {
     auto it = q.messages.find(id);
-    if (it == q.messages.end() || it->second.envelope.held) continue;
-    Message& m = it->second;
-    bool blocked = false;
-    int64_t later = 0;  // the earliest future attempt: a wakeup brings the message back then
-    std::map<std::string, std::vector<size_t>> remote;  // due remote recipients by domain
-    for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
-      const queue::SpoolRecipient& r = m.envelope.recipients[i];
-      if (m.in_flight[i] || r.state != queue::RecipientState::pending) continue;
-      if (r.next_attempt > now) {
-        later = later == 0 ? r.next_attempt : std::min(later, r.next_attempt);
-        continue;
-      }
-      if (r.route == queue::Route::remote) {
-        remote[queue::domain_of(r.address)].push_back(i);
-        continue;
-      }
-      if (q.active_local >= cfg.queue.concurrency_local) {
-        blocked = true;
-        continue;
-      }
-      m.in_flight[i] = true;
-      ++q.active_local;
-      asio::co_spawn(q.io, deliver_one(q, id, i), asio::detached);
-    }
-    // Recipients still being classified (route unknown, at deliver) may turn out to be remote in
-    // the same domain: wait for them, so one transaction carries them all.
-    bool classifying = false;
-    for (size_t i = 0; i < m.envelope.recipients.size(); ++i)
-      classifying = classifying || (m.in_flight[i] && m.envelope.recipients[i].route == queue::Route::unknown);
-    if (classifying) remote.clear();
-    for (auto& [domain, indexes] : remote) {
-      for (size_t start = 0; start < indexes.size(); start += cfg.relay.max_recipients) {
-        if (q.active_remote >= cfg.queue.concurrency_remote ||
-            q.active_by_domain[domain] >= cfg.queue.concurrency_per_domain) {
-          blocked = true;
-          break;
-        }
-        size_t end = std::min<size_t>(indexes.size(), start + cfg.relay.max_recipients);
-        std::vector<size_t> batch(indexes.begin() + static_cast<std::ptrdiff_t>(start),
-                                  indexes.begin() + static_cast<std::ptrdiff_t>(end));
-        for (size_t i : batch) m.in_flight[i] = true;
-        ++q.active_remote;
-        ++q.active_by_domain[domain];
-        asio::co_spawn(q.io, relay_one(q, id, std::move(batch), domain), asio::detached);
-      }
-      if (q.active_by_domain[domain] == 0) q.active_by_domain.erase(domain);
-    }
-    if (blocked) q.ready.push_back(id);  // back of the line: the others get their turn first
-    if (later) q.wakeups.emplace(later, id);
+    return it == q.messages.end() ? nullptr : &it->second;
+  };
+  while (q.active_local < cfg.queue.concurrency_local && !q.waiting_local.empty()) {
+    std::string id = std::move(q.waiting_local.front());
+    q.waiting_local.pop_front();
+    if (Message* m = message(id)) m->waiting_local = false;
+    examine(q, id, now);
   }
+  while (q.active_remote < cfg.queue.concurrency_remote && !q.waiting_remote.empty()) {
+    std::string id = std::move(q.waiting_remote.front());
+    q.waiting_remote.pop_front();
+    if (Message* m = message(id)) m->waiting_remote = false;
+    examine(q, id, now);
+  }
+  for (auto line = q.waiting_domain.begin(); line != q.waiting_domain.end();) {
+    const std::string& domain = line->first;
+    // examine() may put a message back at the end of this line: look at each one once.
+    for (size_t n = line->second.size(); n > 0 && !line->second.empty(); --n) {
+      if (q.active_remote >= cfg.queue.concurrency_remote || active_for(q, domain) >= cfg.queue.concurrency_per_domain)
+        break;
+      std::string id = std::move(line->second.front());
+      line->second.pop_front();
+      if (Message* m = message(id)) m->waiting_domains.erase(domain);
+      examine(q, id, now);
+    }
+    line = line->second.empty() ? q.waiting_domain.erase(line) : std::next(line);
+  }
+  // A message may be listed more than once; examine() starts nothing twice.
+  std::deque<std::string> ready;
+  ready.swap(q.ready);
+  for (const std::string& id : ready) examine(q, id, now);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -670,9 +730,8 @@ int run_queue_service(const ServiceStart& start) {
   }
   std::vector<std::string> problems;
   for (auto& env : q.spool.scan(problems)) {
-    size_t n = env.recipients.size();
     std::string id = env.id;
-    q.messages[id] = Message{std::move(env), std::vector<bool>(n, false)};
+    q.messages.insert_or_assign(id, Message(std::move(env)));
     q.ready.push_back(id);
   }
   for (const auto& p : problems) log::error("spool problem", {{"detail", p}});
