@@ -5,6 +5,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
 #include <cstring>
 
 namespace tern::ipc {
@@ -89,6 +90,28 @@ asio::awaitable<std::optional<UnixSocket>> connect(asio::any_io_executor ex, con
       co_await socket.async_connect(asio::local::stream_protocol::endpoint(path), asio::as_tuple(asio::use_awaitable));
   if (ec) co_return std::nullopt;
   co_return std::optional<UnixSocket>(std::move(socket));
+}
+
+asio::awaitable<std::unique_ptr<Channel>> ChannelPool::take(bool& reused) {
+  while (!idle_.empty()) {
+    std::unique_ptr<Channel> channel = std::move(idle_.back());
+    idle_.pop_back();
+    // An idle connection has nothing to read unless its peer closed it (or broke protocol).
+    char byte;
+    ssize_t n = ::recv(channel->socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      reused = true;
+      co_return channel;
+    }
+  }
+  reused = false;
+  auto socket = co_await connect(executor_, path_);
+  if (!socket) co_return nullptr;
+  co_return std::make_unique<Channel>(std::move(*socket));
+}
+
+void ChannelPool::give(std::unique_ptr<Channel> channel) {
+  if (idle_.size() < keep_) idle_.push_back(std::move(channel));
 }
 
 }  // namespace tern::ipc

@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -81,5 +82,51 @@ boost::asio::awaitable<std::optional<Reply>> request(boost::asio::any_io_executo
   if (!co_await channel.write(frame)) co_return std::nullopt;
   co_return co_await channel.read_message<Reply>();
 }
+
+// Connections to one service kept open between requests, one request at a time on each, so a
+// busy caller pays a connect and an accept per connection, not per request. Used where the
+// service answers many requests on one connection (deliver, directory). Not thread-safe: use
+// it from the thread of its executor.
+class ChannelPool {
+ public:
+  // `keep`: at most this many idle connections are kept; more are closed when given back.
+  ChannelPool(boost::asio::any_io_executor executor, std::string path, size_t keep)
+      : executor_(std::move(executor)), path_(std::move(path)), keep_(keep) {}
+
+  // A kept connection (`reused` set) whose peer has not closed it, or a new one; nullptr when
+  // the service cannot be reached.
+  boost::asio::awaitable<std::unique_ptr<Channel>> take(bool& reused);
+  // Back for the next request, after a complete request and reply; a connection in any other
+  // state must be dropped instead.
+  void give(std::unique_ptr<Channel> channel);
+
+  // One request (with `fd` attached when >= 0) and its reply. When a kept connection fails, the
+  // service may have restarted since it was opened: the request goes once more on a new
+  // connection. A request the service took but did not answer may so be made twice; callers
+  // already treat "no answer" as "try again later", which allows the same.
+  template <typename Reply, typename Request>
+  boost::asio::awaitable<std::optional<Reply>> request(const Request& message, int fd = -1) {
+    std::string frame = encode(message);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool reused = false;
+      std::unique_ptr<Channel> channel = co_await take(reused);
+      if (!channel) co_return std::nullopt;
+      std::optional<Reply> reply;
+      if (co_await channel->write(frame, fd)) reply = co_await channel->read_message<Reply>();
+      if (reply) {
+        give(std::move(channel));
+        co_return reply;
+      }
+      if (!reused) break;
+    }
+    co_return std::nullopt;
+  }
+
+ private:
+  boost::asio::any_io_executor executor_;
+  std::string path_;
+  size_t keep_;
+  std::vector<std::unique_ptr<Channel>> idle_;
+};
 
 }  // namespace tern::ipc

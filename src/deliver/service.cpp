@@ -36,6 +36,7 @@ struct Deliverer {
   // Group commit: the Maildir writes of every delivery in flight share their syncs. Created
   // after `io` and destroyed before it (its destructor posts the last completions there).
   std::unique_ptr<deliver::MaildirWriter> writer;
+  std::unique_ptr<ipc::ChannelPool> directory;  // connections to directory.sock, kept open
 };
 
 int64_t unix_now() {
@@ -152,10 +153,8 @@ asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& re
 asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest req, int fd) {
   std::shared_ptr<const Config> cfg = d.config;  // a SIGHUP may replace d.config meanwhile
   if (fd < 0) co_return ipc::DeliverResult{ipc::Status::temporary, "no message descriptor came with the request", {}};
-  std::string path = (cfg->run_dir() / "directory.sock").string();
   ipc::ResolveRequest question{req.recipient};
-  asio::any_io_executor executor = d.io.get_executor();
-  auto answer = co_await ipc::request<ipc::ResolveResult>(executor, path, std::move(question));
+  auto answer = co_await d.directory->request<ipc::ResolveResult>(question);
   if (!answer || answer->status != ipc::Status::ok)
     co_return ipc::DeliverResult{
         ipc::Status::temporary, "4.3.0 directory unavailable: " + (answer ? answer->detail : "no answer"), {}};
@@ -248,6 +247,8 @@ int run_deliver_service(const ServiceStart& start) {
   d.writer = std::make_unique<deliver::MaildirWriter>();
   d.config = start.config;
   d.config_path = start.config_path;
+  d.directory =
+      std::make_unique<ipc::ChannelPool>(d.io.get_executor(), (d.config->run_dir() / "directory.sock").string(), 64);
   stream_protocol::acceptor acceptor(d.io);
   boost::system::error_code ec;
   acceptor.assign(stream_protocol(), start.listen_fds.at(0), ec);

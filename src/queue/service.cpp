@@ -66,7 +66,8 @@ struct Queue {
   size_t active_local = 0;   // deliveries in progress
   size_t active_remote = 0;  // relay transactions in progress
   std::map<std::string, size_t> active_by_domain;
-  size_t receiving = 0;  // submissions in progress
+  size_t receiving = 0;                       // submissions in progress
+  std::unique_ptr<ipc::ChannelPool> deliver;  // connections to deliver.sock, kept open
   bool stopping = false;
 };
 
@@ -350,12 +351,9 @@ asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
   int fd = q.spool.open_message(id);
   if (fd < 0) {
     result = {ipc::Status::permanent, "5.3.0 spool file " + id + " is missing", {}};
-  } else if (auto socket =
-                 co_await ipc::connect(q.io.get_executor(), (q.config->run_dir() / "deliver.sock").string())) {
-    ipc::Channel deliver(std::move(*socket));
-    std::string request = ipc::encode(ipc::DeliverRequest{id, sender, recipient, received, skip});
-    if (co_await deliver.write(request, fd))
-      if (auto r = co_await deliver.read_message<ipc::DeliverResult>()) result = *r;
+  } else {
+    ipc::DeliverRequest request{id, sender, recipient, received, skip};
+    if (auto r = co_await q.deliver->request<ipc::DeliverResult>(request, fd)) result = std::move(*r);
   }
   if (fd >= 0) ::close(fd);
   --q.active_local;
@@ -723,6 +721,8 @@ void start_tick(Queue& q) {
 int run_queue_service(const ServiceStart& start) {
   Queue q(start.config->spool_dir());
   q.config = start.config;
+  q.deliver =
+      std::make_unique<ipc::ChannelPool>(q.io.get_executor(), (q.config->run_dir() / "deliver.sock").string(), 256);
   q.config_path = start.config_path;
   if (auto ec = q.spool.open()) {
     log::error("cannot open the spool", {{"dir", q.spool.dir().string()}, {"error", ec.message()}});

@@ -38,6 +38,31 @@ def assert_delivered_once(server, queue_id: str) -> None:
     assert server.log_count(rf" queue info delivered id={re.escape(queue_id)} ") == 1
 
 
+@pytest.mark.parametrize("victim, ready_line", [("deliver", " deliver info started"),
+                                                ("directory", " directory info account database open")],
+                         ids=["deliver", "directory"])
+def test_kept_connections_survive_a_restart(tern, victim, ready_line):
+    """The queue keeps its connections to deliver, and deliver its connections to the directory,
+    open between requests. After the far end is killed and restarted, the next message is
+    delivered on its first attempt (the dead kept connection is replaced, not reported as a
+    deferral), exactly once."""
+    first = send_message(tern.port, "bob@example.org", ["alice@example.test"], "Subject: one\r\n\r\none\r\n")
+    tern.wait_messages("alice", 1)
+    tern.wait_spool_empty()
+    old = tern.child_pid(victim)
+    ready_before = tern.log_count(ready_line)
+    os.kill(old, signal.SIGKILL)
+    tern.wait_child_pid(victim, not_pid=old)
+    tern.wait_log(ready_line, ready_before + 1)
+    second = send_message(tern.port, "bob@example.org", ["alice@example.test"], "Subject: two\r\n\r\ntwo\r\n")
+    tern.wait_messages("alice", 2)
+    tern.wait_spool_empty()
+    for queue_id in (first, second):
+        assert tern.log_count(rf" queue info delivered id={re.escape(queue_id)} .*attempts=1\b") == 1
+        assert tern.log_count(rf" deliver info delivered to maildir id={re.escape(queue_id)} ") == 1
+    assert tern.log_count(r" queue warn delivery deferred") == 0
+
+
 def test_master_pid_is_logged(tern):
     assert tern.log_count(rf" master info tern started .*\bpid={tern.master_pid}$") == 1
     pids = {name: tern.child_pid(name) for name in SERVICES}
