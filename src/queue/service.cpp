@@ -127,27 +127,22 @@ bool valid_submission(const ipc::SubmitBegin& b) {
   return valid;
 }
 
-asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
-  if (!allowed_submitter(*q.config, socket.native_handle())) {
-    log::warn("refused a submission from an unexpected user");
-    co_return;
-  }
-  ipc::Channel smtp(std::move(socket));
+// One submission on the connection: true when it ended with a SubmitResult, so the connection
+// can carry the next one; false when the peer left, broke off the message or cannot be answered.
+asio::awaitable<bool> receive_one(Queue& q, ipc::Channel& smtp) {
   auto begin = co_await smtp.read_message<ipc::SubmitBegin>();
-  if (!begin) co_return;
+  if (!begin) co_return false;
   bool valid = valid_submission(*begin);
   if (!valid || q.stopping) {
     std::string why = q.stopping ? "421 4.3.2 Queue shutting down" : "554 5.5.0 Invalid envelope";
     std::string frame = ipc::encode(ipc::SubmitResult{ipc::Status::permanent, "", why});
-    co_await smtp.write(frame);
-    co_return;
+    co_return co_await smtp.write(frame);
   }
   queue::Spool::Incoming in;
   if (auto ec = q.spool.create(in)) {
     log::error("cannot create spool file", {{"error", ec.message()}});
     std::string frame = ipc::encode(ipc::SubmitResult{ipc::Status::temporary, "", temporary_reply(ec)});
-    co_await smtp.write(frame);
-    co_return;
+    co_return co_await smtp.write(frame);
   }
   ++q.receiving;
   std::error_code write_error;
@@ -166,7 +161,7 @@ asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
   if (!ended) {  // the client left or the session refused the message: it was never acknowledged
     q.spool.abort(in);
     --q.receiving;
-    co_return;
+    co_return false;
   }
   queue::SpoolEnvelope env = envelope_for(*begin, in.id);
   std::error_code ec = write_error;
@@ -191,15 +186,26 @@ asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
   if (ec) {
     log::error("cannot commit message", {{"id", in.id}, {"error", ec.message()}});
     std::string frame = ipc::encode(ipc::SubmitResult{ipc::Status::temporary, in.id, temporary_reply(ec)});
-    co_await smtp.write(frame);
-    co_return;
+    co_return co_await smtp.write(frame);
   }
   log::info("queued", {{"id", in.id}, {"from", env.sender}, {"recipients", env.recipients.size()}});
   q.messages.insert_or_assign(in.id, Message(env));
   q.ready.push_back(in.id);
   std::string done = ipc::encode(ipc::SubmitResult{ipc::Status::ok, in.id, "250 2.0.0 queued"});
-  co_await smtp.write(done);
   schedule(q);
+  co_return co_await smtp.write(done);
+}
+
+// A submitter's connection: the smtp service keeps its connections open and sends one message
+// after another on each.
+asio::awaitable<void> receive(Queue& q, stream_protocol::socket socket) {
+  if (!allowed_submitter(*q.config, socket.native_handle())) {
+    log::warn("refused a submission from an unexpected user");
+    co_return;
+  }
+  ipc::Channel smtp(std::move(socket));
+  while (co_await receive_one(q, smtp)) {
+  }
 }
 
 // How one attempt for one recipient ended, from whichever service made it.

@@ -41,6 +41,9 @@ struct Server {
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::set<std::shared_ptr<Connection>> connections;
   bool stopping = false;
+  // Kept connections: RCPT lookups to directory.sock, submissions to queue.sock.
+  std::unique_ptr<ipc::ChannelPool> directory;
+  std::unique_ptr<ipc::ChannelPool> queue;
 };
 
 enum class ReadStatus { ok, closed, timeout, shutdown };
@@ -85,12 +88,11 @@ smtp::Reply reply_from_queue(const ipc::SubmitResult& r) {
 // RCPT: the directory service decides (users, aliases, extensions, catch-alls, role addresses).
 // relay_client: the client's address is in smtp.relay_networks, so mail for other domains
 // (and for address literals) is accepted and relayed.
-asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, const Config& cfg, smtp::Address address,
+asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, smtp::Address address,
                                                          const std::string& client, bool relay_client) {
   using V = smtp::RecipientVerdict;
   if (address.domain.starts_with("["))  // no address literals for hosted mail
     co_return relay_client ? V::accept : V::relay_denied;
-  std::string path = (cfg.run_dir() / "directory.sock").string();
   std::string domain = address.domain;
   if (address.has_utf8()) {  // SMTPUTF8: hosted domains are stored in their A-label form
     std::string error;
@@ -99,8 +101,7 @@ asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, const C
     domain = *ascii;
   }
   ipc::ResolveRequest request{address.local + "@" + domain};
-  boost::asio::any_io_executor executor = server.io.get_executor();
-  auto reply = co_await ipc::request<ipc::ResolveResult>(executor, path, std::move(request));
+  auto reply = co_await server.directory->request<ipc::ResolveResult>(request);
   if (!reply || reply->status != ipc::Status::ok) {
     log::warn("directory unavailable; RCPT answered 451",
               {{"client", client}, {"to", address.text()}, {"error", reply ? reply->detail : "no answer"}});
@@ -127,11 +128,9 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
                                       std::string& in, const std::string& client,
                                       std::shared_ptr<const Config> config) {
   const Config& cfg = *config;  // the session's own reference: a SIGHUP may replace server.config meanwhile
-  auto queue_socket = co_await ipc::connect(server.io.get_executor(), (cfg.run_dir() / "queue.sock").string());
   std::optional<ipc::SubmitReady> ready;
   std::unique_ptr<ipc::Channel> queue;
-  if (queue_socket) {
-    queue = std::make_unique<ipc::Channel>(std::move(*queue_socket));
+  {
     const smtp::Envelope& env = session.envelope();
     ipc::SubmitBegin submit{client, env.helo, env.sender, env.recipients};
     submit.envid = env.envid;
@@ -141,7 +140,14 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
     submit.body_8bit = env.body_8bit;
     submit.smtputf8 = env.smtputf8;
     std::string begin = ipc::encode(std::move(submit));
-    if (co_await queue->write(begin)) ready = co_await queue->read_message<ipc::SubmitReady>();
+    // A kept connection may have died with a restarted queue: then once more on a new one.
+    for (int attempt = 0; attempt < 2 && !ready; ++attempt) {
+      bool reused = false;
+      queue = co_await server.queue->take(reused);
+      if (!queue) break;
+      if (co_await queue->write(begin)) ready = co_await queue->read_message<ipc::SubmitReady>();
+      if (!reused) break;
+    }
   }
   if (!ready) {
     log::warn("queue service unavailable; answered 451", {{"client", client}});
@@ -181,7 +187,10 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
   std::optional<ipc::SubmitResult> result;
   std::string end = ipc::encode(ipc::SubmitEnd{});
   if (!refusal && queue_ok && co_await queue->write(end)) result = co_await queue->read_message<ipc::SubmitResult>();
-  queue.reset();  // closing without SubmitEnd tells the queue to discard
+  if (result)
+    server.queue->give(std::move(queue));  // ready for the next message
+  else
+    queue.reset();  // closing without SubmitEnd tells the queue to discard
 
   smtp::Reply reply;
   if (refusal) {
@@ -252,7 +261,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     smtp::Response r = session.handle(smtp::parse_command(line));
     if (r.action == smtp::Action::lookup_recipient) {
       smtp::Address address = session.pending_recipient();
-      smtp::RecipientVerdict verdict = co_await lookup_recipient(server, *cfg, address, client, relay_client);
+      smtp::RecipientVerdict verdict = co_await lookup_recipient(server, address, client, relay_client);
       r = session.complete_rcpt(verdict);
     }
     if (r.action == smtp::Action::start_data) {
@@ -294,6 +303,10 @@ asio::awaitable<void> accept_loop(Server& server, tcp::acceptor& acceptor) {
 int run_smtp_service(const ServiceStart& start) {
   Server server;
   server.config = start.config;
+  server.directory = std::make_unique<ipc::ChannelPool>(server.io.get_executor(),
+                                                        (server.config->run_dir() / "directory.sock").string(), 64);
+  server.queue = std::make_unique<ipc::ChannelPool>(server.io.get_executor(),
+                                                    (server.config->run_dir() / "queue.sock").string(), 64);
   server.config_path = start.config_path;
   for (int fd : start.listen_fds) {
     auto acceptor = std::make_unique<tcp::acceptor>(server.io);

@@ -38,14 +38,15 @@ def assert_delivered_once(server, queue_id: str) -> None:
     assert server.log_count(rf" queue info delivered id={re.escape(queue_id)} ") == 1
 
 
-@pytest.mark.parametrize("victim, ready_line", [("deliver", " deliver info started"),
+@pytest.mark.parametrize("victim, ready_line", [("queue", " queue info spool scanned"),
+                                                ("deliver", " deliver info started"),
                                                 ("directory", " directory info account database open")],
-                         ids=["deliver", "directory"])
+                         ids=["queue", "deliver", "directory"])
 def test_kept_connections_survive_a_restart(tern, victim, ready_line):
-    """The queue keeps its connections to deliver, and deliver its connections to the directory,
-    open between requests. After the far end is killed and restarted, the next message is
-    delivered on its first attempt (the dead kept connection is replaced, not reported as a
-    deferral), exactly once."""
+    """smtp keeps its connections to the queue and the directory, the queue its connections to
+    deliver, and deliver its connections to the directory, open between requests. After the far
+    end is killed and restarted, the next message is accepted (no 451) and delivered on its first
+    attempt (the dead kept connection is replaced, not reported as a deferral), exactly once."""
     first = send_message(tern.port, "bob@example.org", ["alice@example.test"], "Subject: one\r\n\r\none\r\n")
     tern.wait_messages("alice", 1)
     tern.wait_spool_empty()
