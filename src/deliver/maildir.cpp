@@ -137,54 +137,36 @@ DeliveryResult deliver_to_maildir(const std::filesystem::path& maildir, int mess
   return w.result;
 }
 
-MaildirWriter::MaildirWriter(Sync sync) : sync_(std::move(sync)), thread_([this] { run(); }) {
-  if (!sync_)
-    sync_ = [](int dir_fd) -> std::error_code {
-      if (::syncfs(dir_fd) != 0) return files::last_error();
-      return {};
-    };
+namespace {
+std::error_code sync_filesystem(int dir_fd) {
+  if (::syncfs(dir_fd) != 0) return files::last_error();
+  return {};
 }
+}  // namespace
+
+MaildirWriter::MaildirWriter(Sync sync)
+    : sync_(sync ? std::move(sync) : Sync(sync_filesystem)),
+      worker_([this](std::vector<Request>& batch) { process(batch); }) {}
 
 MaildirWriter::~MaildirWriter() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_one();
-  thread_.join();
-  if (stats_.batches > 0)
-    log::info("maildir group commit", {{"batches", stats_.batches},
-                                       {"deliveries", stats_.deliveries},
-                                       {"syncs", stats_.syncs},
-                                       {"largest_batch", stats_.largest_batch}});
+  worker_.stop();
+  Stats st = stats();
+  if (st.batches > 0)
+    log::info("maildir group commit", {{"batches", st.batches},
+                                       {"deliveries", st.deliveries},
+                                       {"syncs", st.syncs},
+                                       {"largest_batch", st.largest_batch}});
 }
 
 void MaildirWriter::deliver(std::filesystem::path maildir, int message_fd, std::string sender, std::string recipient,
                             std::string host, Done done) {
-  {
-    std::lock_guard lock(mutex_);
-    waiting_.push_back(
-        {std::move(maildir), message_fd, std::move(sender), std::move(recipient), std::move(host), std::move(done)});
-  }
-  wake_.notify_one();
+  worker_.push(
+      {std::move(maildir), message_fd, std::move(sender), std::move(recipient), std::move(host), std::move(done)});
 }
 
 MaildirWriter::Stats MaildirWriter::stats() const {
-  std::lock_guard lock(mutex_);
-  return stats_;
-}
-
-void MaildirWriter::run() {
-  for (;;) {
-    std::vector<Request> batch;
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
-      if (waiting_.empty()) return;  // stopping, and nothing left to do
-      batch.swap(waiting_);
-    }
-    process(batch);
-  }
+  BatchThread<Request>::Stats w = worker_.stats();
+  return {w.batches, w.requests, syncs_.load(), w.largest_batch};
 }
 
 void MaildirWriter::process(std::vector<Request>& batch) {
@@ -243,13 +225,7 @@ void MaildirWriter::process(std::vector<Request>& batch) {
     if (any) sync_device(d, "new/", true);
     ::close(d.fd);
   }
-  {
-    std::lock_guard lock(mutex_);
-    ++stats_.batches;
-    stats_.deliveries += batch.size();
-    stats_.syncs += syncs;
-    stats_.largest_batch = std::max<uint64_t>(stats_.largest_batch, batch.size());
-  }
+  syncs_ += syncs;
   for (size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(written[i].result));
 }
 

@@ -1,15 +1,15 @@
 // Maildir delivery (the qmail-local / Maildir spec job).
 #pragma once
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <thread>
 #include <vector>
+
+#include "core/batch_thread.h"
 
 namespace tern::deliver {
 
@@ -79,16 +79,11 @@ class MaildirWriter {
     std::string sender, recipient, host;
     Done done;
   };
-  void run();
   void process(std::vector<Request>& batch);
 
   Sync sync_;
-  mutable std::mutex mutex_;
-  std::condition_variable wake_;
-  std::vector<Request> waiting_;
-  bool stopping_ = false;
-  Stats stats_;
-  std::thread thread_;  // last: starts after every other member exists
+  std::atomic<uint64_t> syncs_ = 0;
+  BatchThread<Request> worker_;  // last: its thread uses every member above
 };
 
 }  // namespace tern::deliver

@@ -105,7 +105,11 @@ Committer::Committer(std::filesystem::path msg_dir, std::filesystem::path env_di
       env_dir_(std::move(env_dir)),
       sync_(std::move(sync)),
       spares_(spares),
-      thread_([this] { run(); }) {}
+      worker_([this](std::vector<Request>& batch) {
+        process(batch);
+        for (Request& r : batch)
+          if (r.done) r.done(r.result);
+      }) {}
 
 // Overwrites from offset 0 and cuts to size: a recycled file has old content (and blocks).
 std::error_code Committer::write_file(const std::filesystem::path& path, std::string_view text) {
@@ -123,77 +127,35 @@ std::error_code Committer::recycle(const std::filesystem::path& path) {
 }
 
 Committer::~Committer() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_one();
-  thread_.join();
-  if (stats_.batches > 0)
-    log::info("spool group commit", {{"batches", stats_.batches},
-                                     {"requests", stats_.requests},
-                                     {"syncs", stats_.syncs},
-                                     {"largest_batch", stats_.largest_batch}});
+  worker_.stop();
+  Stats st = stats();
+  if (st.batches > 0)
+    log::info(
+        "spool group commit",
+        {{"batches", st.batches}, {"requests", st.requests}, {"syncs", st.syncs}, {"largest_batch", st.largest_batch}});
 }
 
 void Committer::commit(std::string id, std::string envelope, Done done) {
-  enqueue({Kind::commit, std::move(id), std::move(envelope), std::move(done), {}});
+  worker_.push({Kind::commit, std::move(id), std::move(envelope), std::move(done), {}});
 }
 
 void Committer::update(std::string id, std::string envelope, Done done) {
-  enqueue({Kind::update, std::move(id), std::move(envelope), std::move(done), {}});
+  worker_.push({Kind::update, std::move(id), std::move(envelope), std::move(done), {}});
 }
 
-void Committer::remove(std::string id, Done done) { enqueue({Kind::remove, std::move(id), {}, std::move(done), {}}); }
-
-void Committer::enqueue(Request r) {
-  {
-    std::lock_guard lock(mutex_);
-    waiting_.push_back(std::move(r));
-    ++submitted_;
-  }
-  wake_.notify_one();
+void Committer::remove(std::string id, Done done) {
+  worker_.push({Kind::remove, std::move(id), {}, std::move(done), {}});
 }
 
-void Committer::drain() {
-  std::unique_lock lock(mutex_);
-  uint64_t target = submitted_;
-  idle_.wait(lock, [&] { return completed_ >= target; });
-}
+void Committer::drain() { worker_.drain(); }
 
 Committer::Stats Committer::stats() const {
-  std::lock_guard lock(mutex_);
-  return stats_;
-}
-
-void Committer::run() {
-  for (;;) {
-    std::vector<Request> batch;
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
-      if (waiting_.empty()) return;  // stopping, and nothing left to do
-      batch.swap(waiting_);
-    }
-    process(batch);
-    for (Request& r : batch)
-      if (r.done) r.done(r.result);
-    {
-      std::lock_guard lock(mutex_);
-      completed_ += batch.size();
-      ++stats_.batches;
-      stats_.requests += batch.size();
-      stats_.largest_batch = std::max<uint64_t>(stats_.largest_batch, batch.size());
-    }
-    idle_.notify_all();
-  }
+  BatchThread<Request>::Stats w = worker_.stats();
+  return {w.batches, w.requests, syncs_.load(), w.largest_batch};
 }
 
 std::error_code Committer::sync() {
-  {
-    std::lock_guard lock(mutex_);
-    ++stats_.syncs;
-  }
+  ++syncs_;
   return sync_();
 }
 

@@ -21,7 +21,7 @@
 // batch: they must be quick and must not call back into the committer synchronously (post the
 // completion to your event loop). Requests for one id are applied in submission order.
 #pragma once
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -29,8 +29,9 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <thread>
 #include <vector>
+
+#include "core/batch_thread.h"
 
 namespace tern::queue {
 
@@ -103,8 +104,6 @@ class Committer {
     Done done;
     std::error_code result;
   };
-  void enqueue(Request r);
-  void run();
   void process(std::vector<Request>& batch);
   std::error_code sync();
 
@@ -114,13 +113,8 @@ class Committer {
   std::filesystem::path msg_dir_, env_dir_;
   Sync sync_;
   SpareFiles* spares_;
-  mutable std::mutex mutex_;
-  std::condition_variable wake_, idle_;
-  std::vector<Request> waiting_;
-  uint64_t submitted_ = 0, completed_ = 0;
-  bool stopping_ = false;
-  Stats stats_;
-  std::thread thread_;  // last: starts after every other member exists
+  std::atomic<uint64_t> syncs_ = 0;
+  BatchThread<Request> worker_;  // last: its thread uses every member above
 };
 
 }  // namespace tern::queue
