@@ -675,20 +675,59 @@ ipc::QueueControlResult control(Queue& q, const ipc::QueueControl& c) {
     schedule(q);
     return {ipc::Status::ok, "", "flushing " + c.argument};
   }
+  return {ipc::Status::ok, "", ""};  // delete, hold, release: change() does them
+}
+
+// Waits for a spool change made through the committer; `start` queues it with the callback.
+template <typename Start>
+asio::awaitable<std::error_code> spool_change(Queue& q, Start start) {
+  asio::any_io_executor executor = asio::prefer(q.io.get_executor(), asio::execution::outstanding_work.tracked);
+  auto initiate = [&start, executor](auto handler) {
+    auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+    start([shared, executor](std::error_code result) {
+      asio::post(executor, [shared, result] { std::move (*shared)(result); });
+    });
+  };
+  auto token = asio::as_tuple(asio::use_awaitable);
+  auto [ec] = co_await asio::async_initiate<decltype(token), void(std::error_code)>(initiate, token);
+  co_return ec;
+}
+
+// delete, hold and release answer once the change is durable (or say why it is not).
+asio::awaitable<ipc::QueueControlResult> change(Queue& q, const ipc::QueueControl& c) {
+  auto refuse = [](std::string why) { return ipc::QueueControlResult{ipc::Status::permanent, "", std::move(why)}; };
+  const std::string& id = c.argument;
+  auto it = q.messages.find(id);
+  if (it == q.messages.end()) co_return refuse("no message " + id + " in the queue (see `tern queue list`)");
   if (c.command == "delete") {
-    if (auto ec = q.spool.remove(c.argument)) return refuse("cannot remove " + c.argument + ": " + ec.message());
-    log::warn("message deleted by the administrator", {{"id", c.argument}, {"from", m.envelope.sender}});
+    queue::SpoolEnvelope envelope = it->second.envelope;
     q.messages.erase(it);  // deliveries in flight find it gone and drop their outcome
-    return {ipc::Status::ok, "", "deleted " + c.argument};
+    std::error_code ec = co_await spool_change(q, [&q, &id](queue::Spool::Done done) { q.spool.remove(id, done); });
+    if (ec) {
+      q.messages.insert_or_assign(id, Message(std::move(envelope)));
+      q.ready.push_back(id);
+      schedule(q);
+      co_return refuse("cannot remove " + id + ": " + ec.message() + "; the message stays queued");
+    }
+    log::warn("message deleted by the administrator", {{"id", id}, {"from", envelope.sender}});
+    co_return ipc::QueueControlResult{ipc::Status::ok, "", "deleted " + id};
   }
-  m.envelope.held = c.command == "hold";
-  if (auto ec = q.spool.update(m.envelope)) return refuse("cannot record the change: " + ec.message());
-  log::info(m.envelope.held ? "message held" : "message released", {{"id", c.argument}});
-  if (!m.envelope.held) {
-    q.ready.push_back(c.argument);
+  bool hold = c.command == "hold";
+  it->second.envelope.held = hold;
+  queue::SpoolEnvelope envelope = it->second.envelope;
+  std::error_code ec =
+      co_await spool_change(q, [&q, &envelope](queue::Spool::Done done) { q.spool.update(envelope, done); });
+  it = q.messages.find(id);  // it may have finished meanwhile
+  if (ec) {
+    if (it != q.messages.end()) it->second.envelope.held = !hold;
+    co_return refuse("cannot record the change: " + ec.message());
+  }
+  log::info(hold ? "message held" : "message released", {{"id", id}});
+  if (!hold) {
+    q.ready.push_back(id);
     schedule(q);
   }
-  return {ipc::Status::ok, "", (m.envelope.held ? "held " : "released ") + c.argument};
+  co_return ipc::QueueControlResult{ipc::Status::ok, "", (hold ? "held " : "released ") + id};
 }
 
 asio::awaitable<void> serve_control(Queue& q, stream_protocol::socket socket) {
@@ -702,7 +741,12 @@ asio::awaitable<void> serve_control(Queue& q, stream_protocol::socket socket) {
   ipc::Channel peer(std::move(socket));
   auto request = co_await peer.read_message<ipc::QueueControl>();
   if (!request) co_return;
-  ipc::QueueControlResult result = control(q, *request);
+  ipc::QueueControl command = std::move(*request);
+  ipc::QueueControlResult result;
+  if (command.command == "delete" || command.command == "hold" || command.command == "release")
+    result = co_await change(q, command);
+  else
+    result = control(q, command);
   std::string frame = ipc::encode(std::move(result));
   co_await peer.write(frame);
 }

@@ -458,11 +458,14 @@ def test_queue_commands(tern_factory, dns):
         shown = tern.cli("queue", "show", queue_id, check=True).stdout
         assert "Subject: queued" in shown and "sender:    <alice@example.test>" in shown
         assert tern.cli("queue", "hold", queue_id, check=True).stdout == f"held {queue_id}\n"
+        # The answer comes once the change is on disk.
+        assert "\nhold\n" in (tern.data_dir / "spool" / "env" / queue_id).read_text()
         mx.rules.clear()
         assert tern.cli("queue", "flush", queue_id, check=True).stdout == f"flushing {queue_id}\n"
         time.sleep(1.5)
         assert mx.messages == []  # held: the flush does not deliver it
         assert tern.cli("queue", "release", queue_id, check=True).stdout == f"released {queue_id}\n"
+        assert "\nhold\n" not in (tern.data_dir / "spool" / "env" / queue_id).read_text()
         tern.cli("queue", "flush", check=True)
         mx.wait_for(1)
         wait_until(lambda: tern.cli("queue", "list").stdout == "the queue is empty\n", message="an empty queue")
