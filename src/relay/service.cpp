@@ -766,8 +766,20 @@ asio::awaitable<ipc::RelayResult> relay_message(Relay& r, const ipc::RelayReques
     if (!co_await send(*c, rset, 30)) continue;
     auto reply = co_await read_reply(*c, 30);
     if (!reply || !reply->positive()) continue;
-    bool reusable = co_await transact(*c, t) && cfg->relay.connection_cache_time > 0;
-    if (reusable) {
+    ipc::RelayResult before = t.result;
+    bool clean = co_await transact(*c, t);
+    // The connection died before the server took the message (no reply, or the body cut off),
+    // or the server was closing it (421): nothing was delivered, so a new connection tries again
+    // now rather than deferring the recipients.
+    bool closing = !t.result.text.empty() && std::all_of(t.result.text.begin(), t.result.text.end(),
+                                                         [](const std::string& x) { return x.starts_with("421"); });
+    if (!clean && (!t.result.remote_said || closing)) {
+      log::info("relay: a cached connection failed; trying a new one",
+                {{"id", req.queue_id}, {"mta", c->mta()}, {"reason", t.result.text.empty() ? "" : t.result.text[0]}});
+      t.result = std::move(before);
+      break;
+    }
+    if (clean && cfg->relay.connection_cache_time > 0) {
       c->idle_since = Clock::now();
       c->cache_key = key;
       r.idle.emplace(key, std::move(c));

@@ -443,6 +443,27 @@ def test_connection_is_reused_for_the_next_message(tern_factory, dns):
         assert [c for c in mx.commands if c.upper().startswith("RSET")] == ["RSET"]
 
 
+@pytest.mark.parametrize("reply", ["", "421 4.4.2 idle too long, closing"], ids=["closed", "421"])
+def test_dead_cached_connection_is_replaced_at_once(tern_factory, dns, reply):
+    """The server drops a cached connection after RSET (no reply to MAIL, or 421): nothing was
+    delivered on it, so the message goes out on a new connection in the same attempt, not a
+    deferral."""
+    with SmtpReceiver() as mx:
+        start_dns(dns, "remote MX 10 mx1\nmx1 A 127.0.0.1\n")
+        tern = relay_tern(tern_factory, dns, mx.port, relay={"connection_cache_time": 30})
+        send(tern, ["bob@remote.tern-test"], subject="first")
+        mx.wait_for(1)
+        mx.rules.append(("MAIL FROM", reply, 1))
+        second = send(tern, ["carol@remote.tern-test"], subject="second")
+        (_, msg) = mx.wait_for(2)
+        assert msg.message()["Subject"] == "second"
+        assert mx.connections == 2
+        tern.wait_log(rf"queue info delivered id={second} to=carol@remote.tern-test attempts=1 ")
+        assert tern.log_count(r"relay info relay: a cached connection failed; trying a new one "
+                              rf"id={second} ") == 1
+        assert tern.log_count(r"delivery deferred") == 0
+
+
 def test_queue_commands(tern_factory, dns):
     with SmtpReceiver() as mx:
         mx.rules.append(("MAIL FROM", "451 4.3.0 not now", None))
