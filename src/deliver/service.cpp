@@ -216,9 +216,15 @@ asio::awaitable<ipc::DeliverResult> deliver(Deliverer& d, ipc::DeliverRequest re
   }
   if (out.status != ipc::Status::temporary) out.done.clear();
   if (out.status != ipc::Status::temporary && !any_ok) out.status = ipc::Status::permanent;
-  if (out.status == ipc::Status::ok && !failures.empty())
+  if (out.status == ipc::Status::ok && !failures.empty()) {
+    // Some targets failed for good while the others got the message: the recipient fails, so
+    // the sender gets a DSN naming what failed (as qmail bounces when one line of a .qmail
+    // fails). It is final, so nothing is delivered twice.
     log::error("some targets of a recipient failed permanently",
                {{"id", req.queue_id}, {"to", req.recipient}, {"errors", failures}});
+    out.status = ipc::Status::permanent;
+    failures += "; the other targets of " + req.recipient + " received the message";
+  }
   out.text = out.status == ipc::Status::ok ? (steps.empty() ? "" : steps.front().second.text) : failures;
   co_return out;
 }

@@ -831,11 +831,26 @@ int run_queue_service(const ServiceStart& start) {
   start_tick(q);
   while (!q.stopping) q.io.run_one();
   signals.cancel();
-  while (q.active_local + q.active_remote > 0 || q.receiving > 0) q.io.run_one();
+  // Receptions and local deliveries finish (they take milliseconds). Relay transactions get a
+  // few seconds: one may wait minutes on a slow server or a DNS timeout, and the master kills a
+  // stage that takes 30 s. One still open is retried at the next start; if the remote server
+  // took the message meanwhile, it arrives twice (as with Postfix and qmail).
+  auto relay_grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (q.active_local > 0 || q.receiving > 0 ||
+         (q.active_remote > 0 && std::chrono::steady_clock::now() < relay_grace))
+    q.io.run_one_for(std::chrono::milliseconds(100));
+  if (q.active_remote > 0)
+    log::warn(
+        "stopping without the answers of relay transactions in progress; their recipients are tried again "
+        "at the next start",
+        {{"transactions", q.active_remote}});
   boost::system::error_code ignored;
   acceptor.close(ignored);
   control_acceptor.close(ignored);
-  q.io.run();
+  if (q.active_remote == 0)
+    q.io.run();
+  else  // what is left waits on the relay: it is dropped with the io_context
+    q.io.run_for(std::chrono::milliseconds(500));
   log::info("stopped", {{"queued", q.messages.size()}});
   return exit_ok;
 }

@@ -1003,9 +1003,18 @@ int run_relay_service(const ServiceStart& start) {
   log::info("relay ready", {{"dns", r.config->dns.forwarders.empty() ? "system" : r.config->dns.forwarders[0]}});
   while (!r.stopping) r.io.run_one();
   signals.cancel();
-  while (r.active > 0) r.io.run_one();
+  // The queue stops first and waits a few seconds for transactions in progress; one still
+  // running here has lost its caller, and finishing it could only deliver a message the queue
+  // will send again. So the same grace, then what is left is dropped (closing its connection
+  // without the final dot: the remote server discards the message).
+  auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (r.active > 0 && std::chrono::steady_clock::now() < grace) r.io.run_one_for(std::chrono::milliseconds(100));
+  if (r.active > 0) log::warn("stopping: dropping transactions still in progress", {{"active", r.active}});
   sweep_idle(r, true);
-  r.io.run();
+  if (r.active == 0)
+    r.io.run();
+  else
+    r.io.run_for(std::chrono::milliseconds(500));
   log::info("stopped");
   return exit_ok;
 }

@@ -44,6 +44,30 @@ def forwarded(server, queue_id: str) -> re.Match:
                                     r"targets=(\S+) sender=(\S*)$")
 
 
+def test_alias_target_that_fails_for_good_is_bounced(tern_factory):
+    """An alias to dave and erin, erin over quota with no grace: dave gets the message, and the
+    sender gets a bounce for the alias naming erin's failure and saying the others received it."""
+    t = dirlib.make_server(tern_factory, delivery={"over_quota_grace": 0})
+    cli_ok(t, "alias", "add", "pair@example.test", "dave@example.test", "erin@example.test")
+    cli_ok(t, "user", "quota", "erin@example.test", "0", "--messages", "1")
+    send(t, ["erin@example.test"], "fills erin")
+    t.wait_messages("erin", 1)
+    t.wait_spool_empty()
+    queue_id = send(t, ["pair@example.test"], "to the pair")
+    (report_id,) = t.wait_only_reports()
+    assert subjects(t, "dave") == ["to the pair"]
+    assert subjects(t, "erin") == ["fills erin"]
+    dirlib.log_match(t, rf" deliver error some targets of a recipient failed permanently id={re.escape(queue_id)} "
+                        r"to=pair@example\.test errors=\"5\.2\.2 mailbox of erin@example\.test is full ")
+    dirlib.log_match(t, rf" queue error delivery failed permanently id={re.escape(queue_id)} to=pair@example\.test "
+                        r"reason=\"5\.2\.2 mailbox of erin@example\.test is full .*; the other targets of "
+                        r"pair@example\.test received the message\"$")
+    report = (t.data_dir / "spool" / "msg" / report_id).read_text()
+    assert "Final-Recipient: rfc822;pair@example.test\nAction: failed\nStatus: 5.2.2\n" in report
+    unfolded = re.sub(r"\n[ \t]+", " ", report)
+    assert "the other targets of pair@example.test received the message" in unfolded
+
+
 # ---------------------------------------------------------------------------------------------
 # Aliases, sub-addresses, catch-all, role addresses
 

@@ -622,3 +622,33 @@ def _port_open_at(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_stop_does_not_wait_for_a_hung_relay_transaction(tern_factory, dns, world_readable_dir):
+    """A server that never answers DATA: tern stops within seconds (the queue and the relay give
+    transactions in progress 5 s each), the message stays queued, and after a restart it goes
+    out to a server that answers."""
+    with SmtpReceiver() as good:
+        user = ["-u", "nobody"] if IS_ROOT else []
+        hung = subprocess.Popen(["smtp-sink", *user, "-w", "600", f"127.0.0.2:{good.port}", "100"])
+        try:
+            wait_until(lambda: _port_open_at("127.0.0.2", good.port), message="smtp-sink to listen")
+            start_dns(dns, "remote MX 10 mx1\nmx1 A 127.0.0.2\n")
+            tern = relay_tern(tern_factory, dns, good.port)
+            queue_id = send(tern, ["bob@remote.tern-test"], subject="hung")
+            wait_until(lambda: tern.cli("queue", "list").stdout.count("delivering") == 1,
+                       message="the relay transaction to start")
+            started = time.monotonic()
+            assert tern.stop(timeout=14) == 0
+            assert time.monotonic() - started < 13
+            tern.wait_log(r"queue warn stopping without the answers of relay transactions in progress; their "
+                          r"recipients are tried again at the next start transactions=1$")
+            assert (tern.data_dir / "spool" / "env" / queue_id).exists()
+        finally:
+            hung.terminate()
+            hung.wait(timeout=5)
+        start_dns(dns, "remote MX 10 mx1\nmx1 A 127.0.0.1\n")
+        tern.start()
+        (msg,) = good.wait_for(1, timeout=20)
+        assert msg.message()["Subject"] == "hung"
+        tern.wait_log(rf"queue info delivered id={queue_id} to=bob@remote.tern-test ")
