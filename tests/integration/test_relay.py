@@ -652,3 +652,29 @@ def test_stop_does_not_wait_for_a_hung_relay_transaction(tern_factory, dns, worl
         (msg,) = good.wait_for(1, timeout=20)
         assert msg.message()["Subject"] == "hung"
         tern.wait_log(rf"queue info delivered id={queue_id} to=bob@remote.tern-test ")
+
+
+def test_a_second_tern_as_the_next_hop(tern_factory, dns):
+    """tern relays to another tern: one with the DSN extension and a Maildir user at the far
+    end. The message lands in bob's Maildir there with both terns' Received lines, NOTIFY and
+    ORCPT pass on (the far tern takes the success report over), and a recipient the far tern
+    does not know is bounced with its 550 in the DSN."""
+    far = tern_factory(domains=["remote.tern-test"], users=["bob@remote.tern-test"])
+    start_dns(dns, "remote MX 10 mx1\nmx1 A 127.0.0.1\n")
+    near = relay_tern(tern_factory, dns, far.port)
+    queue_id = send(near, ["bob@remote.tern-test"], subject="tern to tern",
+                    rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;bob@remote.tern-test"])
+    (content,) = far.wait_messages("bob@remote.tern-test", 1)
+    text = content.decode()
+    header = text.split("\n\n", 1)[0]
+    assert header.count("\nReceived: from ") == 2, header  # the near tern's, then the far one's
+    assert "Delivered-To: bob@remote.tern-test\n" in header
+    assert "Subject: tern to tern" in text
+    near.wait_log(rf"relay info relayed id={queue_id} to=bob@remote.tern-test status=sent ")
+    near.wait_log(rf"queue info delivered id={queue_id} to=bob@remote.tern-test attempts=1 ")
+    # The far tern said DSN: success notices are its job now, so the near one sends none.
+    assert near.log_count(rf"report queued id=\S+ about={queue_id} ") == 0
+    bad_id = send(near, ["nobody@remote.tern-test"], subject="unknown there")
+    near.wait_log(rf"queue error delivery failed permanently id={bad_id} to=nobody@remote.tern-test "
+                  r"reason=\"550 5\.1\.1 <nobody@remote\.tern-test>: No such user here\"")
+    near.wait_log(rf"report queued id=\S+ about={bad_id} to=alice@example.test ")
