@@ -103,11 +103,12 @@ class ChannelPool {
   // One request (with `fd` attached when >= 0) and its reply. When a kept connection fails, the
   // service may have restarted since it was opened: the request goes once more on a new
   // connection. A request the service took but did not answer may so be made twice; callers
-  // already treat "no answer" as "try again later", which allows the same.
+  // already treat "no answer" as "try again later", which allows the same. Pass
+  // `once` for a request that must not count twice (a password check against failure limits).
   template <typename Reply, typename Request>
-  boost::asio::awaitable<std::optional<Reply>> request(const Request& message, int fd = -1) {
+  boost::asio::awaitable<std::optional<Reply>> request(const Request& message, int fd = -1, bool once = false) {
     std::string frame = encode(message);
-    for (int attempt = 0; attempt < 2; ++attempt) {
+    for (int attempt = 0; attempt < (once ? 1 : 2); ++attempt) {
       bool reused = false;
       std::unique_ptr<Channel> channel = co_await take(reused);
       if (!channel) co_return std::nullopt;

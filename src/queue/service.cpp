@@ -451,6 +451,14 @@ void warn_delays(Queue& q) {
   }
 }
 
+// Runs `work` once the caller has returned. co_spawn would start it at once, inside examine(),
+// and a delivery that ends without waiting (a missing spool file) would settle and erase the
+// message examine() is still looking at.
+template <typename Work>
+void start_later(Queue& q, Work work) {
+  asio::post(q.io, [&q, work = std::move(work)]() mutable { asio::co_spawn(q.io, std::move(work), asio::detached); });
+}
+
 // Starts what may start now for one message: its due local recipients while local slots are
 // free, and relay transactions (one per destination domain, up to relay.max_recipients
 // recipients each) while the remote and per-domain limits allow. What cannot start for want of a
@@ -486,7 +494,7 @@ void examine(Queue& q, const std::string& id, int64_t now) {
     m.in_flight[i] = true;
     classifying = classifying || r.route == queue::Route::unknown;
     ++q.active_local;
-    asio::co_spawn(q.io, deliver_one(q, id, i), asio::detached);
+    start_later(q, deliver_one(q, id, i));
   }
   if (local_waits && !m.waiting_local) {
     m.waiting_local = true;
@@ -515,7 +523,7 @@ void examine(Queue& q, const std::string& id, int64_t now) {
       for (size_t i : batch) m.in_flight[i] = true;
       ++q.active_remote;
       ++q.active_by_domain[domain];
-      asio::co_spawn(q.io, relay_one(q, id, std::move(batch), domain), asio::detached);
+      start_later(q, relay_one(q, id, std::move(batch), domain));
     }
   }
   if (later) q.wakeups.emplace(later, id);
