@@ -77,6 +77,15 @@ _25._tcp.mx1        TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0
 bogus-a             A    192.0.2.66 ; bogus
 _25._tcp.bogus-tlsa TLSA 3 1 1 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff ; bogus
 bogus-tlsa          A    192.0.2.67
+; SPF (tests/unit/spf_test.cpp): ip4, include, mx, a with CIDR, exp=, DNSSEC-bogus, two records
+spf                 TXT  "v=spf1 ip4:198.18.0.0/24 include:spf-include.tern-test mx:mx-multi.tern-test a:spf-a.tern-test/30 ~all"
+spf-include         TXT  "v=spf1 ip6:3fff:1::/48 -all"
+spf-a               A    198.51.100.4
+spf-fail            TXT  "v=spf1 -all exp=spf-exp.tern-test"
+spf-exp             TXT  "%{i} is not allowed to send mail as %{s}"
+spf-bogus           TXT  "v=spf1 +all" ; bogus
+spf-two             TXT  "v=spf1 -all"
+spf-two             TXT  "v=spf1 +all"
 $ORIGIN insecure-test.
 mx                  A    192.0.2.30
 insecure-mx         MX   10 mx

@@ -322,6 +322,18 @@ asio::awaitable<AddressAnswer> ask_addresses(std::shared_ptr<Core> core, std::st
   co_return answer;
 }
 
+// One address family: A (v6 false) or AAAA (v6 true).
+asio::awaitable<AddressAnswer> ask_family(std::shared_ptr<Core> core, std::string host, bool v6) {
+  int type = v6 ? kTypeAaaa : kTypeA;
+  Raw raw = co_await ask(core, host, type);
+  AddressAnswer answer;
+  answer.status = std::move(raw.status);
+  for (const std::string& rdata : raw.rdata) {
+    if (auto address = v6 ? parse_aaaa(rdata) : parse_a(rdata)) answer.addresses.push_back(std::move(*address));
+  }
+  co_return answer;
+}
+
 asio::awaitable<TlsaAnswer> ask_tlsa(std::shared_ptr<Core> core, std::string name) {
   int type = kTypeTlsa;
   Raw raw = co_await ask(core, name, type);
@@ -369,6 +381,8 @@ class UnboundResolver final : public Resolver {
 
   asio::awaitable<MxAnswer> mx(std::string domain) override { return ask_mx(core_, std::move(domain)); }
   asio::awaitable<AddressAnswer> addresses(std::string host) override { return ask_addresses(core_, std::move(host)); }
+  asio::awaitable<AddressAnswer> a(std::string host) override { return ask_family(core_, std::move(host), false); }
+  asio::awaitable<AddressAnswer> aaaa(std::string host) override { return ask_family(core_, std::move(host), true); }
   asio::awaitable<TlsaAnswer> tlsa(std::string name) override { return ask_tlsa(core_, std::move(name)); }
   asio::awaitable<TxtAnswer> txt(std::string name) override { return ask_txt(core_, std::move(name)); }
   asio::awaitable<PtrAnswer> ptr(std::string address) override { return ask_ptr(core_, std::move(address)); }

@@ -108,6 +108,10 @@ class Resolver {
   virtual boost::asio::awaitable<TxtAnswer> txt(std::string name) = 0;
   // The PTR names of a numeric IPv4/IPv6 address; a non-numeric `address` is nxdomain.
   virtual boost::asio::awaitable<PtrAnswer> ptr(std::string address) = 0;
+  // One family only (SPF asks for the family of the client address, and counts empty answers):
+  // the status is that of the one question.
+  virtual boost::asio::awaitable<AddressAnswer> a(std::string host) = 0;
+  virtual boost::asio::awaitable<AddressAnswer> aaaa(std::string host) = 0;
 };
 
 }  // namespace tern::dns
