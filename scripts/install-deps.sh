@@ -9,7 +9,7 @@ packages=(
   libcli11-dev libgtest-dev libcrypt-dev libsqlite3-dev libpq-dev nlohmann-json3-dev libidn2-dev
   postgresql-15 sqlite3             # PostgreSQL server for the directory backend tests
   libunbound-dev unbound ldnsutils dnsutils  # DNS resolver; the test DNS server (scripts/test-dns.sh)
-  openssl swaks python3 python3-pytest procps passwd
+  openssl swaks libnet-ssleay-perl python3 python3-pytest procps passwd  # Net::SSLeay: swaks --tls
   python3-spf python3-yaml           # SPF conformance suites (rfc7208-tests.yml, rfc4408-tests.yml)
   python3-dkim python3-nacl opendkim-tools  # DKIM vectors, dkimverify and opendkim-testmsg peers
 )

@@ -6,7 +6,9 @@
 #include <iostream>
 
 #include "cli/accounts.h"
+#include "cli/dkim.h"
 #include "cli/queue.h"
+#include "cli/spf.h"
 #include "core/config.h"
 #include "core/master.h"
 #include "core/password.h"
@@ -76,6 +78,8 @@ int main(int argc, char** argv) {
   app.add_subcommand("hash-password", "Read a password and print its yescrypt hash (for --password-hash)");
   std::function<int()> run_account_command = tern::cli::add_account_commands(app);
   std::function<int()> run_queue_command = tern::cli::add_queue_commands(app);
+  std::function<int()> run_dkim_command = tern::cli::add_dkim_commands(app);
+  std::function<int()> run_spf_command = tern::cli::add_spf_commands(app);
 
   std::string service_name, service_config;
   int listen_fds = 0;
@@ -95,5 +99,7 @@ int main(int argc, char** argv) {
   if (*service) return tern::run_service(service_name, service_config, listen_fds);
   if (int rc = run_account_command(); rc != -1) return rc;
   if (int rc = run_queue_command(); rc != -1) return rc;
+  if (int rc = run_dkim_command(); rc != -1) return rc;
+  if (int rc = run_spf_command(); rc != -1) return rc;
   return 0;
 }

@@ -161,7 +161,9 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     std::filesystem::path fp(p);
     return (fp.is_absolute() ? fp : base_dir / fp).lexically_normal().string();
   };
-  c.known_keys(root, "", {"server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "route", "dns"});
+  c.known_keys(
+      root, "",
+      {"server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "route", "dns", "dkim", "tls", "sni"});
 
   if (const toml::table* server = c.table(root, "server")) {
     c.known_keys(*server, "server", {"hostname", "data_dir"});
@@ -198,7 +200,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   if (const toml::table* smtp = c.table(root, "smtp")) {
     c.known_keys(*smtp, "smtp",
                  {"listen", "max_message_size", "max_recipients", "max_connections", "max_errors", "command_timeout",
-                  "data_timeout", "relay_networks"});
+                  "data_timeout", "relay_networks", "submission_listen", "smtps_listen", "allow_insecure_auth",
+                  "sender_login_match", "max_auth_failures", "received_auth_user"});
     if (const toml::node* n = smtp->get("relay_networks")) {
       const toml::array* arr = n->as_array();
       if (!arr)
@@ -229,6 +232,34 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
         }
       }
     }
+    for (auto [key, port, slot] : {std::tuple{"submission_listen", "587", &cfg.smtp.submission_listen},
+                                   std::tuple{"smtps_listen", "465", &cfg.smtp.smtps_listen}}) {
+      const toml::node* n = smtp->get(key);
+      if (!n) continue;
+      std::string example = std::string(key) + " = [\"0.0.0.0:" + port + "\"]";
+      const toml::array* arr = n->as_array();
+      if (!arr) c.problem(n, std::string("smtp.") + key, "expected a list of addresses, e.g. " + example);
+      for (size_t i = 0; arr && i < arr->size(); ++i) {
+        auto s = (*arr)[i].value<std::string>();
+        auto a = s ? parse_listen(*s) : std::nullopt;
+        if (!a)
+          c.problem(&(*arr)[i], std::string("smtp.") + key,
+                    "expected \"address:port\" with a numeric address, e.g. " + example);
+        else
+          slot->push_back(*a);
+      }
+    }
+    for (auto [key, slot] : {std::pair{"allow_insecure_auth", &cfg.smtp.allow_insecure_auth},
+                             std::pair{"sender_login_match", &cfg.smtp.sender_login_match},
+                             std::pair{"received_auth_user", &cfg.smtp.received_auth_user}}) {
+      if (const toml::node* n = smtp->get(key)) {
+        if (auto b = n->value<bool>())
+          *slot = *b;
+        else
+          c.problem(n, std::string("smtp.") + key, "expected true or false, e.g. " + std::string(key) + " = false");
+      }
+    }
+    c.integer(*smtp, "smtp", "max_auth_failures", cfg.smtp.max_auth_failures, 1, 100, "failures");
     c.integer(*smtp, "smtp", "max_message_size", cfg.smtp.max_message_size, 1024, int64_t(1) << 40, "bytes");
     c.integer(*smtp, "smtp", "max_recipients", cfg.smtp.max_recipients, 1, 100000, "recipients");
     c.integer(*smtp, "smtp", "max_connections", cfg.smtp.max_connections, 1, 1000000, "connections");
@@ -238,6 +269,67 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   }
   if (cfg.smtp.listen.empty() && !(root.get("smtp") && root["smtp"]["listen"]))
     c.problem(root.get("smtp"), "smtp.listen", "missing; add listen = [\"0.0.0.0:25\"] under [smtp]");
+  {  // Every address once, whichever list it is in.
+    std::vector<std::string> seen;
+    for (const auto* list : {&cfg.smtp.listen, &cfg.smtp.submission_listen, &cfg.smtp.smtps_listen})
+      for (const ListenAddress& a : *list) {
+        if (std::find(seen.begin(), seen.end(), a.text()) != seen.end())
+          c.problem(root.get("smtp"), "smtp.listen",
+                    a.text() + " appears twice in listen, submission_listen and smtps_listen; keep one");
+        seen.push_back(a.text());
+      }
+  }
+
+  if (const toml::table* tls = c.table(root, "tls")) {
+    c.known_keys(*tls, "tls", {"certificate", "key"});
+    if (auto f = c.string(*tls, "tls", "certificate", "\"/etc/tern/tls/fullchain.pem\""))
+      cfg.tls.certificate = beside(*f);
+    if (auto f = c.string(*tls, "tls", "key", "\"/etc/tern/tls/key.pem\"")) cfg.tls.key = beside(*f);
+    if (cfg.tls.certificate.empty() != cfg.tls.key.empty())
+      c.problem(tls, "tls.certificate",
+                "certificate and key go together: give both (PEM files), or neither for no TLS");
+  }
+  // [[sni]]: more certificates, each chosen when the client asks for one of its names.
+  if (const toml::node* n = root.get("sni")) {
+    const toml::array* arr = n->as_array();
+    if (!arr || !arr->is_array_of_tables())
+      c.problem(n, "sni", "expected [[sni]] tables, each with names = [\"mail.example.com\"], certificate and key");
+    for (size_t j = 0; arr && arr->is_array_of_tables() && j < arr->size(); ++j) {
+      const toml::node& item = (*arr)[j];
+      const toml::table& t = *item.as_table();
+      c.known_keys(t, "sni", {"names", "certificate", "key"});
+      Config::Tls::Sni sni;
+      const toml::array* names = t.get("names") ? t.get("names")->as_array() : nullptr;
+      for (size_t i = 0; names && i < names->size(); ++i) {
+        auto name = (*names)[i].value<std::string>();
+        std::string lowered = name ? to_lower(*name) : "";
+        std::string_view bare = std::string_view(lowered);
+        if (bare.starts_with("*.")) bare.remove_prefix(2);
+        if (!name || !valid_domain(bare))
+          c.problem(&(*names)[i], "sni.names",
+                    "expected a host name or a wildcard, e.g. names = [\"mail.example.com\", \"*.example.org\"]");
+        else
+          sni.names.push_back(lowered);
+      }
+      if (sni.names.empty())
+        c.problem(&item, "sni.names",
+                  "missing; each [[sni]] needs a list of names, e.g. names = [\"mail.example.com\"]");
+      if (auto f = c.string(t, "sni", "certificate", "\"/etc/tern/tls/example.com.pem\"")) sni.certificate = beside(*f);
+      if (auto f = c.string(t, "sni", "key", "\"/etc/tern/tls/example.com.key\"")) sni.key = beside(*f);
+      if (sni.certificate.empty() || sni.key.empty())
+        c.problem(&item, "sni", "each [[sni]] needs both certificate and key");
+      cfg.tls.sni.push_back(std::move(sni));
+    }
+    if (!cfg.tls.sni.empty() && cfg.tls.certificate.empty())
+      c.problem(n, "sni", "[[sni]] certificates need a default one too: add certificate and key under [tls]");
+  }
+  if (!cfg.smtp.smtps_listen.empty() && cfg.tls.certificate.empty())
+    c.problem(root.get("smtp"), "smtp.smtps_listen",
+              "port 465 is implicit TLS and needs a certificate: add certificate and key under [tls]");
+  if (!cfg.smtp.submission_listen.empty() && cfg.tls.certificate.empty() && !cfg.smtp.allow_insecure_auth)
+    c.problem(root.get("smtp"), "smtp.submission_listen",
+              "submission needs AUTH, which needs TLS: add certificate and key under [tls] (or, on a "
+              "private network only, allow_insecure_auth = true)");
 
   if (const toml::table* queue = c.table(root, "queue")) {
     c.known_keys(*queue, "queue",
@@ -471,6 +563,30 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     }
   }
 
+  if (const toml::table* dkim = c.table(root, "dkim")) {
+    c.known_keys(*dkim, "dkim", {"key_dir", "selector"});
+    if (auto p = c.string(*dkim, "dkim", "key_dir", "\"dkim\"")) {
+      if (p->empty())
+        c.problem(dkim->get("key_dir"), "dkim.key_dir",
+                  "must not be empty; remove it for the default (dkim in data_dir)");
+      else
+        cfg.dkim.key_dir = std::filesystem::path(*p);
+    }
+    if (auto s = c.string(*dkim, "dkim", "selector", "\"tern\"")) {
+      // A selector is one or more DNS labels; keygen adds "-ed25519" for the Ed25519 key.
+      if (!valid_domain(*s) || s->size() > 55 || s->find('.') != std::string::npos)
+        c.problem(dkim->get("selector"), "dkim.selector",
+                  "'" + *s +
+                      "' is not a selector; write one DNS label of letters, digits and '-' (at most 55), "
+                      "e.g. selector = \"tern2027\"");
+      else
+        cfg.dkim.selector = to_lower(*s);
+    }
+  }
+  if (cfg.dkim.key_dir.empty()) cfg.dkim.key_dir = "dkim";
+  if (cfg.dkim.key_dir.is_relative()) cfg.dkim.key_dir = cfg.data_dir / cfg.dkim.key_dir;
+  cfg.dkim.key_dir = cfg.dkim.key_dir.lexically_normal();
+
   // Accounts moved from the configuration file to the directory database.
   for (const char* moved : {"domain", "user"})
     if (const toml::node* n = root.get(moved))
@@ -514,6 +630,12 @@ data_dir = "."            # relative to this file: the ./var directory
 
 [smtp]
 listen = ["127.0.0.1:2525"]
+submission_listen = ["127.0.0.1:2587"]   # STARTTLS, then AUTH as alice@example.test
+smtps_listen = ["127.0.0.1:2465"]        # implicit TLS
+
+[tls]
+certificate = "tls/cert.pem"   # the self-signed certificate tern made at first start
+key = "tls/key.pem"
 
 [queue]
 concurrency_local = 10

@@ -45,7 +45,28 @@ struct Config {
     // for domains not hosted here is accepted from them (qmail's tcprules RELAYCLIENT,
     // Postfix's mynetworks). Empty: nobody relays without authenticating.
     std::vector<Network> relay_networks;
+    // Submission (RFC 6409, port 587: STARTTLS, AUTH before MAIL) and submissions (RFC 8314,
+    // port 465: implicit TLS, AUTH before MAIL). Empty: not offered.
+    std::vector<ListenAddress> submission_listen;
+    std::vector<ListenAddress> smtps_listen;
+    bool allow_insecure_auth = false;  // AUTH without TLS (qmail's ALLOW_INSECURE_AUTH); never on the internet
+    bool sender_login_match = true;    // an authenticated client may only use MAIL FROM addresses it owns
+    uint32_t max_auth_failures = 3;    // failed AUTH attempts in one session before it is closed
+    bool received_auth_user = false;   // name the AUTH user in the Received header (else only in the log)
   } smtp;
+
+  // The certificates the smtp service presents (STARTTLS, port 465). Chains in PEM (the leaf
+  // first), unencrypted keys readable by run_as.smtp. Reloaded on SIGHUP.
+  struct Tls {
+    std::string certificate;  // absolute, or "" for no TLS
+    std::string key;
+    struct Sni {
+      std::vector<std::string> names;  // "mail.example.com" or "*.example.com", lowercased
+      std::string certificate;
+      std::string key;
+    };
+    std::vector<Sni> sni;  // [[sni]]: chosen by the name the client asks for; else the default
+  } tls;
 
   struct Queue {
     uint32_t concurrency_local = 10;      // 0 holds deliveries, like qmail's concurrencylocal
@@ -107,6 +128,12 @@ struct Config {
     uint32_t over_quota_grace = 86400;       // seconds a full mailbox defers mail before it bounces; 0 = at once
     std::string forward_sender = "rewrite";  // remote forwards: "rewrite" to the forwarding address, or "keep"
   } delivery;
+
+  // DKIM signing keys, made by `tern dkim keygen` (docs/mail-authentication.md).
+  struct Dkim {
+    std::filesystem::path key_dir;  // absolute; default <data_dir>/dkim, one subdirectory per domain
+    std::string selector = "tern";  // the selector keygen and signing use unless told otherwise
+  } dkim;
 
   std::filesystem::path spool_dir() const { return data_dir / "spool"; }
   std::filesystem::path domains_dir() const { return data_dir / "domains"; }

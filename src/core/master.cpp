@@ -184,11 +184,13 @@ std::string Master::prepare() {
   smtp_child.name = "smtp";
   queue_child.name = "queue";
   deliver_child.name = "deliver";
-  for (const ListenAddress& a : config_.smtp.listen) {
-    int fd = bind_tcp(a, error);
-    if (fd < 0) return error;
-    smtp_child.listen_fds.push_back(fd);
-  }
+  // Port 25, submission (587) and submissions (465): smtp tells them apart by their addresses.
+  for (const auto* list : {&config_.smtp.listen, &config_.smtp.submission_listen, &config_.smtp.smtps_listen})
+    for (const ListenAddress& a : *list) {
+      int fd = bind_tcp(a, error);
+      if (fd < 0) return error;
+      smtp_child.listen_fds.push_back(fd);
+    }
   // smtp submits messages, deliver submits forwards: the queue checks callers' uids itself.
   int qfd = bind_unix(config_.run_dir() / "queue.sock", std::nullopt, error, root_);
   if (qfd < 0) return error;
@@ -327,14 +329,21 @@ void Master::reload() {
       log::error("configuration not reloaded; the running one stays", {{"problem", format_problem(p)}});
     return;
   }
-  bool listen_changed = r.config->smtp.listen.size() != config_.smtp.listen.size();
-  for (size_t i = 0; !listen_changed && i < r.config->smtp.listen.size(); ++i)
-    listen_changed = r.config->smtp.listen[i].text() != config_.smtp.listen[i].text();
+  auto addresses = [](const Config& c) {
+    std::string out;
+    for (const auto* list : {&c.smtp.listen, &c.smtp.submission_listen, &c.smtp.smtps_listen}) {
+      for (const ListenAddress& a : *list) out += a.text() + ",";
+      out += ";";
+    }
+    return out;
+  };
+  bool listen_changed = addresses(*r.config) != addresses(config_);
   if (r.config->data_dir != config_.data_dir) {
     log::error("configuration not reloaded: server.data_dir changed; restart tern to move the data directory");
     return;
   }
-  if (listen_changed) log::warn("smtp.listen takes effect only at the next start");
+  if (listen_changed)
+    log::warn("smtp.listen, smtp.submission_listen and smtp.smtps_listen take effect only at the next start");
   config_ = std::move(*r.config);
   for (Child& c : children_)
     if (c.pid > 0) ::kill(c.pid, SIGHUP);
@@ -354,11 +363,16 @@ int Master::run() {
   int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
   for (Child& c : children_) start(c);
-  std::string listen;
-  for (const auto& a : config_.smtp.listen) listen += (listen.empty() ? "" : ",") + a.text();
+  auto joined = [](const std::vector<ListenAddress>& list) {
+    std::string out;
+    for (const auto& a : list) out += (out.empty() ? "" : ",") + a.text();
+    return out;
+  };
   log::info("tern started", {{"config", config_path_},
                              {"data", config_.data_dir.string()},
-                             {"smtp", listen},
+                             {"smtp", joined(config_.smtp.listen)},
+                             {"submission", joined(config_.smtp.submission_listen)},
+                             {"smtps", joined(config_.smtp.smtps_listen)},
                              {"pid", static_cast<long>(::getpid())}});
 
   // Stopping goes in stages, each one waiting (up to 30 s, then SIGKILL) for the previous:

@@ -81,6 +81,39 @@ inline Reply shutting_down(std::string_view host) {
 inline Reply too_many_connections(std::string_view host) {
   return {421, "4.7.0", std::string(host) + " Too many connections, try again later"};
 }
+// STARTTLS (RFC 3207) and AUTH (RFC 4954, RFC 6409, RFC 8314).
+inline Reply ready_for_tls() { return {220, "2.0.0", "Ready to start TLS"}; }
+inline Reply tls_already_active() { return {503, "5.5.1", "TLS already active"}; }
+inline Reply tls_in_transaction() { return {503, "5.5.1", "STARTTLS not permitted during a mail transaction"}; }
+inline Reply tls_unavailable() { return {454, "4.7.0", "TLS not available due to temporary reason"}; }
+// RFC 3207 4.2: a client must not send commands after STARTTLS before the TLS handshake; any
+// it did are discarded, never executed (command injection), and the connection ends.
+inline Reply pipelined_after_starttls() {
+  return {554, "5.5.0", "Commands pipelined after STARTTLS are not allowed; closing connection"};
+}
+inline Reply auth_challenge(std::string_view base64) { return {334, "", std::string(base64)}; }
+inline Reply auth_ok() { return {235, "2.7.0", "Authentication successful"}; }
+inline Reply auth_failed() { return {535, "5.7.8", "Authentication credentials invalid"}; }
+inline Reply auth_temporary_failure() { return {454, "4.7.0", "Temporary authentication failure, try again later"}; }
+inline Reply auth_needs_tls() { return {538, "5.7.11", "Encryption required for requested authentication mechanism"}; }
+inline Reply auth_cancelled() { return {501, "5.0.0", "Authentication cancelled"}; }
+inline Reply auth_bad_base64() { return {501, "5.5.2", "Invalid base64 data"}; }
+inline Reply auth_malformed() { return {501, "5.5.2", "Malformed authentication data"}; }
+inline Reply auth_unknown_mechanism() { return {504, "5.5.4", "Unrecognized authentication type"}; }
+inline Reply already_authenticated() { return {503, "5.5.1", "Already authenticated"}; }
+inline Reply auth_in_transaction() { return {503, "5.5.1", "AUTH not permitted during a mail transaction"}; }
+inline Reply auth_required() { return {530, "5.7.0", "Authentication required"}; }
+inline Reply too_many_auth_failures(std::string_view host) {
+  return {421, "4.7.0", std::string(host) + " Too many authentication failures, closing connection"};
+}
+inline Reply sender_not_owned(std::string_view a, std::string_view user) {
+  return {553, "5.7.1",
+          "Sender address <" + std::string(a) + "> is not owned by authenticated user " + std::string(user) +
+              " (smtp.sender_login_match)"};
+}
+inline Reply sender_check_unavailable() {
+  return {451, "4.3.0", "Sender verification temporarily unavailable, try again later"};
+}
 inline Reply closing(std::string_view host) { return {221, "2.0.0", std::string(host) + " closing connection"}; }
 }  // namespace replies
 

@@ -9,8 +9,10 @@
 // GCC 12 destroys some temporaries twice when they appear in a co_await expression, so every
 // argument of a co_await'ed call is a named local (docs/ARCHITECTURE.md, "Coroutines").
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <chrono>
 #include <set>
+#include <tuple>
 
 #include "core/ipc_channel.h"
 #include "core/log.h"
@@ -18,33 +20,75 @@
 #include "core/service.h"
 #include "directory/resolver.h"
 #include "smtp/session.h"
+#include "smtp/tls.h"
 
 namespace tern {
 namespace {
 namespace asio = boost::asio;
 using asio::ip::tcp;
+namespace ssl = asio::ssl;
 constexpr auto use = asio::as_tuple(asio::use_awaitable);
 constexpr size_t max_command_line = 1000;  // octets including CRLF; RFC 5321 4.5.3.1.4 says 512 at least
 constexpr size_t chunk_size = 64 * 1024;
 
+// What a listening socket is for: port 25 (MTA), 587 (submission, RFC 6409) or 465 (implicit
+// TLS submission, RFC 8314).
+enum class Listener { mta, submission, smtps };
+
+const char* listener_name(Listener l) {
+  return l == Listener::mta ? "smtp" : l == Listener::submission ? "submission" : "smtps";
+}
+
+// One client connection: plain TCP until STARTTLS (or from the start on port 465), then TLS.
+// Every read and write goes through read_more()/send(), which branch once on `tls`; the plain
+// path stays a direct socket call.
 struct Connection {
-  explicit Connection(tcp::socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
-  tcp::socket socket;
+  Connection(tcp::socket s, Listener l) : socket(std::move(s)), timer(socket.get_executor()), listener(l) {}
+  tcp::socket socket;  // moved into `tls` when TLS starts
+  // Declared before `tls` so it outlives it: the stream's context (and the SNI callback's
+  // argument) stay alive after a reload replaced Server::tls.
+  std::shared_ptr<const smtp::ServerTls> tls_contexts;
+  std::unique_ptr<ssl::stream<tcp::socket>> tls;
   asio::steady_timer timer;
   bool timed_out = false;
+  Listener listener;
+  std::string tls_version, tls_cipher;
+  uint32_t messages = 0;
+  tcp::socket& lowest() { return tls ? tls->next_layer() : socket; }
 };
 
 struct Server {
   asio::io_context io;
   std::shared_ptr<const Config> config;
   std::string config_path;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::vector<std::pair<std::unique_ptr<tcp::acceptor>, Listener>> acceptors;
   std::set<std::shared_ptr<Connection>> connections;
   bool stopping = false;
   // Kept connections: RCPT lookups to directory.sock, submissions to queue.sock.
   std::unique_ptr<ipc::ChannelPool> directory;
   std::unique_ptr<ipc::ChannelPool> queue;
+  // The certificates for new handshakes; nullptr when none is configured or loading failed.
+  std::shared_ptr<const smtp::ServerTls> tls;
 };
+
+// Loads [tls] for new handshakes; on failure keeps what it had (SIGHUP) and logs why.
+void load_tls(Server& server) {
+  if (server.config->tls.certificate.empty()) {
+    server.tls = nullptr;
+    return;
+  }
+  std::string error;
+  auto loaded = smtp::load_server_tls(server.config->tls, error);
+  if (!loaded) {
+    log::error(server.tls ? "TLS certificates not reloaded; the previous ones stay"
+                          : "TLS certificates not loaded; STARTTLS answers 454 and port 465 closes connections",
+               {{"error", error}});
+    return;
+  }
+  server.tls = std::move(loaded);
+  log::info("TLS certificates loaded",
+            {{"certificate", server.config->tls.certificate}, {"sni", server.config->tls.sni.size()}});
+}
 
 enum class ReadStatus { ok, closed, timeout, shutdown };
 
@@ -57,11 +101,17 @@ asio::awaitable<ReadStatus> read_more(Server& server, std::shared_ptr<Connection
   c->timer.async_wait([c](boost::system::error_code ec) {
     if (!ec) {
       c->timed_out = true;
-      c->socket.cancel();
+      c->lowest().cancel();
     }
   });
   char buf[16384];
-  auto [ec, n] = co_await c->socket.async_read_some(asio::buffer(buf), use);
+  auto buffer = asio::buffer(buf);
+  boost::system::error_code ec;
+  size_t n = 0;
+  if (c->tls)
+    std::tie(ec, n) = co_await c->tls->async_read_some(buffer, use);
+  else
+    std::tie(ec, n) = co_await c->socket.async_read_some(buffer, use);
   c->timer.cancel();
   if (ec == asio::error::operation_aborted) co_return c->timed_out ? ReadStatus::timeout : ReadStatus::shutdown;
   if (ec) co_return ReadStatus::closed;
@@ -71,8 +121,95 @@ asio::awaitable<ReadStatus> read_more(Server& server, std::shared_ptr<Connection
 
 asio::awaitable<bool> send(Connection& c, const smtp::Reply& r) {
   std::string wire = r.wire();
-  auto [ec, n] = co_await asio::async_write(c.socket, asio::buffer(wire), use);
+  auto buffer = asio::buffer(wire);
+  boost::system::error_code ec;
+  size_t n = 0;
+  if (c.tls)
+    std::tie(ec, n) = co_await asio::async_write(*c.tls, buffer, use);
+  else
+    std::tie(ec, n) = co_await asio::async_write(c.socket, buffer, use);
   co_return !ec;
+}
+
+// The TLS handshake as server (after STARTTLS's 220, or at once on port 465), bounded by the
+// command timeout. False: the connection can only be closed.
+asio::awaitable<bool> start_tls(Server& server, std::shared_ptr<Connection> c, const std::string& client,
+                                uint32_t timeout_seconds) {
+  c->tls_contexts = server.tls;
+  c->tls = std::make_unique<ssl::stream<tcp::socket>>(std::move(c->socket), *c->tls_contexts->fallback);
+  c->timed_out = false;
+  c->timer.expires_after(std::chrono::seconds(timeout_seconds));
+  c->timer.async_wait([c](boost::system::error_code ec) {
+    if (!ec) {
+      c->timed_out = true;
+      c->lowest().cancel();
+    }
+  });
+  auto role = ssl::stream_base::server;
+  auto [ec] = co_await c->tls->async_handshake(role, use);
+  c->timer.cancel();
+  if (ec) {
+    log::info("TLS handshake failed", {{"client", client},
+                                       {"listener", listener_name(c->listener)},
+                                       {"error", c->timed_out ? std::string("timeout") : ec.message()}});
+    co_return false;
+  }
+  c->tls_version = smtp::tls_version(c->tls->native_handle());
+  c->tls_cipher = smtp::tls_cipher(c->tls->native_handle());
+  co_return true;
+}
+
+// AUTH: the directory checks the password (service "smtp", with the client's address for its
+// failure limits). Its text is for the log only, never for the client.
+asio::awaitable<smtp::AuthVerdict> authenticate(Server& server, const smtp::Credentials& credentials,
+                                                const std::string& client_ip, const std::string& client,
+                                                std::string& account) {
+  ipc::AuthRequest request{credentials.user, credentials.password, client_ip, "smtp"};
+  // Once: a password check that reached the directory counts against its failure limits.
+  auto reply = co_await server.directory->request<ipc::AuthResult>(request, -1, true);
+  std::fill(request.password.begin(), request.password.end(), '\0');
+  if (!reply) {
+    log::warn("directory unavailable; AUTH answered 454", {{"client", client}, {"user", credentials.user}});
+    co_return smtp::AuthVerdict::unavailable;
+  }
+  auto outcome = static_cast<ipc::AuthOutcome>(reply->outcome);
+  if (outcome == ipc::AuthOutcome::ok) {
+    account = reply->address;
+    log::info("AUTH successful", {{"client", client}, {"user", account}});
+    co_return smtp::AuthVerdict::ok;
+  }
+  if (outcome == ipc::AuthOutcome::unavailable) {
+    log::warn("directory unavailable; AUTH answered 454",
+              {{"client", client}, {"user", credentials.user}, {"error", reply->text}});
+    co_return smtp::AuthVerdict::unavailable;
+  }
+  log::info("AUTH failed", {{"client", client}, {"user", credentials.user}, {"reason", reply->text}});
+  co_return smtp::AuthVerdict::failed;
+}
+
+// The sender rule: MAIL FROM must resolve to the authenticated account's own mailbox (its
+// address, an alias of it, an extension of it, or an address of a domain alias).
+asio::awaitable<std::optional<bool>> sender_owned(Server& server, const smtp::Address& sender,
+                                                  const std::string& account, const std::string& client) {
+  std::string domain = sender.domain;
+  if (domain.starts_with("[")) co_return false;
+  if (sender.has_utf8()) {
+    std::string error;
+    auto ascii = directory::domain_to_ascii(sender.domain, error);
+    if (!ascii) co_return false;
+    domain = *ascii;
+  }
+  ipc::ResolveRequest request{sender.local + "@" + domain};
+  auto reply = co_await server.directory->request<ipc::ResolveResult>(request);
+  if (!reply || reply->status != ipc::Status::ok) {
+    log::warn("directory unavailable; MAIL answered 451",
+              {{"client", client}, {"from", sender.text()}, {"error", reply ? reply->detail : "no answer"}});
+    co_return std::nullopt;
+  }
+  if (static_cast<directory::Verdict>(reply->verdict) != directory::Verdict::deliver) co_return false;
+  for (const std::string& mailbox : reply->mailbox_addresses)
+    if (to_lower(mailbox) == to_lower(account)) co_return true;
+  co_return false;
 }
 
 smtp::Reply reply_from_queue(const ipc::SubmitResult& r) {
@@ -208,7 +345,10 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
              {"from", session.envelope().sender},
              {"recipients", session.envelope().recipients.size()},
              {"size", reader.size()},
+             {"tls", c->tls_version.empty() ? std::string("no") : c->tls_version},
+             {"auth", session.auth_user()},
              {"reply", std::to_string(reply.code) + " " + reply.enhanced}});
+  if (reply.positive()) ++c->messages;
   session.reset_transaction();
   co_return co_await send(*c, reply);
 }
@@ -217,13 +357,29 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
   std::shared_ptr<const Config> cfg = server.config;
   boost::system::error_code ec;
   auto remote = c->socket.remote_endpoint(ec);
-  std::string client = ec ? "[unknown]" : "[" + remote.address().to_string() + "]";
-  bool relay_client = !ec && in_any(cfg->smtp.relay_networks, remote.address().to_string());
-  smtp::Session session({cfg->hostname, cfg->smtp.max_message_size, cfg->smtp.max_recipients, cfg->smtp.max_errors},
-                        client, nullptr);
+  std::string client_ip = ec ? "" : remote.address().to_string();
+  std::string client = ec ? "[unknown]" : "[" + client_ip + "]";
+  bool relay_client = !ec && in_any(cfg->smtp.relay_networks, client_ip);
+  smtp::SessionSettings settings{cfg->hostname, cfg->smtp.max_message_size, cfg->smtp.max_recipients,
+                                 cfg->smtp.max_errors};
+  settings.tls_available = !cfg->tls.certificate.empty();
+  settings.implicit_tls = c->listener == Listener::smtps;
+  settings.auth_required = c->listener != Listener::mta;
+  settings.allow_insecure_auth = cfg->smtp.allow_insecure_auth;
+  settings.sender_login_match = cfg->smtp.sender_login_match;
+  settings.max_auth_failures = cfg->smtp.max_auth_failures;
+  settings.received_auth_user = cfg->smtp.received_auth_user;
+  smtp::Session session(std::move(settings), client, nullptr);
   std::string in;
-  smtp::Reply greeting = session.greeting();
-  bool open = co_await send(*c, greeting);
+  bool open = true;
+  if (c->listener == Listener::smtps) {  // RFC 8314 3.3: TLS first, then the greeting
+    open = false;
+    if (server.tls) open = co_await start_tls(server, c, client, cfg->smtp.command_timeout);
+  }
+  if (open) {
+    smtp::Reply greeting = session.greeting();
+    open = co_await send(*c, greeting);
+  }
   bool discarding = false;  // inside an over-long line, until its LF
   while (open) {
     size_t lf = in.find('\n');
@@ -258,24 +414,82 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
       continue;
     }
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    smtp::Response r = session.handle(smtp::parse_command(line));
+    smtp::Response r =
+        session.in_auth_exchange() ? session.auth_response(line) : session.handle(smtp::parse_command(line));
+    std::fill(line.begin(), line.end(), '\0');  // may have carried a password
     if (r.action == smtp::Action::lookup_recipient) {
       smtp::Address address = session.pending_recipient();
-      smtp::RecipientVerdict verdict = co_await lookup_recipient(server, address, client, relay_client);
+      bool may_relay = relay_client || session.authenticated();
+      smtp::RecipientVerdict verdict = co_await lookup_recipient(server, address, client, may_relay);
       r = session.complete_rcpt(verdict);
+    }
+    if (r.action == smtp::Action::authenticate) {
+      std::string account;
+      smtp::Credentials credentials = session.pending_credentials();
+      smtp::AuthVerdict verdict = co_await authenticate(server, credentials, client_ip, client, account);
+      std::fill(credentials.password.begin(), credentials.password.end(), '\0');
+      r = session.complete_auth(verdict, account);
+    }
+    if (r.action == smtp::Action::check_sender) {
+      smtp::Address sender = session.pending_sender();
+      std::string account = session.auth_user();
+      std::optional<bool> owned = co_await sender_owned(server, sender, account, client);
+      if (owned && !*owned)
+        log::info("MAIL refused: sender not owned by the authenticated user",
+                  {{"client", client}, {"from", sender.text()}, {"auth", account}});
+      r = session.complete_mail(owned);
     }
     if (r.action == smtp::Action::start_data) {
       open = co_await receive_message(server, c, session, in, client, cfg);
       continue;
     }
+    if (r.action == smtp::Action::start_tls) {
+      if (!in.empty()) {  // RFC 3207 4.2: nothing sent before the handshake may be acted on
+        log::warn("commands pipelined after STARTTLS; discarded, connection closed",
+                  {{"client", client}, {"bytes", in.size()}});
+        in.clear();
+        smtp::Reply refused = smtp::replies::pipelined_after_starttls();
+        co_await send(*c, refused);
+        break;
+      }
+      if (!server.tls) {
+        smtp::Reply unavailable = smtp::replies::tls_unavailable();
+        open = co_await send(*c, unavailable);
+        continue;
+      }
+      open = co_await send(*c, r.reply);
+      if (open) open = co_await start_tls(server, c, client, cfg->smtp.command_timeout);
+      if (open) session.tls_started();
+      continue;
+    }
+    if (r.delay_ms > 0) {  // failed AUTH: a growing pause before the answer
+      asio::steady_timer pause(server.io, std::chrono::milliseconds(r.delay_ms));
+      co_await pause.async_wait(use);
+    }
     open = co_await send(*c, r.reply) && r.action != smtp::Action::close;
   }
-  c->socket.shutdown(tcp::socket::shutdown_both, ec);
-  c->socket.close(ec);
+  log::info("connection closed", {{"client", client},
+                                  {"listener", listener_name(c->listener)},
+                                  {"helo", session.envelope().helo},
+                                  {"tls", c->tls_version.empty() ? std::string("no") : c->tls_version},
+                                  {"cipher", c->tls_cipher},
+                                  {"auth", session.auth_user()},
+                                  {"messages", c->messages}});
+  if (c->tls && !c->tls_version.empty()) {  // close_notify, bounded: the peer may be gone
+    c->timer.expires_after(std::chrono::seconds(5));
+    c->timer.async_wait([c](boost::system::error_code e) {
+      if (!e) c->lowest().cancel();
+    });
+    auto [shutdown_ec] = co_await c->tls->async_shutdown(use);
+    (void)shutdown_ec;
+    c->timer.cancel();
+  }
+  c->lowest().shutdown(tcp::socket::shutdown_both, ec);
+  c->lowest().close(ec);
   server.connections.erase(c);
 }
 
-asio::awaitable<void> accept_loop(Server& server, tcp::acceptor& acceptor) {
+asio::awaitable<void> accept_loop(Server& server, tcp::acceptor& acceptor, Listener listener) {
   while (!server.stopping) {
     auto [ec, socket] = co_await acceptor.async_accept(use);
     if (ec) {
@@ -289,13 +503,29 @@ asio::awaitable<void> accept_loop(Server& server, tcp::acceptor& acceptor) {
       std::string wire = smtp::replies::too_many_connections(server.config->hostname).wire();
       boost::system::error_code ignored;
       socket.non_blocking(true, ignored);
-      socket.write_some(asio::buffer(wire), ignored);
+      if (listener != Listener::smtps) socket.write_some(asio::buffer(wire), ignored);
       continue;
     }
-    auto c = std::make_shared<Connection>(std::move(socket));
+    auto c = std::make_shared<Connection>(std::move(socket), listener);
     server.connections.insert(c);
     asio::co_spawn(server.io, run_session(server, c), asio::detached);
   }
+}
+
+// Which list of the configuration a socket from the master belongs to, by its address. One no
+// list names (the file changed since the master bound it) is served as port 25 is.
+Listener listener_for(const Config& cfg, const tcp::endpoint& local) {
+  auto in = [&](const std::vector<ListenAddress>& list) {
+    for (const ListenAddress& a : list) {
+      boost::system::error_code ec;
+      auto address = asio::ip::make_address(a.host, ec);
+      if (!ec && address == local.address() && a.port == local.port()) return true;
+    }
+    return false;
+  };
+  if (in(cfg.smtp.smtps_listen)) return Listener::smtps;
+  if (in(cfg.smtp.submission_listen)) return Listener::submission;
+  return Listener::mta;
 }
 
 }  // namespace
@@ -319,23 +549,26 @@ int run_smtp_service(const ServiceStart& start) {
       log::error("cannot use listening socket from master", {{"fd", fd}, {"error", ec.message()}});
       return exit_failure;
     }
-    server.acceptors.push_back(std::move(acceptor));
+    Listener kind = listener_for(*server.config, acceptor->local_endpoint(ec));
+    server.acceptors.emplace_back(std::move(acceptor), kind);
   }
-  for (auto& a : server.acceptors) asio::co_spawn(server.io, accept_loop(server, *a), asio::detached);
+  load_tls(server);
+  for (auto& [a, kind] : server.acceptors) asio::co_spawn(server.io, accept_loop(server, *a, kind), asio::detached);
 
   asio::signal_set signals(server.io, SIGTERM, SIGINT, SIGHUP);
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
       server.config = reload_config(server.config_path, server.config);
+      load_tls(server);  // new handshakes only: open sessions keep the contexts they started with
       signals.async_wait(on_signal);
       return;
     }
     log::info("stopping: closing listeners, open sessions get 421", {{"sessions", server.connections.size()}});
     server.stopping = true;
     boost::system::error_code ignored;
-    for (auto& a : server.acceptors) a->close(ignored);
-    for (auto& c : server.connections) c->socket.cancel(ignored);
+    for (auto& [a, kind] : server.acceptors) a->close(ignored);
+    for (auto& c : server.connections) c->lowest().cancel(ignored);
   };
   signals.async_wait(on_signal);
   unblock_reload_signal();

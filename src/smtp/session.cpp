@@ -14,6 +14,44 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// RFC 4648 base64, strict: padding only at the end, nothing but the alphabet.
+std::optional<std::string> decode_base64(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t pad = 0;
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    int v;
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '+')
+      v = 62;
+    else if (c == '/')
+      v = 63;
+    else if (c == '=' && i + 2 >= in.size()) {
+      ++pad;
+      continue;
+    } else {
+      return std::nullopt;
+    }
+    if (pad) return std::nullopt;  // data after padding
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  if (pad > 2 || (pad == 2 && bits != 4) || (pad == 1 && bits != 2)) return std::nullopt;
+  return out;
+}
+
 }  // namespace
 
 std::string Reply::wire() const {
@@ -33,7 +71,9 @@ std::string Reply::wire() const {
 }
 
 Session::Session(SessionSettings settings, std::string client_address, RecipientLookup lookup)
-    : settings_(std::move(settings)), client_address_(std::move(client_address)), lookup_(std::move(lookup)) {}
+    : settings_(std::move(settings)), client_address_(std::move(client_address)), lookup_(std::move(lookup)) {
+  tls_ = settings_.implicit_tls;
+}
 
 Reply Session::greeting() const { return {220, "", settings_.hostname + " ESMTP tern"}; }
 
@@ -54,7 +94,13 @@ Response Session::count_error(Response r) {
   return r;
 }
 
-Response Session::reject_line(Reply reply) { return count_error({std::move(reply)}); }
+Response Session::reject_line(Reply reply) {
+  if (in_auth_exchange()) {  // an over-long SASL response ends the exchange
+    auth_step_ = AuthStep::none;
+    forget_credentials();
+  }
+  return count_error({std::move(reply)});
+}
 
 Response Session::handle(const ParseResult& parsed) {
   if (const Reply* error = std::get_if<Reply>(&parsed)) return count_error({*error});
@@ -67,12 +113,12 @@ Response Session::handle(const ParseResult& parsed) {
       envelope_.helo = cmd.argument;
       envelope_.esmtp = cmd.verb == Verb::ehlo;
       if (cmd.verb == Verb::helo) return {{250, "", settings_.hostname}};
-      return {{250, "",
-               settings_.hostname + " Hello " + client_address_ + "\nPIPELINING\nSIZE " +
-                   std::to_string(settings_.max_message_size) + "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nDSN"}};
+      return {{250, "", settings_.hostname + " Hello " + client_address_ + ehlo_keywords()}};
     }
-    case Verb::mail:
-      return count_error(mail(cmd));
+    case Verb::mail: {
+      Response r = mail(cmd);
+      return r.action == Action::check_sender ? r : count_error(std::move(r));
+    }
     case Verb::rcpt: {
       Response r = rcpt(cmd);
       return r.action == Action::lookup_recipient ? r : count_error(std::move(r));
@@ -93,9 +139,14 @@ Response Session::handle(const ParseResult& parsed) {
       return {replies::vrfy()};
     case Verb::help:
       return {replies::help()};
-    case Verb::expn:
     case Verb::starttls:
+      if (tls_) return count_error({replies::tls_already_active()});
+      if (!settings_.tls_available) return count_error({replies::not_implemented()});
+      if (in_transaction_) return count_error({replies::tls_in_transaction()});
+      return {replies::ready_for_tls(), Action::start_tls};
     case Verb::auth:
+      return auth(cmd);  // counts its own errors
+    case Verb::expn:
     case Verb::bdat:
       return count_error({replies::not_implemented()});
     case Verb::unknown:
@@ -104,9 +155,130 @@ Response Session::handle(const ParseResult& parsed) {
   return count_error({replies::unknown_command()});
 }
 
+std::string Session::ehlo_keywords() const {
+  std::string out = "\nPIPELINING\nSIZE " + std::to_string(settings_.max_message_size) +
+                    "\n8BITMIME\nENHANCEDSTATUSCODES\nSMTPUTF8\nDSN";
+  if (settings_.tls_available && !tls_) out += "\nSTARTTLS";
+  if (tls_ || settings_.allow_insecure_auth) out += "\nAUTH PLAIN LOGIN";
+  return out;
+}
+
+void Session::tls_started() {
+  reset_transaction();
+  envelope_.helo.clear();
+  envelope_.esmtp = false;
+  greeted_ = false;
+  tls_ = true;
+  auth_user_.clear();
+  auth_step_ = AuthStep::none;
+  forget_credentials();
+}
+
+void Session::forget_credentials() {
+  std::fill(credentials_.password.begin(), credentials_.password.end(), '\0');
+  credentials_ = Credentials{};
+}
+
+// RFC 4954 4: AUTH mechanism [initial-response].
+Response Session::auth(const Command& cmd) {
+  if (!greeted_) return count_error({replies::helo_first()});
+  if (authenticated()) return count_error({replies::already_authenticated()});
+  if (in_transaction_) return count_error({replies::auth_in_transaction()});
+  if (!tls_ && !settings_.allow_insecure_auth) return count_error({replies::auth_needs_tls()});
+  std::string_view arg = cmd.argument;
+  size_t sp = arg.find(' ');
+  std::string mechanism(arg.substr(0, sp));
+  for (char& c : mechanism) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  std::string_view initial = sp == std::string_view::npos ? std::string_view{} : arg.substr(sp + 1);
+  while (!initial.empty() && initial.front() == ' ') initial.remove_prefix(1);
+  if (mechanism.empty() || initial.find(' ') != std::string_view::npos)
+    return count_error({replies::syntax("AUTH mechanism [initial-response]")});
+  bool has_initial = sp != std::string_view::npos && !initial.empty();
+  if (initial == "=") initial = {};  // an empty initial response
+  if (mechanism == "PLAIN") {
+    if (!has_initial) {
+      auth_step_ = AuthStep::plain;
+      return {replies::auth_challenge("")};
+    }
+    auth_step_ = AuthStep::plain;
+    return auth_response(initial);
+  }
+  if (mechanism == "LOGIN") {
+    auth_step_ = AuthStep::login_user;
+    if (!has_initial) return {replies::auth_challenge("VXNlcm5hbWU6")};  // "Username:"
+    return auth_response(initial);
+  }
+  return count_error({replies::auth_unknown_mechanism()});
+}
+
+Response Session::auth_response(std::string_view line) {
+  AuthStep step = auth_step_;
+  auth_step_ = AuthStep::none;
+  if (line == "*") {
+    forget_credentials();
+    return count_error({replies::auth_cancelled()});
+  }
+  std::optional<std::string> decoded = decode_base64(line);
+  if (!decoded) {
+    forget_credentials();
+    return count_error({replies::auth_bad_base64()});
+  }
+  switch (step) {
+    case AuthStep::plain: {  // RFC 4616: [authzid] NUL authcid NUL passwd
+      size_t a = decoded->find('\0');
+      size_t b = a == std::string::npos ? a : decoded->find('\0', a + 1);
+      if (b == std::string::npos || decoded->find('\0', b + 1) != std::string::npos || b == a + 1) {
+        std::fill(decoded->begin(), decoded->end(), '\0');
+        return count_error({replies::auth_malformed()});
+      }
+      std::string authzid = decoded->substr(0, a);
+      credentials_.user = decoded->substr(a + 1, b - a - 1);
+      credentials_.password = decoded->substr(b + 1);
+      std::fill(decoded->begin(), decoded->end(), '\0');
+      // Acting for another identity is not offered: authzid must be empty or the user.
+      if (!authzid.empty() && lower(authzid) != lower(credentials_.user)) return complete_auth(AuthVerdict::failed, "");
+      return {replies::ok(), Action::authenticate};
+    }
+    case AuthStep::login_user:
+      if (decoded->empty()) return count_error({replies::auth_malformed()});
+      credentials_.user = *decoded;
+      auth_step_ = AuthStep::login_password;
+      return {replies::auth_challenge("UGFzc3dvcmQ6")};  // "Password:"
+    case AuthStep::login_password:
+      credentials_.password = *decoded;
+      std::fill(decoded->begin(), decoded->end(), '\0');
+      return {replies::ok(), Action::authenticate};
+    case AuthStep::none:
+      break;
+  }
+  return count_error({replies::unknown_command()});
+}
+
+Response Session::complete_auth(AuthVerdict verdict, const std::string& account) {
+  std::string user = credentials_.user;
+  forget_credentials();
+  switch (verdict) {
+    case AuthVerdict::ok:
+      auth_user_ = account.empty() ? lower(user) : account;
+      return {replies::auth_ok()};
+    case AuthVerdict::unavailable:
+      return {replies::auth_temporary_failure()};
+    case AuthVerdict::failed:
+      break;
+  }
+  ++auth_failures_;
+  uint32_t delay = auth_failures_ * settings_.auth_failure_delay_ms;
+  if (auth_failures_ >= settings_.max_auth_failures)
+    return {replies::too_many_auth_failures(settings_.hostname), Action::close, delay};
+  Response r = count_error({replies::auth_failed()});
+  r.delay_ms = delay;
+  return r;
+}
+
 Response Session::mail(const Command& cmd) {
   if (!greeted_) return {replies::helo_first()};
   if (in_transaction_) return {replies::nested_mail()};
+  if (settings_.auth_required && !authenticated()) return {replies::auth_required()};
   bool smtputf8 = false, body_8bit = false;
   uint8_t ret = 0;
   std::string envid;
@@ -144,13 +316,28 @@ Response Session::mail(const Command& cmd) {
     }
   }
   if (cmd.path.has_utf8() && !smtputf8) return {replies::utf8_needs_smtputf8()};
+  pending_mail_ = PendingMail{cmd.path, smtputf8, body_8bit, ret, envid};
+  // The sender rule (replaces the combined patch's MFCHECK-after-AUTH idea): the null sender
+  // (bounces, receipts) is always allowed.
+  if (authenticated() && settings_.sender_login_match && !cmd.path.text().empty())
+    return {replies::ok(), Action::check_sender};
+  return accept_mail();
+}
+
+Response Session::accept_mail() {
   in_transaction_ = true;
-  envelope_.sender = cmd.path.text();
-  envelope_.smtputf8 = smtputf8;
-  envelope_.body_8bit = body_8bit;
-  envelope_.ret = ret;
-  envelope_.envid = envid;
+  envelope_.sender = pending_mail_.path.text();
+  envelope_.smtputf8 = pending_mail_.smtputf8;
+  envelope_.body_8bit = pending_mail_.body_8bit;
+  envelope_.ret = pending_mail_.ret;
+  envelope_.envid = pending_mail_.envid;
   return {replies::sender_ok(envelope_.sender)};
+}
+
+Response Session::complete_mail(std::optional<bool> owned) {
+  if (!owned) return {replies::sender_check_unavailable()};
+  if (!*owned) return count_error({replies::sender_not_owned(pending_mail_.path.text(), auth_user_)});
+  return accept_mail();
 }
 
 Response Session::rcpt(const Command& cmd) {
@@ -236,10 +423,15 @@ std::optional<Reply> Session::check_data(const DataReader& reader) const {
 std::string Session::received_header(const std::string& queue_id, const std::string& date) const {
   // RFC 3848 protocol names.
   std::string with = envelope_.smtputf8 ? "UTF8SMTP" : envelope_.esmtp ? "ESMTP" : "SMTP";
+  if (with != "SMTP") {  // RFC 3848 (and RFC 6531): S for TLS, A for AUTH
+    if (tls_) with += "S";
+    if (authenticated()) with += "A";
+  }
   std::string helo;
   for (char c : envelope_.helo) helo += (static_cast<unsigned char>(c) < 0x21 || c == 0x7f) ? '_' : c;
-  std::string out = "Received: from " + helo + " (" + client_address_ + ")\n\tby " + settings_.hostname +
-                    " (tern) with " + with + " id " + queue_id;
+  std::string out = "Received: from " + helo + " (" + client_address_ + ")";
+  if (authenticated() && settings_.received_auth_user) out += "\n\t(Authenticated sender: " + auth_user_ + ")";
+  out += "\n\tby " + settings_.hostname + " (tern) with " + with + " id " + queue_id;
   if (envelope_.recipients.size() == 1) out += "\n\tfor <" + envelope_.recipients.front() + ">";
   return out + "; " + date + "\n";
 }

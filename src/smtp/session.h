@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,15 @@ struct SessionSettings {
   uint64_t max_message_size = 26214400;
   uint32_t max_recipients = 1000;
   uint32_t max_errors = 10;
+  // TLS and AUTH (RFC 3207, 4954, 6409, 8314).
+  bool tls_available = false;            // a certificate is configured: STARTTLS is offered
+  bool implicit_tls = false;             // port 465: the session starts inside TLS
+  bool auth_required = false;            // submission ports: MAIL needs AUTH first (530 5.7.0)
+  bool allow_insecure_auth = false;      // AUTH offered without TLS
+  bool sender_login_match = true;        // MAIL FROM after AUTH must be an address the user owns
+  uint32_t max_auth_failures = 3;        // then 421 and close
+  uint32_t auth_failure_delay_ms = 500;  // times the number of failures so far, before the 535
+  bool received_auth_user = false;       // "(Authenticated sender: USER)" in the Received header
 };
 
 enum class RecipientVerdict { accept, relay_denied, unknown_user, disabled, loop, unavailable };
@@ -40,11 +50,22 @@ struct Envelope {
   std::vector<std::string> orcpt;
 };
 
-enum class Action { none, start_data, close, lookup_recipient };
+// start_tls: send the reply, then the handshake (nothing the client sent before it may be used).
+// authenticate: ask the directory about pending_credentials(), then complete_auth().
+// check_sender: ask whether pending_sender() belongs to auth_user(), then complete_mail().
+enum class Action { none, start_data, close, lookup_recipient, start_tls, authenticate, check_sender };
+
+enum class AuthVerdict { ok, failed, unavailable };
+
+struct Credentials {
+  std::string user;
+  std::string password;
+};
 
 struct Response {
   Reply reply;
   Action action = Action::none;
+  uint32_t delay_ms = 0;  // wait this long before sending the reply (failed AUTH)
 };
 
 class Session {
@@ -58,6 +79,21 @@ class Session {
   // After Action::lookup_recipient: the RCPT's outcome for the directory's verdict.
   const Address& pending_recipient() const { return pending_rcpt_; }
   Response complete_rcpt(RecipientVerdict verdict);
+
+  // STARTTLS: after a successful handshake; forgets everything the client said (RFC 3207 4.2).
+  void tls_started();
+  bool tls() const { return tls_; }
+  // AUTH: while true, the next line is a SASL response for auth_response(), not a command.
+  bool in_auth_exchange() const { return auth_step_ != AuthStep::none; }
+  Response auth_response(std::string_view line);
+  const Credentials& pending_credentials() const { return credentials_; }
+  // `account` is the directory's canonical address when ok.
+  Response complete_auth(AuthVerdict verdict, const std::string& account);
+  const std::string& auth_user() const { return auth_user_; }
+  bool authenticated() const { return !auth_user_.empty(); }
+  // Sender rule: after Action::check_sender.
+  const Address& pending_sender() const { return pending_mail_.path; }
+  Response complete_mail(std::optional<bool> owned);  // nullopt: could not be checked
   // For lines the server rejects before parsing (too long): counts the error.
   Response reject_line(Reply reply);
 
@@ -77,6 +113,11 @@ class Session {
   Response rcpt(const Command& cmd);
   Response accept_rcpt(RecipientVerdict verdict);
   Response count_error(Response r);
+  Response auth(const Command& cmd);
+  Response auth_with(std::string_view base64);
+  Response accept_mail();
+  void forget_credentials();
+  std::string ehlo_keywords() const;
 
   SessionSettings settings_;
   std::string client_address_;
@@ -90,6 +131,18 @@ class Session {
   uint32_t rcpt_accepted_ = 0;
   bool rcpt_attempted_ = false;
   uint32_t errors_ = 0;
+  bool tls_ = false;
+  enum class AuthStep { none, plain, login_user, login_password };
+  AuthStep auth_step_ = AuthStep::none;
+  Credentials credentials_;
+  std::string auth_user_;
+  uint32_t auth_failures_ = 0;
+  struct PendingMail {
+    Address path;
+    bool smtputf8 = false, body_8bit = false;
+    uint8_t ret = 0;
+    std::string envid;
+  } pending_mail_;
 };
 
 // RFC 5322 date-time for `t` in UTC, e.g. "Wed, 25 Nov 2026 00:45:59 +0000".

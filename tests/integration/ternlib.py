@@ -133,6 +133,14 @@ def render_config(cfg: dict) -> str:
             out.append(f"[{section}]")
             out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items())
             out.append("")
+    if "tls" in cfg:  # [tls], and a list of dicts under "sni" for the [[sni]] tables
+        out.append("[tls]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg["tls"].items() if k != "sni")
+        out.append("")
+        for sni in cfg["tls"].get("sni", []):
+            out.append("[[sni]]")
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in sni.items())
+            out.append("")
     for route in cfg.get("routes", []):
         out.append("[[route]]")
         out.extend(f"{k} = {_toml_value(v)}" for k, v in route.items())

@@ -11,7 +11,9 @@ from ternlib import IS_ROOT, default_config, free_port, merge_config, render_con
 pytestmark = pytest.mark.backend_independent
 
 LISTEN_PROBLEM = 'expected "address:port" with a numeric address, e.g. "0.0.0.0:25" or "[::1]:25"'
-SMTP_KEYS = "listen, max_message_size, max_recipients, max_connections, max_errors, command_timeout, data_timeout, relay_networks"
+SMTP_KEYS = ("listen, max_message_size, max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
+             "relay_networks, submission_listen, smtps_listen, allow_insecure_auth, sender_login_match, max_auth_failures, "
+             "received_auth_user")
 
 
 def check_config(tern_bin, path):

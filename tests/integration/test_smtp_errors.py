@@ -106,8 +106,10 @@ SEQUENCES = {
     ],
     "unknown_command": [("FOO bar", "500 5.5.2 Command not recognized")],
     "expn": [("EXPN alice", NOT_IMPLEMENTED)],
+    # Without [tls] STARTTLS is not offered, and AUTH needs TLS (test_smtp_tls_auth.py has the rest).
     "starttls": [("EHLO client.test", EHLO_REPLY), ("STARTTLS", NOT_IMPLEMENTED)],
-    "auth": [("EHLO client.test", EHLO_REPLY), ("AUTH PLAIN AGFsaWNlAHB3", NOT_IMPLEMENTED)],
+    "auth": [("EHLO client.test", EHLO_REPLY),
+             ("AUTH PLAIN AGFsaWNlAHB3", "538 5.7.11 Encryption required for requested authentication mechanism")],
     "bdat": [("EHLO client.test", EHLO_REPLY), ("BDAT 10 LAST", NOT_IMPLEMENTED)],
     "vrfy": [("VRFY alice", "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery")],
     "noop": [("NOOP", OK)],

@@ -112,6 +112,10 @@ TEST(Config, DevelopmentConfigurationIsValid) {
   ASSERT_TRUE(r.config) << format_problem(r.problems.at(0));
   EXPECT_EQ(r.config->data_dir, "/tmp/var");
   EXPECT_EQ(r.config->smtp.listen.at(0).port, 2525);
+  EXPECT_EQ(r.config->smtp.submission_listen.at(0).port, 2587);
+  EXPECT_EQ(r.config->smtp.smtps_listen.at(0).port, 2465);
+  EXPECT_EQ(r.config->tls.certificate, "/tmp/var/tls/cert.pem");  // the development certificate
+  EXPECT_EQ(r.config->tls.key, "/tmp/var/tls/key.pem");
   EXPECT_EQ(r.config->directory.sqlite_path, "/tmp/var/directory/accounts.db");
   EXPECT_EQ(r.config->directory.postmaster, "alice@example.test");
 }
@@ -191,4 +195,80 @@ TEST(Config, RelayProblemsNameTheFix) {
   EXPECT_EQ(problems(smtp_bad),
             std::vector<std::string>{"t.toml:8: smtp.relay_networks: expected an address or address/prefix, e.g. "
                                      "\"192.0.2.0/24\" or \"2001:db8::/32\""});
+}
+
+TEST(Config, DkimKeyDirAndSelector) {
+  ConfigResult r = parse_config(good, "t.toml", "/etc/tern");
+  ASSERT_TRUE(r.config);
+  EXPECT_EQ(r.config->dkim.key_dir, "/etc/tern/data/dkim");  // default: in data_dir
+  EXPECT_EQ(r.config->dkim.selector, "tern");
+  ConfigResult s = parse_config(std::string(good) + "[dkim]\nkey_dir = \"/srv/keys/\"\nselector = \"Tern2027\"\n",
+                                "t.toml", "/etc/tern");
+  ASSERT_TRUE(s.config) << format_problem(s.problems.at(0));
+  EXPECT_EQ(s.config->dkim.key_dir, "/srv/keys/");
+  EXPECT_EQ(s.config->dkim.selector, "tern2027");
+  EXPECT_EQ(problems(std::string(good) + "[dkim]\nselector = \"a.b\"\nkey_dir = \"\"\n"),
+            (std::vector<std::string>{
+                "t.toml:15: dkim.key_dir: must not be empty; remove it for the default (dkim in data_dir)",
+                "t.toml:14: dkim.selector: 'a.b' is not a selector; write one DNS label of letters, digits and '-' "
+                "(at most 55), e.g. selector = \"tern2027\""}));
+}
+
+TEST(Config, SubmissionPortsTlsAndSni) {
+  ConfigResult r = parse_config(R"(
+[server]
+hostname = "mail.example.com"
+data_dir = "data"
+[smtp]
+listen = ["0.0.0.0:25"]
+submission_listen = ["0.0.0.0:587", "[::]:587"]
+smtps_listen = ["0.0.0.0:465"]
+sender_login_match = false
+max_auth_failures = 5
+[tls]
+certificate = "tls/chain.pem"
+key = "/keys/key.pem"
+[[sni]]
+names = ["Mail.Example.ORG", "*.example.net"]
+certificate = "org.pem"
+key = "org.key"
+)",
+                                "t.toml", "/etc/tern");
+  ASSERT_TRUE(r.config) << format_problem(r.problems.at(0));
+  const Config& c = *r.config;
+  ASSERT_EQ(c.smtp.submission_listen.size(), 2u);
+  EXPECT_EQ(c.smtp.submission_listen[1].text(), "[::]:587");
+  EXPECT_EQ(c.smtp.smtps_listen.at(0).port, 465);
+  EXPECT_FALSE(c.smtp.allow_insecure_auth);
+  EXPECT_FALSE(c.smtp.sender_login_match);
+  EXPECT_EQ(c.smtp.max_auth_failures, 5u);
+  EXPECT_EQ(c.tls.certificate, "/etc/tern/tls/chain.pem");
+  EXPECT_EQ(c.tls.key, "/keys/key.pem");
+  ASSERT_EQ(c.tls.sni.size(), 1u);
+  EXPECT_EQ(c.tls.sni[0].names, (std::vector<std::string>{"mail.example.org", "*.example.net"}));
+  EXPECT_EQ(c.tls.sni[0].certificate, "/etc/tern/org.pem");
+
+  const std::string head =
+      "[server]\nhostname = \"m.example.com\"\ndata_dir = \"d\"\n[smtp]\nlisten = [\"0.0.0.0:25\"]\n";
+  EXPECT_EQ(problems(head + "smtps_listen = [\"0.0.0.0:465\"]\n"),
+            std::vector<std::string>{"t.toml:4: smtp.smtps_listen: port 465 is implicit TLS and needs a certificate: "
+                                     "add certificate and key under [tls]"});
+  EXPECT_EQ(problems(head + "submission_listen = [\"0.0.0.0:587\"]\nallow_insecure_auth = true\n"),
+            std::vector<std::string>{});
+  EXPECT_EQ(problems(head + "submission_listen = [\"0.0.0.0:25\"]\n"),
+            (std::vector<std::string>{
+                "t.toml:4: smtp.listen: 0.0.0.0:25 appears twice in listen, submission_listen and smtps_listen; "
+                "keep one",
+                "t.toml:4: smtp.submission_listen: submission needs AUTH, which needs TLS: add certificate and key "
+                "under [tls] (or, on a private network only, allow_insecure_auth = true)"}));
+  EXPECT_EQ(problems(head + "[tls]\ncertificate = \"c.pem\"\n"),
+            std::vector<std::string>{"t.toml:6: tls.certificate: certificate and key go together: give both (PEM "
+                                     "files), or neither for no TLS"});
+  EXPECT_EQ(problems(head + "[tls]\ncertificate = \"c.pem\"\nkey = \"k.pem\"\n[[sni]]\nnames = [\"bad name\"]\n"
+                            "certificate = \"x\"\nkey = \"y\"\n"),
+            (std::vector<std::string>{
+                "t.toml:10: sni.names: expected a host name or a wildcard, e.g. names = [\"mail.example.com\", "
+                "\"*.example.org\"]",
+                "t.toml:9: sni.names: missing; each [[sni]] needs a list of names, e.g. names = "
+                "[\"mail.example.com\"]"}));
 }

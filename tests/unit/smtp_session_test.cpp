@@ -101,3 +101,184 @@ TEST(SessionDirectoryLookup, RcptIsHandedToTheCallerAndEveryVerdictHasItsReply) 
   EXPECT_EQ(bad.action, Action::none);
   EXPECT_EQ(bad.reply.code, 501);
 }
+
+// ---- STARTTLS (RFC 3207), AUTH (RFC 4954) and submission (RFC 6409) -------------------------
+
+namespace {
+SessionSettings tls_settings(bool submission = false) {
+  SessionSettings s{"mx.example.test", 1000, 10, 20};
+  s.tls_available = true;
+  s.auth_required = submission;
+  s.auth_failure_delay_ms = 100;
+  return s;
+}
+std::string say_to(Session& s, std::string_view line) { return s.handle(parse_command(line)).reply.wire(); }
+const char* ehlo_plain =
+    "250-mx.example.test Hello [192.0.2.7]\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
+    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 STARTTLS\r\n";
+const char* ehlo_tls =
+    "250-mx.example.test Hello [192.0.2.7]\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
+    "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 AUTH PLAIN LOGIN\r\n";
+// AUTH PLAIN's response for alice@example.test / secret: base64("\0alice@example.test\0secret").
+const char* plain_alice = "AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=";
+}  // namespace
+
+TEST(SessionTls, StartTlsIsOfferedOnlyWithACertificateAndResetsTheSession) {
+  Session none{{"mx.example.test", 1000, 10, 20}, "[192.0.2.7]", nullptr};
+  say_to(none, "EHLO c.example");
+  EXPECT_EQ(say_to(none, "STARTTLS"), "502 5.5.1 Command not implemented\r\n");
+
+  Session s{tls_settings(), "[192.0.2.7]", nullptr};
+  EXPECT_EQ(say_to(s, "EHLO c.example"), ehlo_plain);
+  EXPECT_EQ(say_to(s, "STARTTLS now"), "501 5.5.4 Syntax: STARTTLS\r\n");
+  EXPECT_EQ(say_to(s, "MAIL FROM:<a@b.example>"), "250 2.1.0 Sender <a@b.example> OK\r\n");
+  EXPECT_EQ(say_to(s, "STARTTLS"), "503 5.5.1 STARTTLS not permitted during a mail transaction\r\n");
+  say_to(s, "RSET");
+  Response r = s.handle(parse_command("STARTTLS"));
+  EXPECT_EQ(r.action, Action::start_tls);
+  EXPECT_EQ(r.reply.wire(), "220 2.0.0 Ready to start TLS\r\n");
+  s.tls_started();
+  // Everything said before TLS is forgotten: EHLO again (RFC 3207 4.2).
+  EXPECT_EQ(s.envelope().helo, "");
+  EXPECT_EQ(say_to(s, "MAIL FROM:<a@b.example>"), "503 5.5.1 Send HELO or EHLO first\r\n");
+  EXPECT_EQ(say_to(s, "EHLO c.example"), ehlo_tls);
+  EXPECT_EQ(say_to(s, "STARTTLS"), "503 5.5.1 TLS already active\r\n");
+}
+
+TEST(SessionTls, AuthNeedsTlsUnlessInsecureAuthIsAllowed) {
+  Session s{tls_settings(true), "[192.0.2.7]", nullptr};
+  say_to(s, "EHLO c.example");
+  EXPECT_EQ(say_to(s, std::string("AUTH PLAIN ") + plain_alice),
+            "538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+  EXPECT_EQ(say_to(s, "MAIL FROM:<alice@example.test>"), "530 5.7.0 Authentication required\r\n");
+
+  SessionSettings insecure = tls_settings(true);
+  insecure.tls_available = false;
+  insecure.allow_insecure_auth = true;
+  Session i{insecure, "[192.0.2.7]", nullptr};
+  EXPECT_EQ(say_to(i, "EHLO c.example"),
+            "250-mx.example.test Hello [192.0.2.7]\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
+            "250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 AUTH PLAIN LOGIN\r\n");
+  EXPECT_EQ(i.handle(parse_command(std::string("AUTH PLAIN ") + plain_alice)).action, Action::authenticate);
+}
+
+TEST(SessionTls, AuthPlainWithInitialResponseThenSubmissionAndSenderRule) {
+  SessionSettings st = tls_settings(true);
+  st.implicit_tls = true;  // port 465
+  Session s{st, "[192.0.2.7]", nullptr};
+  EXPECT_EQ(say_to(s, std::string("AUTH PLAIN ") + plain_alice), "503 5.5.1 Send HELO or EHLO first\r\n");
+  EXPECT_EQ(say_to(s, "EHLO c.example"), ehlo_tls);
+  Response r = s.handle(parse_command(std::string("AUTH PLAIN ") + plain_alice));
+  ASSERT_EQ(r.action, Action::authenticate);
+  EXPECT_EQ(s.pending_credentials().user, "alice@example.test");
+  EXPECT_EQ(s.pending_credentials().password, "secret");
+  EXPECT_EQ(s.complete_auth(AuthVerdict::ok, "alice@example.test").reply.wire(),
+            "235 2.7.0 Authentication successful\r\n");
+  EXPECT_EQ(s.pending_credentials().password, "");
+  EXPECT_EQ(s.auth_user(), "alice@example.test");
+  EXPECT_EQ(say_to(s, "AUTH LOGIN"), "503 5.5.1 Already authenticated\r\n");
+
+  Response mail = s.handle(parse_command("MAIL FROM:<boss@example.test>"));
+  ASSERT_EQ(mail.action, Action::check_sender);
+  EXPECT_EQ(s.pending_sender().text(), "boss@example.test");
+  EXPECT_EQ(s.complete_mail(false).reply.wire(),
+            "553 5.7.1 Sender address <boss@example.test> is not owned by authenticated user alice@example.test "
+            "(smtp.sender_login_match)\r\n");
+  s.handle(parse_command("MAIL FROM:<alice@example.test>"));
+  EXPECT_EQ(s.complete_mail(std::nullopt).reply.wire(),
+            "451 4.3.0 Sender verification temporarily unavailable, try again later\r\n");
+  s.handle(parse_command("MAIL FROM:<alice+x@example.test>"));
+  EXPECT_EQ(s.complete_mail(true).reply.wire(), "250 2.1.0 Sender <alice+x@example.test> OK\r\n");
+  EXPECT_EQ(s.envelope().sender, "alice+x@example.test");
+  s.handle(parse_command("RCPT TO:<x@elsewhere.example>"));
+  s.complete_rcpt(RecipientVerdict::accept);
+  EXPECT_EQ(s.received_header("Q1", rfc5322_date(0)),
+            "Received: from c.example ([192.0.2.7])\n\tby mx.example.test (tern) with ESMTPSA id Q1\n"
+            "\tfor <x@elsewhere.example>; Thu, 01 Jan 1970 00:00:00 +0000\n");
+  say_to(s, "RSET");
+  // The null sender needs no check.
+  EXPECT_EQ(say_to(s, "MAIL FROM:<>"), "250 2.1.0 Sender <> OK\r\n");
+}
+
+TEST(SessionTls, AuthLoginCancelBadBase64AndFailures) {
+  SessionSettings st = tls_settings();
+  st.implicit_tls = true;
+  Session s{st, "[192.0.2.7]", nullptr};
+  say_to(s, "EHLO c.example");
+  EXPECT_EQ(say_to(s, "AUTH CRAM-MD5"), "504 5.5.4 Unrecognized authentication type\r\n");
+  EXPECT_EQ(say_to(s, "AUTH"), "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+  EXPECT_EQ(say_to(s, "AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
+  EXPECT_TRUE(s.in_auth_exchange());
+  EXPECT_EQ(s.auth_response("*").reply.wire(), "501 5.0.0 Authentication cancelled\r\n");
+  EXPECT_FALSE(s.in_auth_exchange());
+  EXPECT_EQ(say_to(s, "AUTH PLAIN"), "334 \r\n");
+  EXPECT_EQ(s.auth_response("not base64!").reply.wire(), "501 5.5.2 Invalid base64 data\r\n");
+  EXPECT_EQ(say_to(s, "AUTH PLAIN YWxpY2U="), "501 5.5.2 Malformed authentication data\r\n");  // "alice"
+
+  // LOGIN in three steps, wrong password: 535 after a delay that grows with each failure.
+  EXPECT_EQ(say_to(s, "AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
+  EXPECT_EQ(s.auth_response("YWxpY2VAZXhhbXBsZS50ZXN0").reply.wire(), "334 UGFzc3dvcmQ6\r\n");
+  Response r = s.auth_response("d3Jvbmc=");
+  ASSERT_EQ(r.action, Action::authenticate);
+  EXPECT_EQ(s.pending_credentials().user, "alice@example.test");
+  EXPECT_EQ(s.pending_credentials().password, "wrong");
+  r = s.complete_auth(AuthVerdict::failed, "");
+  EXPECT_EQ(r.reply.wire(), "535 5.7.8 Authentication credentials invalid\r\n");
+  EXPECT_EQ(r.delay_ms, 100u);
+  // LOGIN with the user name as initial response; the directory unreachable: 454, not a failure.
+  EXPECT_EQ(say_to(s, "AUTH LOGIN YWxpY2VAZXhhbXBsZS50ZXN0"), "334 UGFzc3dvcmQ6\r\n");
+  s.auth_response("d3Jvbmc=");
+  EXPECT_EQ(s.complete_auth(AuthVerdict::unavailable, "").reply.wire(),
+            "454 4.7.0 Temporary authentication failure, try again later\r\n");
+  // authzid other than the user: refused like a wrong password.
+  r = s.handle(parse_command("AUTH PLAIN Ym9iQGV4YW1wbGUudGVzdABhbGljZUBleGFtcGxlLnRlc3QAc2VjcmV0"));
+  EXPECT_EQ(r.reply.wire(), "535 5.7.8 Authentication credentials invalid\r\n");
+  EXPECT_EQ(r.delay_ms, 200u);
+  s.handle(parse_command(std::string("AUTH PLAIN ") + plain_alice));
+  r = s.complete_auth(AuthVerdict::failed, "");
+  EXPECT_EQ(r.reply.wire(), "421 4.7.0 mx.example.test Too many authentication failures, closing connection\r\n");
+  EXPECT_EQ(r.action, Action::close);
+  EXPECT_EQ(r.delay_ms, 300u);
+  EXPECT_FALSE(s.authenticated());
+}
+
+TEST(SessionTls, ReceivedHeaderNamesTlsWithoutAuth) {
+  Session s{tls_settings(), "[192.0.2.7]", nullptr};
+  s.tls_started();
+  s.handle(parse_command("EHLO c.example"));
+  s.handle(parse_command("MAIL FROM:<a@b.example>"));
+  s.handle(parse_command("RCPT TO:<bob@example.test>"));
+  s.complete_rcpt(RecipientVerdict::accept);
+  EXPECT_EQ(s.received_header("Q1", rfc5322_date(0)),
+            "Received: from c.example ([192.0.2.7])\n\tby mx.example.test (tern) with ESMTPS id Q1\n"
+            "\tfor <bob@example.test>; Thu, 01 Jan 1970 00:00:00 +0000\n");
+}
+
+TEST(SessionTls, AnOverLongLineEndsTheAuthExchange) {
+  SessionSettings st = tls_settings();
+  st.implicit_tls = true;
+  Session s{st, "[192.0.2.7]", nullptr};
+  s.handle(parse_command("EHLO c.example"));
+  EXPECT_EQ(s.handle(parse_command("AUTH PLAIN")).reply.wire(), "334 \r\n");
+  EXPECT_EQ(s.reject_line(replies::line_too_long(1000)).reply.wire(),
+            "500 5.5.2 Line too long (maximum 1000 characters)\r\n");
+  EXPECT_FALSE(s.in_auth_exchange());
+  EXPECT_EQ(s.handle(parse_command("NOOP")).reply.wire(), "250 2.0.0 Ok\r\n");
+}
+
+TEST(SessionTls, ReceivedHeaderNamesTheAuthUserOnlyWhenConfigured) {
+  SessionSettings st = tls_settings(true);
+  st.implicit_tls = true;
+  st.received_auth_user = true;
+  Session s{st, "[192.0.2.7]", nullptr};
+  s.handle(parse_command("EHLO c.example"));
+  s.handle(parse_command(std::string("AUTH PLAIN ") + plain_alice));
+  s.complete_auth(AuthVerdict::ok, "alice@example.test");
+  s.handle(parse_command("MAIL FROM:<>"));
+  s.handle(parse_command("RCPT TO:<bob@example.test>"));
+  s.complete_rcpt(RecipientVerdict::accept);
+  EXPECT_EQ(s.received_header("Q1", rfc5322_date(0)),
+            "Received: from c.example ([192.0.2.7])\n\t(Authenticated sender: alice@example.test)\n"
+            "\tby mx.example.test (tern) with ESMTPSA id Q1\n"
+            "\tfor <bob@example.test>; Thu, 01 Jan 1970 00:00:00 +0000\n");
+}
