@@ -82,18 +82,25 @@ std::shared_ptr<EVP_PKEY> public_key_of(const KeyRecord& key, SigAlgorithm a) {
   return k ? own(k) : nullptr;
 }
 
-// RSA: the signature over the data with the digest; Ed25519 (RFC 8463 3): over the SHA-256 of it.
+// What the key signs: RSA the data with the algorithm's digest; Ed25519 (RFC 8463 3) the
+// SHA-256 of the data, with no digest of its own (EVP's "pure" Ed25519).
+struct SigningInput {
+  std::string hashed;  // Ed25519 only
+  std::string_view input;
+  const EVP_MD* md;
+};
+SigningInput signing_input(SigAlgorithm a, std::string_view data) {
+  if (a != SigAlgorithm::ed25519_sha256) return {{}, data, digest_of(a)};
+  SigningInput in{digest(data, EVP_sha256()), {}, nullptr};
+  return in;
+}
+
 bool check_signature(EVP_PKEY* key, SigAlgorithm a, std::string_view data, std::string_view signature) {
   MdCtx ctx(EVP_MD_CTX_new());
   if (!ctx) std::abort();
-  std::string hashed;
-  std::string_view input = data;
-  const EVP_MD* md = digest_of(a);
-  if (a == SigAlgorithm::ed25519_sha256) {
-    hashed = digest(data, EVP_sha256());
-    input = hashed;
-    md = nullptr;
-  }
+  SigningInput si = signing_input(a, data);
+  std::string_view input = si.md ? si.input : std::string_view(si.hashed);
+  const EVP_MD* md = si.md;
   bool ok = EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key) == 1 &&
             EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
                              reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
@@ -104,14 +111,9 @@ bool check_signature(EVP_PKEY* key, SigAlgorithm a, std::string_view data, std::
 std::optional<std::string> make_signature(EVP_PKEY* key, SigAlgorithm a, std::string_view data) {
   MdCtx ctx(EVP_MD_CTX_new());
   if (!ctx) std::abort();
-  std::string hashed;
-  std::string_view input = data;
-  const EVP_MD* md = digest_of(a);
-  if (a == SigAlgorithm::ed25519_sha256) {
-    hashed = digest(data, EVP_sha256());
-    input = hashed;
-    md = nullptr;
-  }
+  SigningInput si = signing_input(a, data);
+  std::string_view input = si.md ? si.input : std::string_view(si.hashed);
+  const EVP_MD* md = si.md;
   size_t len = 0;
   const auto* in = reinterpret_cast<const unsigned char*>(input.data());
   if (EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, key) != 1 ||
