@@ -1,6 +1,5 @@
 #include "cli/dkim.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -16,6 +15,7 @@
 #include <iterator>
 #include <tuple>
 
+#include "cli/dns_flags.h"
 #include "core/config.h"
 #include "core/files.h"
 #include "dns/resolver.h"
@@ -348,18 +348,6 @@ int run_sign(DkimOptions& o) {
   return 0;
 }
 
-bool valid_forwarder(const std::string& value) {
-  size_t at = value.find('@');
-  std::string ip = value.substr(0, at);
-  unsigned char buf[16];
-  if (inet_pton(AF_INET, ip.c_str(), buf) != 1 && inet_pton(AF_INET6, ip.c_str(), buf) != 1) return false;
-  if (at == std::string::npos) return true;
-  std::string port = value.substr(at + 1);
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
-  int n = std::stoi(port);
-  return n >= 1 && n <= 65535;
-}
-
 std::string verdict_line(const mailauth::DkimVerdict& v) {
   std::string out = "dkim=" + std::string(mailauth::to_string(v.result));
   if (!v.domain.empty()) out += " header.d=" + v.domain;
@@ -378,12 +366,8 @@ int run_verify(DkimOptions& o) {
   if (o.timeout == 0) return usage("verify", "--timeout must be at least 1 (seconds per DNS question)");
   std::string message = read_stdin();
   asio::io_context io;
-  dns::ResolverOptions options;
-  if (!o.dns.empty()) options.forwarders = {o.dns};
-  options.trust_anchor_file = o.trust_anchor;
-  options.timeout_seconds = o.timeout;
   std::string error;
-  std::unique_ptr<dns::Resolver> resolver = dns::Resolver::create(io.get_executor(), options, error);
+  std::unique_ptr<dns::Resolver> resolver = make_resolver(io, o.dns, o.trust_anchor, o.timeout, error);
   if (!resolver) {
     std::cerr << "tern dkim verify: cannot start the DNS resolver: " << error << "\n";
     return exit_temporary;

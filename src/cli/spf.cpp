@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "cli/dns_flags.h"
 #include "dns/resolver.h"
 #include "mailauth/spf.h"
 #include "mailauth/spf_record.h"
@@ -96,19 +97,6 @@ class WatchedResolver final : public dns::Resolver {
 };
 
 // "IP" or "IP@PORT" with a numeric IP and a port of 1 to 65535.
-bool valid_forwarder(const std::string& value) {
-  size_t at = value.find('@');
-  std::string ip = value.substr(0, at);
-  if (!mailauth::parse_spf_ip(ip)) return false;
-  if (at == std::string::npos) return true;
-  std::string port = value.substr(at + 1);
-  if (port.empty() || port.size() > 5) return false;
-  for (char c : port)
-    if (c < '0' || c > '9') return false;
-  int n = std::stoi(port);
-  return n >= 1 && n <= 65535;
-}
-
 int usage(const std::string& message) {
   std::cerr << "tern spf check: " << message << "\n";
   return exit_usage;
@@ -131,12 +119,8 @@ int run_check(const SpfOptions& o) {
   if (o.timeout == 0) return usage("--timeout must be at least 1 (seconds per DNS question)");
 
   asio::io_context io;
-  dns::ResolverOptions options;
-  if (!o.dns.empty()) options.forwarders = {o.dns};
-  options.trust_anchor_file = o.trust_anchor;
-  options.timeout_seconds = o.timeout;
   std::string error;
-  std::unique_ptr<dns::Resolver> resolver = dns::Resolver::create(io.get_executor(), options, error);
+  std::unique_ptr<dns::Resolver> resolver = make_resolver(io, o.dns, o.trust_anchor, o.timeout, error);
   if (!resolver) {
     if (!o.trust_anchor.empty() && error.find(o.trust_anchor) != std::string::npos) {
       return usage("--trust-anchor: " + error);

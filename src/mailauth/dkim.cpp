@@ -85,21 +85,21 @@ std::shared_ptr<EVP_PKEY> public_key_of(const KeyRecord& key, SigAlgorithm a) {
 // What the key signs: RSA the data with the algorithm's digest; Ed25519 (RFC 8463 3) the
 // SHA-256 of the data, with no digest of its own (EVP's "pure" Ed25519).
 struct SigningInput {
-  std::string hashed;  // Ed25519 only
-  std::string_view input;
-  const EVP_MD* md;
+  std::string hashed;     // Ed25519: the SHA-256 of the data
+  std::string_view data;  // RSA: the data itself
+  const EVP_MD* md;       // RSA: the algorithm's digest; Ed25519: none
+  std::string_view bytes() const { return md ? data : std::string_view(hashed); }
 };
 SigningInput signing_input(SigAlgorithm a, std::string_view data) {
   if (a != SigAlgorithm::ed25519_sha256) return {{}, data, digest_of(a)};
-  SigningInput in{digest(data, EVP_sha256()), {}, nullptr};
-  return in;
+  return {digest(data, EVP_sha256()), {}, nullptr};
 }
 
 bool check_signature(EVP_PKEY* key, SigAlgorithm a, std::string_view data, std::string_view signature) {
   MdCtx ctx(EVP_MD_CTX_new());
   if (!ctx) std::abort();
   SigningInput si = signing_input(a, data);
-  std::string_view input = si.md ? si.input : std::string_view(si.hashed);
+  std::string_view input = si.bytes();
   const EVP_MD* md = si.md;
   bool ok = EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key) == 1 &&
             EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
@@ -112,7 +112,7 @@ std::optional<std::string> make_signature(EVP_PKEY* key, SigAlgorithm a, std::st
   MdCtx ctx(EVP_MD_CTX_new());
   if (!ctx) std::abort();
   SigningInput si = signing_input(a, data);
-  std::string_view input = si.md ? si.input : std::string_view(si.hashed);
+  std::string_view input = si.bytes();
   const EVP_MD* md = si.md;
   size_t len = 0;
   const auto* in = reinterpret_cast<const unsigned char*>(input.data());
