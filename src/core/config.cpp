@@ -8,6 +8,8 @@
 #include <sstream>
 #include <tuple>
 
+#include "core/address_patterns.h"
+
 namespace tern {
 
 std::string to_lower(std::string_view s) {
@@ -80,6 +82,70 @@ class Checker {
     out = static_cast<Int>(*v);
   }
 
+  void boolean(const toml::table& t, std::string_view prefix, std::string_view key, bool& out) {
+    const toml::node* n = t.get(key);
+    if (!n) return;
+    if (auto b = n->value<bool>())
+      out = *b;
+    else
+      problem(n, full(prefix, key),
+              "expected true or false, e.g. " + std::string(key) + " = " + (out ? "true" : "false"));
+  }
+
+  // A list of networks ("192.0.2.0/24", "2001:db8::/32", "127.0.0.1").
+  void networks(const toml::table& t, std::string_view prefix, std::string_view key, std::vector<Network>& out) {
+    const toml::node* n = t.get(key);
+    if (!n) return;
+    const toml::array* arr = n->as_array();
+    if (!arr)
+      problem(n, full(prefix, key),
+              "expected a list, e.g. " + std::string(key) + " = [\"127.0.0.1\", \"192.0.2.0/24\"]");
+    for (size_t i = 0; arr && i < arr->size(); ++i) {
+      auto s = (*arr)[i].value<std::string>();
+      auto net = s ? parse_network(*s) : std::nullopt;
+      if (!net)
+        problem(&(*arr)[i], full(prefix, key),
+                "expected an address or address/prefix, e.g. \"192.0.2.0/24\" or \"2001:db8::/32\"");
+      else
+        out.push_back(*net);
+    }
+  }
+
+  // A list of strings, each checked by `valid` (which returns "" or what is wrong).
+  template <typename Valid>
+  void strings(const toml::table& t, std::string_view prefix, std::string_view key, std::vector<std::string>& out,
+               std::string_view example, Valid valid) {
+    const toml::node* n = t.get(key);
+    if (!n) return;
+    const toml::array* arr = n->as_array();
+    if (!arr) problem(n, full(prefix, key), "expected a list of strings, e.g. " + std::string(example));
+    for (size_t i = 0; arr && i < arr->size(); ++i) {
+      auto s = (*arr)[i].value<std::string>();
+      std::string wrong = s ? valid(*s) : "expected a string, e.g. " + std::string(example);
+      if (!wrong.empty())
+        problem(&(*arr)[i], full(prefix, key), wrong);
+      else
+        out.push_back(*s);
+    }
+  }
+
+  // A string that must be one of `choices`.
+  void choice(const toml::table& t, std::string_view prefix, std::string_view key, std::string& out,
+              std::initializer_list<std::string_view> choices) {
+    const toml::node* n = t.get(key);
+    if (!n) return;
+    auto v = n->value<std::string>();
+    if (v && std::find(choices.begin(), choices.end(), *v) != choices.end()) {
+      out = *v;
+      return;
+    }
+    std::string list;
+    for (auto c : choices) list += (list.empty() ? "\"" : ", \"") + std::string(c) + "\"";
+    problem(n, full(prefix, key),
+            (v ? "'" + *v + "' is not a choice" : std::string("expected a string")) + "; write one of " + list +
+                ", e.g. " + std::string(key) + " = \"" + out + "\"");
+  }
+
   const toml::table* table(const toml::table& root, std::string_view key) {
     const toml::node* n = root.get(key);
     if (!n) return nullptr;
@@ -93,6 +159,7 @@ class Checker {
   }
 
   std::vector<ConfigProblem> take() { return std::move(problems_); }
+  size_t count() const { return problems_.size(); }
   bool ok() const { return problems_.empty(); }
 
  private:
@@ -140,6 +207,145 @@ bool valid_address(std::string_view a) {
 }
 
 bool valid_tls_policy(std::string_view p) { return p == "none" || p == "may" || p == "encrypt" || p == "verify"; }
+// What is wrong with an address pattern ("" when it is usable): the check the smtp service's
+// AddressPatterns makes, so a bad pattern stops the configuration, not the service.
+std::string pattern_problem(const std::string& pattern) {
+  AddressPatterns patterns;
+  std::string error;
+  return patterns.add(pattern, error) ? "" : error;
+}
+
+// The client policy keys of [smtp] (docs/smtp-policy.md) and [[smtp.access]].
+template <typename Beside>
+void parse_smtp_policy(Checker& c, const toml::table& smtp, Config& cfg, Beside beside) {
+  c.integer(smtp, "smtp", "max_connections_per_ip", cfg.smtp.max_connections_per_ip, 0, 1000000, "connections");
+  c.integer(smtp, "smtp", "max_connections_per_network", cfg.smtp.max_connections_per_network, 0, 1000000,
+            "connections");
+  if (const toml::node* n = smtp.get("max_load")) {
+    auto v = n->is_integer() ? std::optional<double>(static_cast<double>(*n->value<int64_t>())) : n->value<double>();
+    if (!v || *v < 0 || *v > 10000)
+      c.problem(n, "smtp.max_load",
+                "expected the 1-minute load average above which new connections get 421, e.g. max_load = 8.0 "
+                "(0 = no limit)");
+    else
+      cfg.smtp.max_load = *v;
+  }
+  for (auto [key, slot] : {std::pair{"too_many_connections_message", &cfg.smtp.too_many_connections_message},
+                           std::pair{"too_many_per_ip_message", &cfg.smtp.too_many_per_ip_message},
+                           std::pair{"too_many_per_network_message", &cfg.smtp.too_many_per_network_message},
+                           std::pair{"overloaded_message", &cfg.smtp.overloaded_message}}) {
+    if (auto t = c.string(smtp, "smtp", key, "\"Too busy, try again later\"")) {
+      if (t->find_first_of("\r\n") != std::string::npos)
+        c.problem(smtp.get(key), std::string("smtp.") + key, "must be one line; remove the line breaks");
+      else
+        *slot = *t;
+    }
+  }
+  c.integer(smtp, "smtp", "greeting_delay", cfg.smtp.greeting_delay, 0, 300, "seconds");
+  c.boolean(smtp, "smtp", "drop_early_talkers", cfg.smtp.drop_early_talkers);
+  c.choice(smtp, "smtp", "sender_domain_check", cfg.smtp.sender_domain_check, {"off", "log", "reject"});
+  c.integer(smtp, "smtp", "max_unknown_recipients", cfg.smtp.max_unknown_recipients, 0, 100000, "recipients");
+  c.strings(smtp, "smtp", "bad_senders", cfg.smtp.bad_senders, "bad_senders = [\"@spam.example\"]", pattern_problem);
+  c.strings(smtp, "smtp", "bad_recipients", cfg.smtp.bad_recipients, "bad_recipients = [\"noreply@example.com\"]",
+            pattern_problem);
+  for (auto [key, slot] : {std::pair{"bad_senders_file", &cfg.smtp.bad_senders_file},
+                           std::pair{"bad_recipients_file", &cfg.smtp.bad_recipients_file},
+                           std::pair{"access_rules", &cfg.smtp.access_rules}})
+    if (auto f = c.string(smtp, "smtp", key, "\"/etc/tern/smtp.rules\"")) *slot = beside(*f);
+
+  const toml::node* access = smtp.get("access");
+  if (!access) return;
+  const toml::array* arr = access->as_array();
+  if (!arr || !arr->is_array_of_tables()) {
+    c.problem(access, "smtp.access", "expected [[smtp.access]] tables, each with networks = [...] and its settings");
+    return;
+  }
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::table& t = *(*arr)[i].as_table();
+    std::string prefix = "smtp.access[" + std::to_string(i) + "]";  // for problems
+    c.known_keys(t, "smtp.access",
+                 {"networks", "action", "message", "relay", "dnsbl", "greylist", "require_auth", "max_message_size",
+                  "max_recipients", "max_connections_per_ip", "max_connections_per_network", "sender_domain_check",
+                  "greeting_delay", "drop_early_talkers"});
+    SmtpAccess rule;
+    c.networks(t, prefix, "networks", rule.networks);
+    if (!t.get("networks"))
+      c.problem(&t, prefix + ".networks",
+                "missing; write networks = [\"192.0.2.0/24\"] (the clients this rule is for)");
+    std::string action = "allow";
+    c.choice(t, prefix, "action", action, {"allow", "deny"});
+    rule.deny = action == "deny";
+    if (auto m = c.string(t, prefix, "message", "\"Connections from your network are refused\"")) rule.message = *m;
+    auto& vars = rule.variables;
+    bool flag = false;
+    if (t.get("relay") && (c.boolean(t, prefix, "relay", flag), flag)) vars.emplace_back("RELAYCLIENT", "");
+    if (t.get("dnsbl") && (flag = true, c.boolean(t, prefix, "dnsbl", flag), !flag)) vars.emplace_back("RBLSMTPD", "");
+    if (t.get("greylist")) {
+      flag = false;
+      c.boolean(t, prefix, "greylist", flag);
+      vars.emplace_back("GREYLIST", flag ? "1" : "");
+    }
+    if (t.get("require_auth") && (flag = false, c.boolean(t, prefix, "require_auth", flag), flag))
+      vars.emplace_back("REQUIRE_AUTH", "1");
+    if (t.get("drop_early_talkers")) {
+      flag = true;
+      c.boolean(t, prefix, "drop_early_talkers", flag);
+      vars.emplace_back("DROP_PRE_GREET", flag ? "1" : "0");
+    }
+    for (auto [key, name, min, max] :
+         {std::tuple{"max_message_size", "DATABYTES", int64_t(1024), int64_t(1) << 40},
+          std::tuple{"max_recipients", "MAXRCPT", int64_t(1), int64_t(100000)},
+          std::tuple{"max_connections_per_ip", "MAXCONNIP", int64_t(0), int64_t(1000000)},
+          std::tuple{"max_connections_per_network", "MAXCONNC", int64_t(0), int64_t(1000000)},
+          std::tuple{"greeting_delay", "GREETDELAY", int64_t(0), int64_t(300)}}) {
+      if (!t.get(key)) continue;
+      int64_t v = min;
+      size_t before = c.count();
+      c.integer(t, prefix, key, v, min, max, key == std::string_view("max_message_size") ? "bytes" : "units");
+      if (c.count() == before) vars.emplace_back(name, std::to_string(v));
+    }
+    if (t.get("sender_domain_check")) {
+      std::string check = cfg.smtp.sender_domain_check;
+      c.choice(t, prefix, "sender_domain_check", check, {"off", "log", "reject"});
+      vars.emplace_back("MFCHECK", check);
+    }
+    if (rule.deny && !rule.message.empty()) vars.emplace_back("DIEMSG", rule.message);
+    cfg.smtp.access.push_back(std::move(rule));
+  }
+}
+
+void parse_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& cfg) {
+  if (const toml::table* d = c.table(root, "dnsbl")) {
+    c.known_keys(*d, "dnsbl", {"zones", "allow_zones", "allow_networks", "permanent", "fail_closed"});
+    auto zone_problem = [](const std::string& z) -> std::string {
+      std::string name = z.ends_with('.') ? z.substr(0, z.size() - 1) : z;
+      return valid_domain(name) && name.find('.') != std::string::npos
+                 ? ""
+                 : "'" + z + "' is not a DNS zone; write its name, e.g. \"zen.spamhaus.org\"";
+    };
+    c.strings(*d, "dnsbl", "zones", cfg.dnsbl.zones, "zones = [\"zen.spamhaus.org\"]", zone_problem);
+    c.strings(*d, "dnsbl", "allow_zones", cfg.dnsbl.allow_zones, "allow_zones = [\"list.dnswl.org\"]", zone_problem);
+    c.networks(*d, "dnsbl", "allow_networks", cfg.dnsbl.allow_networks);
+    c.boolean(*d, "dnsbl", "permanent", cfg.dnsbl.permanent);
+    c.boolean(*d, "dnsbl", "fail_closed", cfg.dnsbl.fail_closed);
+  }
+  if (const toml::table* g = c.table(root, "greylist")) {
+    c.known_keys(*g, "greylist",
+                 {"enabled", "hold", "retry_window", "expiry", "auto_allow", "key", "triplet", "allow_networks"});
+    c.boolean(*g, "greylist", "enabled", cfg.greylist.enabled);
+    c.integer(*g, "greylist", "hold", cfg.greylist.hold, 1, 86400, "seconds");
+    c.integer(*g, "greylist", "retry_window", cfg.greylist.retry_window, 60, 30 * 86400, "seconds");
+    c.integer(*g, "greylist", "expiry", cfg.greylist.expiry, 3600, 400 * 86400, "seconds");
+    c.integer(*g, "greylist", "auto_allow", cfg.greylist.auto_allow, 0, 1000, "passed triplets");
+    c.choice(*g, "greylist", "key", cfg.greylist.key, {"network", "address"});
+    c.boolean(*g, "greylist", "triplet", cfg.greylist.triplet);
+    c.networks(*g, "greylist", "allow_networks", cfg.greylist.allow_networks);
+    if (cfg.greylist.retry_window <= cfg.greylist.hold)
+      c.problem(g, "greylist.retry_window",
+                "must be longer than greylist.hold (" + std::to_string(cfg.greylist.hold) +
+                    " s), or no retry could ever pass; e.g. retry_window = 86400");
+  }
+}
 }  // namespace
 
 ConfigResult parse_config(std::string_view text, std::string_view filename, const std::filesystem::path& base_dir) {
@@ -161,9 +367,9 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     std::filesystem::path fp(p);
     return (fp.is_absolute() ? fp : base_dir / fp).lexically_normal().string();
   };
-  c.known_keys(
-      root, "",
-      {"server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "route", "dns", "dkim", "tls", "sni"});
+  c.known_keys(root, "",
+               {"server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "route", "dns", "dkim", "tls",
+                "sni", "dnsbl", "greylist"});
 
   if (const toml::table* server = c.table(root, "server")) {
     c.known_keys(*server, "server", {"hostname", "data_dir"});
@@ -199,23 +405,38 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
 
   if (const toml::table* smtp = c.table(root, "smtp")) {
     c.known_keys(*smtp, "smtp",
-                 {"listen", "max_message_size", "max_recipients", "max_connections", "max_errors", "command_timeout",
-                  "data_timeout", "relay_networks", "submission_listen", "smtps_listen", "allow_insecure_auth",
-                  "sender_login_match", "max_auth_failures", "received_auth_user"});
-    if (const toml::node* n = smtp->get("relay_networks")) {
-      const toml::array* arr = n->as_array();
-      if (!arr)
-        c.problem(n, "smtp.relay_networks", "expected a list, e.g. relay_networks = [\"127.0.0.1\", \"192.0.2.0/24\"]");
-      for (size_t i = 0; arr && i < arr->size(); ++i) {
-        auto s = (*arr)[i].value<std::string>();
-        auto net = s ? parse_network(*s) : std::nullopt;
-        if (!net)
-          c.problem(&(*arr)[i], "smtp.relay_networks",
-                    "expected an address or address/prefix, e.g. \"192.0.2.0/24\" or \"2001:db8::/32\"");
-        else
-          cfg.smtp.relay_networks.push_back(*net);
-      }
-    }
+                 {"listen",
+                  "max_message_size",
+                  "max_recipients",
+                  "max_connections",
+                  "max_errors",
+                  "command_timeout",
+                  "data_timeout",
+                  "relay_networks",
+                  "submission_listen",
+                  "smtps_listen",
+                  "allow_insecure_auth",
+                  "sender_login_match",
+                  "max_auth_failures",
+                  "received_auth_user",
+                  "max_connections_per_ip",
+                  "max_connections_per_network",
+                  "max_load",
+                  "too_many_connections_message",
+                  "too_many_per_ip_message",
+                  "too_many_per_network_message",
+                  "overloaded_message",
+                  "greeting_delay",
+                  "drop_early_talkers",
+                  "sender_domain_check",
+                  "max_unknown_recipients",
+                  "bad_senders",
+                  "bad_recipients",
+                  "bad_senders_file",
+                  "bad_recipients_file",
+                  "access_rules",
+                  "access"});
+    c.networks(*smtp, "smtp", "relay_networks", cfg.smtp.relay_networks);
     if (const toml::node* n = smtp->get("listen")) {
       const toml::array* arr = n->as_array();
       if (!arr || arr->empty()) {
@@ -266,6 +487,7 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     c.integer(*smtp, "smtp", "max_errors", cfg.smtp.max_errors, 1, 1000, "errors");
     c.integer(*smtp, "smtp", "command_timeout", cfg.smtp.command_timeout, 1, 86400, "seconds");
     c.integer(*smtp, "smtp", "data_timeout", cfg.smtp.data_timeout, 1, 86400, "seconds");
+    parse_smtp_policy(c, *smtp, cfg, beside);
   }
   if (cfg.smtp.listen.empty() && !(root.get("smtp") && root["smtp"]["listen"]))
     c.problem(root.get("smtp"), "smtp.listen", "missing; add listen = [\"0.0.0.0:25\"] under [smtp]");
@@ -279,6 +501,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
         seen.push_back(a.text());
       }
   }
+
+  parse_dnsbl_and_greylist(c, root, cfg);
 
   if (const toml::table* tls = c.table(root, "tls")) {
     c.known_keys(*tls, "tls", {"certificate", "key"});

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/network.h"
@@ -18,6 +19,14 @@ struct ListenAddress {
   std::string host;  // numeric IPv4 or IPv6 address, without brackets
   uint16_t port = 0;
   std::string text() const;
+};
+
+// [[smtp.access]]: a client rule written in the configuration (docs/smtp-policy.md).
+struct SmtpAccess {
+  std::vector<Network> networks;
+  bool deny = false;
+  std::string message;                                         // deny: the 554 text
+  std::vector<std::pair<std::string, std::string>> variables;  // the tcprules variables it stands for
 };
 
 struct Config {
@@ -53,7 +62,48 @@ struct Config {
     bool sender_login_match = true;    // an authenticated client may only use MAIL FROM addresses it owns
     uint32_t max_auth_failures = 3;    // failed AUTH attempts in one session before it is closed
     bool received_auth_user = false;   // name the AUTH user in the Received header (else only in the log)
+    // Connection limits (tcpserver -c and the limits patch). Clients in relay_networks are not
+    // counted against the per-address and per-network limits. 0 = refuse every connection.
+    uint32_t max_connections_per_ip = 50;        // MAXCONNIP
+    uint32_t max_connections_per_network = 100;  // MAXCONNC: per IPv4 /24 or IPv6 /64
+    double max_load = 0;                         // MAXLOAD as a 1-minute load average; 0 = no limit
+    // The 421 texts of the limits (DIEMSG_*); "" = tern's own text.
+    std::string too_many_connections_message;
+    std::string too_many_per_ip_message;
+    std::string too_many_per_network_message;
+    std::string overloaded_message;
+    uint32_t greeting_delay = 0;     // GREETDELAY seconds before the 220
+    bool drop_early_talkers = true;  // DROP_PRE_GREET: a client that talks during the delay gets 554 and is dropped
+    // MFCHECK: the MAIL FROM domain must have an MX or an address. "off", "log" (log only) or "reject".
+    std::string sender_domain_check = "off";
+    uint32_t max_unknown_recipients = 10;  // VALIDRCPTTO_LIMIT: unknown RCPTs before 421; 0 = no limit
+    // badmailfrom / badrcptto: patterns (docs/smtp-policy.md) from the list and from the files.
+    std::vector<std::string> bad_senders, bad_recipients;
+    std::string bad_senders_file, bad_recipients_file;  // absolute; re-read when they change
+    std::string access_rules;        // a tcprules-syntax file (absolute), re-read when it changes; "" = none
+    std::vector<SmtpAccess> access;  // [[smtp.access]], tried before the access_rules file
   } smtp;
+
+  // DNS block and allow lists (rblsmtpd's job), checked at RCPT for unauthenticated clients.
+  struct Dnsbl {
+    std::vector<std::string> zones;        // listed: an A record in 127.0.0.0/8 (-r)
+    std::vector<std::string> allow_zones;  // listed here: skip the block lists (-a)
+    std::vector<Network> allow_networks;
+    bool permanent = true;     // 554 5.7.1 (rblsmtpd -b); false: 451 4.7.1
+    bool fail_closed = false;  // rblsmtpd -c: DNS trouble answers 451 instead of passing
+  } dnsbl;
+
+  // Greylisting (jgreylist's job) on port 25 for unauthenticated clients outside relay_networks.
+  struct Greylist {
+    bool enabled = false;
+    uint32_t hold = 300;            // seconds before a retry is accepted
+    uint32_t retry_window = 86400;  // a retry later than this starts over
+    uint32_t expiry = 3110400;      // 36 days: passed triplets and allowed clients forgotten after this
+    uint32_t auto_allow = 5;        // passed triplets after which a client passes everything; 0 = never
+    std::string key = "network";    // "network" (/24 or /64) or "address"
+    bool triplet = true;            // false: by client only, like jgreylist
+    std::vector<Network> allow_networks;
+  } greylist;
 
   // The certificates the smtp service presents (STARTTLS, port 465). Chains in PEM (the leaf
   // first), unencrypted keys readable by run_as.smtp. Reloaded on SIGHUP.
@@ -140,6 +190,7 @@ struct Config {
   std::filesystem::path run_dir() const { return data_dir / "run"; }
   std::filesystem::path tls_dir() const { return data_dir / "tls"; }
   std::filesystem::path directory_dir() const { return data_dir / "directory"; }
+  std::filesystem::path smtp_state_dir() const { return data_dir / "smtp"; }  // greylisting state
 };
 
 struct ConfigProblem {

@@ -165,13 +165,15 @@ std::string Master::prepare() {
                            {config_.run_dir(), 0755u},
                            {config_.spool_dir(), 0700u},
                            {config_.domains_dir(), 0700u},
-                           {config_.directory_dir(), 0700u}})
+                           {config_.directory_dir(), 0700u},
+                           {config_.smtp_state_dir(), 0700u}})
     if (auto ec = files::make_dirs(dir, mode)) return "cannot create " + dir.string() + ": " + ec.message();
   if (root_) {
     if (::chown(config_.spool_dir().c_str(), queue->uid, queue->gid) != 0 ||
         ::chown(config_.domains_dir().c_str(), vmail->uid, vmail->gid) != 0 ||
-        ::chown(config_.directory_dir().c_str(), accounts->uid, accounts->gid) != 0)
-      return "cannot hand the spool, mail store and account database to their users: " + errno_text();
+        ::chown(config_.directory_dir().c_str(), accounts->uid, accounts->gid) != 0 ||
+        ::chown(config_.smtp_state_dir().c_str(), smtp->uid, smtp->gid) != 0)
+      return "cannot hand the spool, mail store, account database and smtp state to their users: " + errno_text();
   }
   lock_fd_ = ::open((config_.run_dir() / "master.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)

@@ -1,5 +1,6 @@
 // Every SMTP reply tern sends, with its RFC 3463 enhanced status code.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -114,6 +115,40 @@ inline Reply sender_not_owned(std::string_view a, std::string_view user) {
 inline Reply sender_check_unavailable() {
   return {451, "4.3.0", "Sender verification temporarily unavailable, try again later"};
 }
+// The client policy of docs/smtp-policy.md: access rules, limits, sender and recipient checks,
+// DNS block lists and greylisting. `text` overrides come from the configuration.
+inline Reply connection_refused(std::string_view text) { return {554, "5.7.1", std::string(text)}; }
+inline Reply limit_reached(std::string_view text) { return {421, "4.7.0", std::string(text)}; }
+inline Reply early_talker() {
+  return {554, "5.5.1", "SMTP protocol violation: commands sent before the greeting; closing connection"};
+}
+inline Reply policy_unavailable(std::string_view host) {
+  return {421, "4.3.0", std::string(host) + " Access policy temporarily unavailable, try again later"};
+}
+inline Reply bad_sender(std::string_view a) {
+  return {553, "5.7.1", "Sender address <" + std::string(a) + "> is refused by this server's policy"};
+}
+inline Reply bad_recipient(std::string_view a) {
+  return {553, "5.7.1", "<" + std::string(a) + ">: Recipient address refused by this server's policy"};
+}
+inline Reply sender_domain_missing(std::string_view a) {
+  return {553, "5.1.8", "Sender address <" + std::string(a) + "> rejected: its domain has no MX or address record"};
+}
+inline Reply sender_domain_unverified(std::string_view a) {
+  return {451, "4.4.3", "Sender address <" + std::string(a) + "> domain lookup failed temporarily, try again later"};
+}
+inline Reply too_many_unknown_recipients(std::string_view host) {
+  return {421, "4.7.0", std::string(host) + " Too many unknown recipients, closing connection"};
+}
+inline Reply greylisted(std::string_view a, uint32_t hold) {
+  return {450, "4.2.0",
+          "<" + std::string(a) + ">: Greylisted, try again in " + std::to_string(hold) +
+              " seconds (first delivery attempts from new senders are deferred)"};
+}
+inline Reply greylisted_too_early(std::string_view a) {
+  return {450, "4.2.0", "<" + std::string(a) + ">: Greylisted, you retried too early; try again later"};
+}
+inline Reply dnsbl_unavailable() { return {451, "4.7.1", "Block list lookup failed temporarily, try again later"}; }
 inline Reply closing(std::string_view host) { return {221, "2.0.0", std::string(host) + " closing connection"}; }
 }  // namespace replies
 

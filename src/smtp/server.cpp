@@ -8,10 +8,16 @@
 // co_await (every asynchronous call uses as_tuple).
 // GCC 12 destroys some temporaries twice when they appear in a co_await expression, so every
 // argument of a co_await'ed call is a named local (docs/ARCHITECTURE.md, "Coroutines").
+#include <sys/stat.h>
+
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
 #include <set>
+#include <sstream>
 #include <tuple>
 
 #include "core/ipc_channel.h"
@@ -19,6 +25,10 @@
 #include "core/network.h"
 #include "core/service.h"
 #include "directory/resolver.h"
+#include "dns/resolver.h"
+#include "smtp/access_rules.h"
+#include "smtp/greylist.h"
+#include "smtp/policy.h"
 #include "smtp/session.h"
 #include "smtp/tls.h"
 
@@ -57,8 +67,58 @@ struct Connection {
   tcp::socket& lowest() { return tls ? tls->next_layer() : socket; }
 };
 
+// A file of the policy (access rules, pattern lists) re-read when it changes: stat()ed at most
+// once a second, from the connections that use it.
+struct WatchedFile {
+  std::string path;
+  struct stat seen {};
+  bool loaded_once = false;
+  std::chrono::steady_clock::time_point checked{};
+  // True when the file should be (re)read now.
+  bool changed() {
+    auto now = std::chrono::steady_clock::now();
+    if (loaded_once && now - checked < std::chrono::seconds(1)) return false;
+    checked = now;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) st = {};
+    bool same = loaded_once && st.st_ino == seen.st_ino && st.st_size == seen.st_size &&
+                st.st_mtim.tv_sec == seen.st_mtim.tv_sec && st.st_mtim.tv_nsec == seen.st_mtim.tv_nsec;
+    seen = st;
+    loaded_once = true;
+    return !same;
+  }
+};
+
+std::optional<std::string> read_whole(const std::string& path, std::string& error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error =
+        "cannot read " + path + " (" + std::strerror(errno) + "); check the path and that the smtp user may read it";
+    return std::nullopt;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The client policy's state: rules and pattern lists (with the files they come from), the
+// connection counts for the per-address and per-network limits, greylisting, DNS.
+struct Policy {
+  WatchedFile rules_file;
+  std::shared_ptr<const smtp::AccessRules> rules;  // nullptr: none configured
+  bool rules_broken = false;                       // configured but never loaded: connections get 421 until fixed
+  WatchedFile senders_file, recipients_file;
+  std::shared_ptr<const AddressPatterns> bad_senders, bad_recipients;
+  std::map<std::string, uint32_t> per_ip, per_network;
+  std::unique_ptr<smtp::Greylist> greylist;
+  std::unique_ptr<dns::Resolver> resolver;
+  asio::steady_timer cleanup_timer;  // cancelled at stop
+  explicit Policy(asio::io_context& io) : cleanup_timer(io) {}
+};
+
 struct Server {
   asio::io_context io;
+  Policy policy{io};
   std::shared_ptr<const Config> config;
   std::string config_path;
   std::vector<std::pair<std::unique_ptr<tcp::acceptor>, Listener>> acceptors;
@@ -88,6 +148,99 @@ void load_tls(Server& server) {
   server.tls = std::move(loaded);
   log::info("TLS certificates loaded",
             {{"certificate", server.config->tls.certificate}, {"sni", server.config->tls.sni.size()}});
+}
+
+// The access rules file: (re)parsed when it changed. A file with problems is not used: the
+// previous rules stay, or, when there are none yet, connections get 421 (mail waits, nothing is
+// let in by a typo in a deny rule).
+void refresh_rules(Server& server) {
+  Policy& p = server.policy;
+  const std::string& path = server.config->smtp.access_rules;
+  if (path.empty()) {
+    p.rules = nullptr;
+    p.rules_broken = false;
+    return;
+  }
+  if (p.rules_file.path != path) p.rules_file = WatchedFile{path};
+  if (!p.rules_file.changed()) return;
+  std::string error;
+  std::optional<std::string> text = read_whole(path, error);
+  smtp::ParsedAccessRules parsed;
+  if (text) parsed = smtp::parse_access_rules(*text);
+  if (!text || !parsed.problems.empty()) {
+    for (const auto& problem : parsed.problems)
+      error += (error.empty() ? "" : "; ") + path + ":" + std::to_string(problem.line) + ": " + problem.message;
+    p.rules_broken = !p.rules;
+    log::error(p.rules ? "access rules not reloaded; the previous rules stay"
+                       : "access rules unusable; every connection gets 421 until the file is fixed",
+               {{"file", path}, {"error", error}});
+    return;
+  }
+  // Variables tern cannot use are reported once per load, not per connection.
+  auto rules = std::make_shared<smtp::AccessRules>(std::move(parsed.rules));
+  std::vector<std::string> warnings;
+  for (const smtp::AccessRule& rule : rules->all()) {
+    smtp::ClientPolicy scratch;
+    std::vector<std::string> these;
+    smtp::apply_rule(scratch, rule.allow, rule.variables, these);
+    for (auto& w : these) warnings.push_back(path + ":" + std::to_string(rule.line) + ": " + w);
+  }
+  for (const std::string& w : warnings) log::warn("access rule variable ignored", {{"detail", w}});
+  p.rules = std::move(rules);
+  p.rules_broken = false;
+  log::info("access rules loaded", {{"file", path}, {"rules", p.rules->size()}});
+}
+
+// bad_senders / bad_recipients: the configured list plus the file, re-read when it changed. A
+// file with problems keeps the previous list (and is logged).
+void refresh_patterns(WatchedFile& file, const std::string& path, const std::vector<std::string>& listed,
+                      std::shared_ptr<const AddressPatterns>& current, const char* what) {
+  if (current && path.empty()) return;
+  if (!path.empty()) {
+    if (file.path != path) file = WatchedFile{path};
+    if (!file.changed() && current) return;
+  }
+  auto patterns = std::make_shared<AddressPatterns>();
+  std::string error;
+  for (const std::string& pattern : listed) patterns->add(pattern, error);  // checked with the configuration
+  if (!path.empty()) {
+    std::vector<std::string> problems;
+    std::optional<std::string> text = read_whole(path, error);
+    if (text) add_pattern_lines(*patterns, *text, path, problems);
+    if (!text) problems.push_back(error);
+    if (!problems.empty()) {
+      std::string joined;
+      for (auto& pr : problems) joined += (joined.empty() ? "" : "; ") + pr;
+      log::error(std::string(what) + " file not (re)loaded; the previous list stays",
+                 {{"file", path}, {"error", joined}});
+      if (current) return;
+    }
+  }
+  current = std::move(patterns);
+}
+
+void refresh_policy_files(Server& server) {
+  const Config& cfg = *server.config;
+  Policy& p = server.policy;
+  refresh_rules(server);
+  refresh_patterns(p.senders_file, cfg.smtp.bad_senders_file, cfg.smtp.bad_senders, p.bad_senders, "bad_senders");
+  refresh_patterns(p.recipients_file, cfg.smtp.bad_recipients_file, cfg.smtp.bad_recipients, p.bad_recipients,
+                   "bad_recipients");
+}
+
+smtp::GreylistSettings greylist_settings(const Config& cfg) {
+  smtp::GreylistSettings g;
+  g.hold = cfg.greylist.hold;
+  g.retry_window = cfg.greylist.retry_window;
+  g.expiry = cfg.greylist.expiry;
+  g.auto_allow = cfg.greylist.auto_allow;
+  g.key = cfg.greylist.key == "address" ? smtp::GreylistKey::address : smtp::GreylistKey::network;
+  g.triplet = cfg.greylist.triplet;
+  return g;
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 enum class ReadStatus { ok, closed, timeout, shutdown };
@@ -212,6 +365,77 @@ asio::awaitable<std::optional<bool>> sender_owned(Server& server, const smtp::Ad
   co_return false;
 }
 
+// The client's reverse DNS name (lowercase, no trailing dot), or "" when it has none or DNS fails.
+asio::awaitable<std::string> client_name(Server& server, const std::string& ip) {
+  if (!server.policy.resolver || ip.empty()) co_return "";
+  std::string address = ip;
+  dns::PtrAnswer answer = co_await server.policy.resolver->ptr(address);
+  if (answer.status.outcome != dns::Outcome::ok || answer.names.empty()) co_return "";
+  std::string name = to_lower(answer.names.front());
+  if (!name.empty() && name.back() == '.') name.pop_back();
+  co_return name;
+}
+
+// rblsmtpd's job: the reply every RCPT of this client gets, or nullopt when it may go on. Allow
+// lists first (-a), then the block lists in order; the first listing decides. `rule` names it.
+asio::awaitable<std::optional<smtp::Reply>> dnsbl_verdict(Server& server, const std::string& ip, std::string& rule) {
+  const Config& cfg = *server.config;
+  if (cfg.dnsbl.zones.empty() || in_any(cfg.dnsbl.allow_networks, ip) || !server.policy.resolver)
+    co_return std::nullopt;
+  bool trouble = false;
+  for (const std::string& zone : cfg.dnsbl.allow_zones) {
+    std::string name = smtp::dnsbl_query_name(ip, zone);
+    if (name.empty()) co_return std::nullopt;
+    dns::AddressAnswer a = co_await server.policy.resolver->a(name);
+    if (a.status.outcome == dns::Outcome::ok && smtp::dnsbl_listed(a.addresses)) {
+      log::info("DNS allow list: block lists skipped", {{"client", "[" + ip + "]"}, {"zone", zone}});
+      co_return std::nullopt;
+    }
+  }
+  for (const std::string& zone : cfg.dnsbl.zones) {
+    std::string name = smtp::dnsbl_query_name(ip, zone);
+    if (name.empty()) co_return std::nullopt;
+    dns::AddressAnswer a = co_await server.policy.resolver->a(name);
+    if (a.status.outcome == dns::Outcome::temporary) trouble = true;
+    if (a.status.outcome != dns::Outcome::ok || !smtp::dnsbl_listed(a.addresses)) continue;
+    std::string why;
+    dns::TxtAnswer txt = co_await server.policy.resolver->txt(name);
+    if (txt.status.outcome == dns::Outcome::ok && !txt.texts.empty()) why = txt.texts.front();
+    for (char& ch : why)
+      if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';  // the text goes into our reply
+    rule = "dnsbl " + zone;
+    std::string text =
+        "Service unavailable; client [" + ip + "] blocked using " + zone + (why.empty() ? "" : ": " + why);
+    co_return cfg.dnsbl.permanent ? smtp::Reply{554, "5.7.1", text} : smtp::Reply{451, "4.7.1", text};
+  }
+  if (trouble && cfg.dnsbl.fail_closed) {
+    rule = "dnsbl lookup failed";
+    co_return smtp::replies::dnsbl_unavailable();
+  }
+  co_return std::nullopt;
+}
+
+// MFCHECK: the sender's domain must have an MX, or else an address. nullopt: it exists.
+asio::awaitable<std::optional<smtp::Reply>> sender_domain_verdict(Server& server, const smtp::Address& sender) {
+  if (sender.domain.starts_with("[") || !server.policy.resolver) co_return std::nullopt;
+  std::string domain = sender.domain;
+  if (sender.has_utf8()) {
+    std::string error;
+    auto ascii = directory::domain_to_ascii(sender.domain, error);
+    if (!ascii) co_return smtp::replies::sender_domain_missing(sender.text());
+    domain = *ascii;
+  }
+  dns::MxAnswer mx = co_await server.policy.resolver->mx(domain);
+  if (mx.status.outcome == dns::Outcome::ok && !mx.records.empty()) co_return std::nullopt;
+  if (mx.status.outcome == dns::Outcome::nxdomain) co_return smtp::replies::sender_domain_missing(sender.text());
+  bool temporary = mx.status.outcome == dns::Outcome::temporary;
+  dns::AddressAnswer a = co_await server.policy.resolver->addresses(domain);
+  if (a.status.outcome == dns::Outcome::ok) co_return std::nullopt;
+  if (temporary || a.status.outcome == dns::Outcome::temporary)
+    co_return smtp::replies::sender_domain_unverified(sender.text());
+  co_return smtp::replies::sender_domain_missing(sender.text());
+}
+
 smtp::Reply reply_from_queue(const ipc::SubmitResult& r) {
   // The queue sends "451 4.3.0 text"; anything not shaped like a 4xx/5xx reply becomes a 451.
   const std::string& t = r.text;
@@ -262,8 +486,8 @@ asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, smtp::A
 
 // The DATA phase: returns false when the connection must close.
 asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection> c, smtp::Session& session,
-                                      std::string& in, const std::string& client,
-                                      std::shared_ptr<const Config> config) {
+                                      std::string& in, const std::string& client, std::shared_ptr<const Config> config,
+                                      const std::string& client_name, const std::vector<std::string>& refused) {
   const Config& cfg = *config;  // the session's own reference: a SIGHUP may replace server.config meanwhile
   std::optional<ipc::SubmitReady> ready;
   std::unique_ptr<ipc::Channel> queue;
@@ -339,13 +563,20 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
   } else {
     reply = reply_from_queue(*result);
   }
+  std::string to, refused_text;
+  for (const std::string& r : session.envelope().recipients) to += (to.empty() ? "" : ",") + r;
+  for (const std::string& r : refused) refused_text += (refused_text.empty() ? "" : ",") + r;
   log::info(reply.positive() ? "message accepted" : "message refused",
             {{"client", client},
+             {"name", client_name},
+             {"helo", session.envelope().helo},
              {"id", ready->queue_id},
              {"from", session.envelope().sender},
-             {"recipients", session.envelope().recipients.size()},
+             {"to", to},
+             {"refused", refused_text},
              {"size", reader.size()},
              {"tls", c->tls_version.empty() ? std::string("no") : c->tls_version},
+             {"cipher", c->tls_cipher},
              {"auth", session.auth_user()},
              {"reply", std::to_string(reply.code) + " " + reply.enhanced}});
   if (reply.positive()) ++c->messages;
@@ -353,34 +584,151 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
   co_return co_await send(*c, reply);
 }
 
+// Counts a client's connection for the per-address and per-network limits while it lives.
+struct ConnectionCount {
+  Policy& policy;
+  std::string ip, network;
+  ConnectionCount(Policy& p, std::string i, std::string n) : policy(p), ip(std::move(i)), network(std::move(n)) {
+    ++policy.per_ip[ip];
+    ++policy.per_network[network];
+  }
+  ~ConnectionCount() {
+    if (--policy.per_ip[ip] == 0) policy.per_ip.erase(ip);
+    if (--policy.per_network[network] == 0) policy.per_network.erase(network);
+  }
+  ConnectionCount(const ConnectionCount&) = delete;
+  ConnectionCount& operator=(const ConnectionCount&) = delete;
+};
+
+// Whether a new connection may go on; otherwise the reply it gets (then it is closed) and the
+// rule that refused it.
+std::optional<smtp::Reply> admission(Server& server, const smtp::ClientPolicy& policy, const std::string& ip,
+                                     bool exempt, std::string& rule) {
+  const Config& cfg = *server.config;
+  if (server.policy.rules_broken) {
+    rule = "access_rules unusable";
+    return smtp::replies::policy_unavailable(cfg.hostname);
+  }
+  if (policy.deny) {
+    rule = policy.rule;
+    return smtp::replies::connection_refused(policy.deny_message.empty()
+                                                 ? "Connections from [" + ip + "] are refused by this server's policy"
+                                                 : policy.deny_message);
+  }
+  auto text = [&](const std::string& configured, const std::string& fallback) {
+    return !policy.limit_message.empty() ? policy.limit_message : !configured.empty() ? configured : fallback;
+  };
+  double load = 0;
+  if (policy.max_load > 0 && ::getloadavg(&load, 1) == 1 && load > policy.max_load) {
+    rule = "max_load";
+    return smtp::replies::limit_reached(
+        text(cfg.smtp.overloaded_message, cfg.hostname + " Server too busy, try again later"));
+  }
+  if (exempt) return std::nullopt;
+  auto count = [](const std::map<std::string, uint32_t>& m, const std::string& key) {
+    auto it = m.find(key);
+    return it == m.end() ? 0u : it->second;
+  };
+  if (count(server.policy.per_ip, ip) >= policy.max_connections_per_ip) {
+    rule = "max_connections_per_ip";
+    return smtp::replies::limit_reached(text(
+        cfg.smtp.too_many_per_ip_message, cfg.hostname + " Too many connections from your address, try again later"));
+  }
+  if (count(server.policy.per_network, smtp::client_network(ip)) >= policy.max_connections_per_network) {
+    rule = "max_connections_per_network";
+    return smtp::replies::limit_reached(
+        text(cfg.smtp.too_many_per_network_message,
+             cfg.hostname + " Too many connections from your network, try again later"));
+  }
+  return std::nullopt;
+}
+
 asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c) {
   std::shared_ptr<const Config> cfg = server.config;
   boost::system::error_code ec;
   auto remote = c->socket.remote_endpoint(ec);
   std::string client_ip = ec ? "" : remote.address().to_string();
+  if (client_ip.starts_with("::ffff:") && client_ip.find('.') != std::string::npos) client_ip.erase(0, 7);
   std::string client = ec ? "[unknown]" : "[" + client_ip + "]";
-  bool relay_client = !ec && in_any(cfg->smtp.relay_networks, client_ip);
-  smtp::SessionSettings settings{cfg->hostname, cfg->smtp.max_message_size, cfg->smtp.max_recipients,
-                                 cfg->smtp.max_errors};
+
+  // The client policy: the configuration, changed by the first [[smtp.access]] rule whose
+  // networks hold the client, else by the access rules file.
+  refresh_policy_files(server);
+  std::shared_ptr<const smtp::AccessRules> rules = server.policy.rules;
+  std::shared_ptr<const AddressPatterns> bad_senders = server.policy.bad_senders;
+  std::shared_ptr<const AddressPatterns> bad_recipients = server.policy.bad_recipients;
+  std::string name;
+  if (rules && rules->uses_names()) name = co_await client_name(server, client_ip);
+  smtp::ClientPolicy policy = smtp::default_policy(*cfg);
+  std::vector<std::string> ignored_warnings;  // reported when the rules were loaded
+  bool matched = false;
+  for (size_t i = 0; i < cfg->smtp.access.size() && !matched; ++i) {
+    const auto& rule = cfg->smtp.access[i];
+    if (!in_any(rule.networks, client_ip)) continue;
+    smtp::apply_rule(policy, !rule.deny, rule.variables, ignored_warnings);
+    policy.rule = "smtp.access[" + std::to_string(i) + "]";
+    matched = true;
+  }
+  if (!matched && rules) {
+    if (const smtp::AccessRule* rule = rules->match(client_ip, name)) {
+      smtp::apply_rule(policy, rule->allow, rule->variables, ignored_warnings);
+      policy.rule = cfg->smtp.access_rules + ":" + std::to_string(rule->line);
+    }
+  }
+  bool relay_client = !ec && (in_any(cfg->smtp.relay_networks, client_ip) || policy.relay);
+  std::string refused_by;
+  std::optional<smtp::Reply> refusal = admission(server, policy, client_ip, relay_client, refused_by);
+  ConnectionCount counted(server.policy, client_ip, smtp::client_network(client_ip));
+  bool open = true;
+  if (refusal) {
+    log::info("connection refused", {{"client", client},
+                                     {"name", name},
+                                     {"listener", listener_name(c->listener)},
+                                     {"rule", refused_by},
+                                     {"reply", std::to_string(refusal->code) + " " + refusal->enhanced}});
+    // Port 465 speaks TLS first: there is no way to say it in plain text, so just close.
+    if (c->listener != Listener::smtps) co_await send(*c, *refusal);
+    open = false;
+  }
+
+  smtp::SessionSettings settings{cfg->hostname, policy.max_message_size, policy.max_recipients, cfg->smtp.max_errors};
   settings.tls_available = !cfg->tls.certificate.empty();
   settings.implicit_tls = c->listener == Listener::smtps;
-  settings.auth_required = c->listener != Listener::mta;
+  settings.auth_required = c->listener != Listener::mta || policy.require_auth;
   settings.allow_insecure_auth = cfg->smtp.allow_insecure_auth;
   settings.sender_login_match = cfg->smtp.sender_login_match;
   settings.max_auth_failures = cfg->smtp.max_auth_failures;
   settings.received_auth_user = cfg->smtp.received_auth_user;
+  settings.check_senders =
+      !relay_client && ((bad_senders && !bad_senders->empty()) || policy.sender_domain_check != "off");
+  settings.max_unknown_recipients = relay_client ? 0 : cfg->smtp.max_unknown_recipients;
   smtp::Session session(std::move(settings), client, nullptr);
   std::string in;
-  bool open = true;
-  if (c->listener == Listener::smtps) {  // RFC 8314 3.3: TLS first, then the greeting
+  if (open && c->listener == Listener::smtps) {  // RFC 8314 3.3: TLS first, then the greeting
     open = false;
     if (server.tls) open = co_await start_tls(server, c, client, cfg->smtp.command_timeout);
+  }
+  if (open && c->listener == Listener::mta && policy.greeting_delay > 0 && !relay_client) {
+    // GREETDELAY: honest clients wait for the 220; spam engines often talk at once.
+    ReadStatus st = co_await read_more(server, c, in, policy.greeting_delay);
+    if (st == ReadStatus::ok && policy.drop_early_talkers) {
+      log::info("connection refused", {{"client", client}, {"rule", "drop_early_talkers"}, {"reply", "554 5.5.1"}});
+      smtp::Reply early = smtp::replies::early_talker();
+      co_await send(*c, early);
+      open = false;
+    } else if (st == ReadStatus::closed || st == ReadStatus::shutdown) {
+      open = false;
+    }
   }
   if (open) {
     smtp::Reply greeting = session.greeting();
     open = co_await send(*c, greeting);
   }
-  bool discarding = false;  // inside an over-long line, until its LF
+  // DNSBL: asked once, at the first RCPT of a client that has not authenticated.
+  std::optional<std::optional<smtp::Reply>> dnsbl;
+  std::string dnsbl_rule;
+  std::vector<std::string> refused_recipients;  // "address code" in the current transaction, for the log
+  bool discarding = false;                      // inside an over-long line, until its LF
   while (open) {
     size_t lf = in.find('\n');
     if (lf == std::string::npos) {
@@ -420,8 +768,59 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     if (r.action == smtp::Action::lookup_recipient) {
       smtp::Address address = session.pending_recipient();
       bool may_relay = relay_client || session.authenticated();
-      smtp::RecipientVerdict verdict = co_await lookup_recipient(server, address, client, may_relay);
-      r = session.complete_rcpt(verdict);
+      std::optional<smtp::Reply> refused;
+      std::string rule;
+      if (!may_relay && c->listener == Listener::mta) {
+        if (policy.dnsbl == smtp::ClientPolicy::Dnsbl::refuse) {  // RBLSMTPD="text" from a rule
+          refused = policy.dnsbl_permanent ? smtp::Reply{553, "5.7.1", policy.dnsbl_text}
+                                           : smtp::Reply{451, "4.7.1", policy.dnsbl_text};
+          rule = policy.rule + " RBLSMTPD";
+        } else if (policy.dnsbl == smtp::ClientPolicy::Dnsbl::check) {
+          if (!dnsbl) dnsbl = co_await dnsbl_verdict(server, client_ip, dnsbl_rule);
+          refused = *dnsbl;
+          rule = dnsbl_rule;
+        }
+      }
+      std::optional<std::string> pattern;
+      if (!refused && bad_recipients && (pattern = bad_recipients->refuses(address.text()))) {
+        refused = smtp::replies::bad_recipient(address.text());
+        rule = "bad_recipients " + *pattern;
+      }
+      if (refused) {
+        r = session.refuse_rcpt(*refused);
+      } else {
+        smtp::RecipientVerdict verdict = co_await lookup_recipient(server, address, client, may_relay);
+        bool greylisting = policy.greylist == smtp::ClientPolicy::Greylist::force ||
+                           (policy.greylist == smtp::ClientPolicy::Greylist::as_configured && cfg->greylist.enabled);
+        if (policy.greylist == smtp::ClientPolicy::Greylist::refuse && verdict == smtp::RecipientVerdict::accept &&
+            !may_relay) {
+          r = session.refuse_rcpt({451, "4.7.1", policy.greylist_text});
+          rule = policy.rule + " GREYLIST";
+        } else if (greylisting && verdict == smtp::RecipientVerdict::accept && !may_relay &&
+                   c->listener == Listener::mta && server.policy.greylist &&
+                   !in_any(cfg->greylist.allow_networks, client_ip)) {
+          smtp::GreylistVerdict g =
+              server.policy.greylist->check(client_ip, session.envelope().sender, address.text(), unix_now());
+          if (g == smtp::GreylistVerdict::pass) {
+            r = session.complete_rcpt(verdict);
+          } else {
+            r = session.refuse_rcpt(g == smtp::GreylistVerdict::first_attempt
+                                        ? smtp::replies::greylisted(address.text(), cfg->greylist.hold)
+                                        : smtp::replies::greylisted_too_early(address.text()));
+            rule = g == smtp::GreylistVerdict::first_attempt ? "greylist first attempt" : "greylist too early";
+          }
+        } else {
+          r = session.complete_rcpt(verdict);
+        }
+      }
+      if (!r.reply.positive()) {
+        refused_recipients.push_back(address.text() + " " + std::to_string(r.reply.code));
+        log::info("recipient refused", {{"client", client},
+                                        {"from", session.envelope().sender},
+                                        {"to", address.text()},
+                                        {"rule", rule},
+                                        {"reply", std::to_string(r.reply.code) + " " + r.reply.enhanced}});
+      }
     }
     if (r.action == smtp::Action::authenticate) {
       std::string account;
@@ -432,15 +831,40 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     }
     if (r.action == smtp::Action::check_sender) {
       smtp::Address sender = session.pending_sender();
-      std::string account = session.auth_user();
-      std::optional<bool> owned = co_await sender_owned(server, sender, account, client);
-      if (owned && !*owned)
-        log::info("MAIL refused: sender not owned by the authenticated user",
-                  {{"client", client}, {"from", sender.text()}, {"auth", account}});
-      r = session.complete_mail(owned);
+      refused_recipients.clear();
+      if (session.authenticated()) {
+        std::string account = session.auth_user();
+        std::optional<bool> owned = co_await sender_owned(server, sender, account, client);
+        if (owned && !*owned)
+          log::info("MAIL refused: sender not owned by the authenticated user",
+                    {{"client", client}, {"from", sender.text()}, {"auth", account}});
+        r = session.complete_mail(owned);
+      } else {
+        std::optional<smtp::Reply> refused;
+        std::string rule;
+        if (auto pattern = bad_senders ? bad_senders->refuses(sender.text()) : std::nullopt) {
+          refused = smtp::replies::bad_sender(sender.text());
+          rule = "bad_senders " + *pattern;
+        } else if (policy.sender_domain_check != "off") {
+          refused = co_await sender_domain_verdict(server, sender);
+          rule = "sender_domain_check";
+          if (refused && policy.sender_domain_check == "log") {
+            log::info("sender domain check failed (logged only)",
+                      {{"client", client}, {"from", sender.text()}, {"reply", refused->code}});
+            refused.reset();
+          }
+        }
+        if (refused)
+          log::info("sender refused", {{"client", client},
+                                       {"from", sender.text()},
+                                       {"rule", rule},
+                                       {"reply", std::to_string(refused->code) + " " + refused->enhanced}});
+        r = refused ? session.refuse_mail(*refused) : session.complete_mail(true);
+      }
     }
     if (r.action == smtp::Action::start_data) {
-      open = co_await receive_message(server, c, session, in, client, cfg);
+      open = co_await receive_message(server, c, session, in, client, cfg, name, refused_recipients);
+      refused_recipients.clear();
       continue;
     }
     if (r.action == smtp::Action::start_tls) {
@@ -469,6 +893,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     open = co_await send(*c, r.reply) && r.action != smtp::Action::close;
   }
   log::info("connection closed", {{"client", client},
+                                  {"name", name},
                                   {"listener", listener_name(c->listener)},
                                   {"helo", session.envelope().helo},
                                   {"tls", c->tls_version.empty() ? std::string("no") : c->tls_version},
@@ -509,6 +934,51 @@ asio::awaitable<void> accept_loop(Server& server, tcp::acceptor& acceptor, Liste
     auto c = std::make_shared<Connection>(std::move(socket), listener);
     server.connections.insert(c);
     asio::co_spawn(server.io, run_session(server, c), asio::detached);
+  }
+}
+
+// The resolver (DNSBL, sender_domain_check, names for access rules), greylisting and the policy
+// files, from the configuration; again on SIGHUP.
+void setup_policy(Server& server) {
+  const Config& cfg = *server.config;
+  Policy& p = server.policy;
+  dns::ResolverOptions options;
+  options.forwarders = cfg.dns.forwarders;
+  options.trust_anchor_file = cfg.dns.trust_anchor;
+  options.timeout_seconds = 15;  // a client waits on it: give up well before its own timeout
+  std::string error;
+  if (auto resolver = dns::Resolver::create(server.io.get_executor(), options, error))
+    p.resolver = std::move(resolver);
+  else
+    log::error("smtp: cannot set up DNS; block lists, sender_domain_check and host-name rules are skipped",
+               {{"error", error}});
+  if (!p.greylist) {
+    auto greylist = std::make_unique<smtp::Greylist>(greylist_settings(cfg));
+    if (greylist->open(cfg.smtp_state_dir() / "greylist", unix_now(), error))
+      p.greylist = std::move(greylist);
+    else
+      log::error("greylisting state unusable; greylisting is off until it is fixed", {{"error", error}});
+  } else {
+    p.greylist->set_settings(greylist_settings(cfg));
+  }
+  // The lists may have changed with the configuration: build them again.
+  p.rules_file = WatchedFile{};
+  p.senders_file = WatchedFile{};
+  p.recipients_file = WatchedFile{};
+  p.bad_senders = nullptr;
+  p.bad_recipients = nullptr;
+  refresh_policy_files(server);
+}
+
+// Expired greylisting entries are dropped and the journal compacted every hour (no cron job).
+asio::awaitable<void> greylist_cleanup(Server& server) {
+  while (!server.stopping) {
+    server.policy.cleanup_timer.expires_after(std::chrono::hours(1));
+    auto [ec] = co_await server.policy.cleanup_timer.async_wait(use);
+    if (ec || server.stopping || !server.policy.greylist) continue;
+    std::string error;
+    if (!server.policy.greylist->cleanup(unix_now(), error))
+      log::error("greylisting cleanup failed", {{"error", error}});
   }
 }
 
@@ -553,6 +1023,8 @@ int run_smtp_service(const ServiceStart& start) {
     server.acceptors.emplace_back(std::move(acceptor), kind);
   }
   load_tls(server);
+  setup_policy(server);
+  asio::co_spawn(server.io, greylist_cleanup(server), asio::detached);
   for (auto& [a, kind] : server.acceptors) asio::co_spawn(server.io, accept_loop(server, *a, kind), asio::detached);
 
   asio::signal_set signals(server.io, SIGTERM, SIGINT, SIGHUP);
@@ -561,6 +1033,7 @@ int run_smtp_service(const ServiceStart& start) {
     if (sig == SIGHUP) {
       server.config = reload_config(server.config_path, server.config);
       load_tls(server);  // new handshakes only: open sessions keep the contexts they started with
+      setup_policy(server);
       signals.async_wait(on_signal);
       return;
     }
@@ -569,6 +1042,7 @@ int run_smtp_service(const ServiceStart& start) {
     boost::system::error_code ignored;
     for (auto& [a, kind] : server.acceptors) a->close(ignored);
     for (auto& c : server.connections) c->lowest().cancel(ignored);
+    server.policy.cleanup_timer.cancel();
   };
   signals.async_wait(on_signal);
   unblock_reload_signal();

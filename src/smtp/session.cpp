@@ -319,7 +319,7 @@ Response Session::mail(const Command& cmd) {
   pending_mail_ = PendingMail{cmd.path, smtputf8, body_8bit, ret, envid};
   // The sender rule (replaces the combined patch's MFCHECK-after-AUTH idea): the null sender
   // (bounces, receipts) is always allowed.
-  if (authenticated() && settings_.sender_login_match && !cmd.path.text().empty())
+  if (!cmd.path.text().empty() && ((authenticated() && settings_.sender_login_match) || settings_.check_senders))
     return {replies::ok(), Action::check_sender};
   return accept_mail();
 }
@@ -383,7 +383,16 @@ Response Session::rcpt(const Command& cmd) {
   return accept_rcpt(lookup_(cmd.path));
 }
 
-Response Session::complete_rcpt(RecipientVerdict verdict) { return count_error(accept_rcpt(verdict)); }
+Response Session::refuse_mail(Reply reply) { return count_error({std::move(reply)}); }
+
+Response Session::refuse_rcpt(Reply reply) { return count_error({std::move(reply)}); }
+
+Response Session::complete_rcpt(RecipientVerdict verdict) {
+  if (verdict == RecipientVerdict::unknown_user && settings_.max_unknown_recipients > 0 && !authenticated() &&
+      ++unknown_recipients_ >= settings_.max_unknown_recipients)
+    return {replies::too_many_unknown_recipients(settings_.hostname), Action::close};
+  return count_error(accept_rcpt(verdict));
+}
 
 Response Session::accept_rcpt(RecipientVerdict verdict) {
   std::string text = pending_rcpt_.text();

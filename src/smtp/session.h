@@ -27,6 +27,10 @@ struct SessionSettings {
   uint32_t max_auth_failures = 3;        // then 421 and close
   uint32_t auth_failure_delay_ms = 500;  // times the number of failures so far, before the 535
   bool received_auth_user = false;       // "(Authenticated sender: USER)" in the Received header
+  // Client policy (docs/smtp-policy.md): every MAIL with a sender goes to the caller for its
+  // checks (bad_senders, sender_domain_check) when set; unknown recipients before 421 (0 = no limit).
+  bool check_senders = false;
+  uint32_t max_unknown_recipients = 0;
 };
 
 enum class RecipientVerdict { accept, relay_denied, unknown_user, disabled, loop, unavailable };
@@ -52,7 +56,8 @@ struct Envelope {
 
 // start_tls: send the reply, then the handshake (nothing the client sent before it may be used).
 // authenticate: ask the directory about pending_credentials(), then complete_auth().
-// check_sender: ask whether pending_sender() belongs to auth_user(), then complete_mail().
+// check_sender: the sender checks: ownership by auth_user() when authenticated (complete_mail()),
+// and the policy checks when settings.check_senders (refuse_mail() or complete_mail(true)).
 enum class Action { none, start_data, close, lookup_recipient, start_tls, authenticate, check_sender };
 
 enum class AuthVerdict { ok, failed, unavailable };
@@ -94,6 +99,9 @@ class Session {
   // Sender rule: after Action::check_sender.
   const Address& pending_sender() const { return pending_mail_.path; }
   Response complete_mail(std::optional<bool> owned);  // nullopt: could not be checked
+  // The caller's policy refused the pending MAIL or RCPT with `reply` (a 5xx counts as an error).
+  Response refuse_mail(Reply reply);
+  Response refuse_rcpt(Reply reply);
   // For lines the server rejects before parsing (too long): counts the error.
   Response reject_line(Reply reply);
 
@@ -137,6 +145,7 @@ class Session {
   Credentials credentials_;
   std::string auth_user_;
   uint32_t auth_failures_ = 0;
+  uint32_t unknown_recipients_ = 0;  // in the whole session, like qmail's VALIDRCPTTO_LIMIT
   struct PendingMail {
     Address path;
     bool smtputf8 = false, body_8bit = false;

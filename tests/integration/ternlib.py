@@ -117,7 +117,7 @@ def merge_config(base: dict, **changes) -> dict:
 def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int):
+    if isinstance(v, (int, float)):
         return str(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -128,11 +128,16 @@ def _toml_value(v) -> str:
 
 def render_config(cfg: dict) -> str:
     out = []
-    for section in ("server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "dns"):
+    for section in ("server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "dns", "dnsbl",
+                    "greylist"):
         if section in cfg:
             out.append(f"[{section}]")
-            out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items())
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items() if k != "access")
             out.append("")
+    for rule in cfg.get("smtp", {}).get("access", []):  # a list of dicts: the [[smtp.access]] tables
+        out.append("[[smtp.access]]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in rule.items())
+        out.append("")
     if "tls" in cfg:  # [tls], and a list of dicts under "sni" for the [[sni]] tables
         out.append("[tls]")
         out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg["tls"].items() if k != "sni")
@@ -619,8 +624,12 @@ class ConnectionClosed(Exception):
 class SmtpClient:
     """Sends raw bytes and reads whole (possibly multi-line) replies, joined by "\\n"."""
 
-    def __init__(self, port: int, timeout: float = DEFAULT_TIMEOUT, greeting: bool = True):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = DEFAULT_TIMEOUT, greeting: bool = True,
+                 source: str | None = None):
+        # source: the client's own loopback address (127.0.0.0/8 is all local on Linux), for
+        # tests of per-client policy.
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buf = b""
         self.greeting = self.read_reply() if greeting else None
 

@@ -13,7 +13,10 @@ pytestmark = pytest.mark.backend_independent
 LISTEN_PROBLEM = 'expected "address:port" with a numeric address, e.g. "0.0.0.0:25" or "[::1]:25"'
 SMTP_KEYS = ("listen, max_message_size, max_recipients, max_connections, max_errors, command_timeout, data_timeout, "
              "relay_networks, submission_listen, smtps_listen, allow_insecure_auth, sender_login_match, max_auth_failures, "
-             "received_auth_user")
+             "received_auth_user, max_connections_per_ip, max_connections_per_network, max_load, "
+             "too_many_connections_message, too_many_per_ip_message, too_many_per_network_message, overloaded_message, "
+             "greeting_delay, drop_early_talkers, sender_domain_check, max_unknown_recipients, bad_senders, "
+             "bad_recipients, bad_senders_file, bad_recipients_file, access_rules, access")
 
 
 def check_config(tern_bin, path):

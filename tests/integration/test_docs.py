@@ -161,7 +161,9 @@ def missing_from_example(schema: Schema, text: str) -> list[str]:
         if section not in data:
             missing.append(f"[{section}]")
     for section, key in schema.keys:
-        value = data.get(section)
+        value = data
+        for part in section.split("."):  # "smtp.access" is data["smtp"]["access"]
+            value = value.get(part) if isinstance(value, dict) else None
         tables = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
         if not any(isinstance(t, dict) and key in t for t in tables):
             missing.append(f"{section}.{key}")
@@ -207,7 +209,7 @@ def missing_from_man(schema: Schema, roff: str) -> list[str]:
     blocks: dict[str, str] = {}
     for part in re.split(r"(?m)^\.S[SH]\s+", roff)[1:]:
         title, _, body = part.partition("\n")
-        m = re.search(r"\[\[?([\w-]+)\]\]?", title)
+        m = re.search(r"\[\[?([\w.-]+)\]\]?", title)
         if m:
             blocks[m.group(1)] = blocks.get(m.group(1), "") + body
     missing = []
@@ -238,8 +240,10 @@ def test_schema_extraction_reads_every_known_keys_call():
         f"{CONFIG_CPP}: a known_keys(...) call is not in the form extract_schema() reads; "
         "update the regular expression in tests/integration/test_docs.py")
     assert SCHEMA.sections, "no root known_keys(root, \"\", {...}) call found"
-    for section, _ in SCHEMA.keys:
-        assert section in SCHEMA.sections, f"keys for section {section!r}, which the root call does not list"
+    for section, _ in SCHEMA.keys:  # "smtp.access": the [[smtp.access]] tables inside [smtp]
+        parent, _, child = section.partition(".")
+        assert parent in SCHEMA.sections, f"keys for section {section!r}, which the root call does not list"
+        assert not child or (parent, child) in SCHEMA.keys, f"{section!r}: [{parent}] does not list {child!r}"
     for section in ("server", "run_as", "smtp", "queue", "directory", "delivery"):
         assert SCHEMA.keys_of(section), f"no keys extracted for [{section}]"
 

@@ -136,8 +136,9 @@ def test_smtplib_starttls_login_relays_to_an_outside_domain(server, pki):
                              b"Subject: relayed\r\n\r\nover submission\r\n")
         assert refused == {}
     # Queued for the outside domain (the test DNS knows no elsewhere.example: it stays queued).
-    server.wait_log(r" smtp info message accepted .*recipients=2 .*tls=TLSv1\.3 auth=alice@example\.test ")
-    server.wait_log(r" smtp info connection closed client=\[127\.0\.0\.1\] listener=submission helo=client\.test "
+    server.wait_log(r" smtp info message accepted .* to=friend@elsewhere\.example,dave@example\.test .*"
+                    r"tls=TLSv1\.3 cipher=TLS_\S+ auth=alice@example\.test ")
+    server.wait_log(r" smtp info connection closed client=\[127\.0\.0\.1\] name=\"\" listener=submission helo=client\.test "
                     r"tls=TLSv1\.3 cipher=TLS_\S+ auth=alice@example\.test messages=1$")
     [message] = server.wait_messages("dave")
     received = received_line(message)

@@ -272,3 +272,102 @@ key = "org.key"
                 "t.toml:9: sni.names: missing; each [[sni]] needs a list of names, e.g. names = "
                 "[\"mail.example.com\"]"}));
 }
+
+TEST(Config, ClientPolicyDnsblAndGreylist) {
+  ConfigResult r = parse_config(R"(
+[server]
+hostname = "mail.example.com"
+data_dir = "data"
+[smtp]
+listen = ["0.0.0.0:25"]
+max_connections_per_ip = 4
+max_connections_per_network = 0
+max_load = 7.5
+too_many_per_ip_message = "Slow down"
+greeting_delay = 5
+drop_early_talkers = false
+sender_domain_check = "reject"
+max_unknown_recipients = 3
+bad_senders = ["@spam.test", "/^[0-9]+@/"]
+bad_recipients_file = "badrcptto"
+access_rules = "/etc/tern/smtp.rules"
+[[smtp.access]]
+networks = ["10.0.0.0/8"]
+relay = true
+dnsbl = false
+max_message_size = 4096
+[[smtp.access]]
+networks = ["192.0.2.0/24"]
+action = "deny"
+message = "Go away"
+[dnsbl]
+zones = ["zen.example.org"]
+allow_zones = ["list.dnswl.example"]
+permanent = false
+[greylist]
+enabled = true
+hold = 60
+key = "address"
+allow_networks = ["198.51.100.0/24"]
+)",
+                                "t.toml", "/etc/tern");
+  ASSERT_TRUE(r.config) << format_problem(r.problems.at(0));
+  const Config& c = *r.config;
+  EXPECT_EQ(c.smtp.max_connections_per_ip, 4u);
+  EXPECT_EQ(c.smtp.max_connections_per_network, 0u);
+  EXPECT_DOUBLE_EQ(c.smtp.max_load, 7.5);
+  EXPECT_EQ(c.smtp.too_many_per_ip_message, "Slow down");
+  EXPECT_EQ(c.smtp.greeting_delay, 5u);
+  EXPECT_FALSE(c.smtp.drop_early_talkers);
+  EXPECT_EQ(c.smtp.sender_domain_check, "reject");
+  EXPECT_EQ(c.smtp.max_unknown_recipients, 3u);
+  EXPECT_EQ(c.smtp.bad_senders, (std::vector<std::string>{"@spam.test", "/^[0-9]+@/"}));
+  EXPECT_EQ(c.smtp.bad_recipients_file, "/etc/tern/badrcptto");
+  EXPECT_EQ(c.smtp.access_rules, "/etc/tern/smtp.rules");
+  ASSERT_EQ(c.smtp.access.size(), 2u);
+  EXPECT_FALSE(c.smtp.access[0].deny);
+  EXPECT_EQ(c.smtp.access[0].variables, (std::vector<std::pair<std::string, std::string>>{
+                                            {"RELAYCLIENT", ""}, {"RBLSMTPD", ""}, {"DATABYTES", "4096"}}));
+  EXPECT_TRUE(c.smtp.access[1].deny);
+  EXPECT_EQ(c.smtp.access[1].variables, (std::vector<std::pair<std::string, std::string>>{{"DIEMSG", "Go away"}}));
+  EXPECT_EQ(c.dnsbl.zones, std::vector<std::string>{"zen.example.org"});
+  EXPECT_EQ(c.dnsbl.allow_zones, std::vector<std::string>{"list.dnswl.example"});
+  EXPECT_FALSE(c.dnsbl.permanent);
+  EXPECT_TRUE(c.greylist.enabled);
+  EXPECT_EQ(c.greylist.hold, 60u);
+  EXPECT_EQ(c.greylist.key, "address");
+  EXPECT_EQ(c.greylist.allow_networks.size(), 1u);
+
+  const std::string head =
+      "[server]\nhostname = \"m.example.com\"\ndata_dir = \"d\"\n[smtp]\nlisten = [\"0.0.0.0:25\"]\n";
+  EXPECT_EQ(problems(head + "sender_domain_check = \"yes\"\n"),
+            std::vector<std::string>{"t.toml:6: smtp.sender_domain_check: 'yes' is not a choice; write one of \"off\", "
+                                     "\"log\", \"reject\", e.g. sender_domain_check = \"off\""});
+  EXPECT_EQ(problems(head + "bad_senders = [\"example.com\"]\n"),
+            std::vector<std::string>{
+                "t.toml:6: smtp.bad_senders: 'example.com' is neither an address nor @domain; write user@example.com, "
+                "@example.com, a glob such as *@*.example.biz, or /regex/"});
+  EXPECT_EQ(problems(head + "max_load = \"high\"\n"),
+            std::vector<std::string>{"t.toml:6: smtp.max_load: expected the 1-minute load average above which new "
+                                     "connections get 421, e.g. max_load = 8.0 (0 = no limit)"});
+  EXPECT_EQ(problems(head + "greeting_delay = 301\n"),
+            std::vector<std::string>{"t.toml:6: smtp.greeting_delay: expected a whole number of seconds from 0 to 300, "
+                                     "write for example greeting_delay = 0"});
+  EXPECT_EQ(problems(head + "[[smtp.access]]\naction = \"allow\"\n"),
+            std::vector<std::string>{"t.toml:6: smtp.access[0].networks: missing; write networks = [\"192.0.2.0/24\"] "
+                                     "(the clients this rule is for)"});
+  EXPECT_EQ(problems(head + "[[smtp.access]]\nnetworks = [\"10.0.0.300\"]\nrelay = \"yes\"\n"),
+            (std::vector<std::string>{
+                "t.toml:7: smtp.access[0].networks: expected an address or address/prefix, e.g. \"192.0.2.0/24\" or "
+                "\"2001:db8::/32\"",
+                "t.toml:8: smtp.access[0].relay: expected true or false, e.g. relay = false"}));
+  EXPECT_EQ(problems(head + "[dnsbl]\nzones = [\"nodots\"]\n"),
+            std::vector<std::string>{
+                "t.toml:7: dnsbl.zones: 'nodots' is not a DNS zone; write its name, e.g. \"zen.spamhaus.org\""});
+  EXPECT_EQ(problems(head + "[greylist]\nhold = 600\nretry_window = 300\n"),
+            std::vector<std::string>{"t.toml:6: greylist.retry_window: must be longer than greylist.hold (600 s), or "
+                                     "no retry could ever pass; e.g. retry_window = 86400"});
+  EXPECT_EQ(problems(head + "[greylist]\nkey = \"ip\"\n"),
+            std::vector<std::string>{"t.toml:7: greylist.key: 'ip' is not a choice; write one of \"network\", "
+                                     "\"address\", e.g. key = \"network\""});
+}
