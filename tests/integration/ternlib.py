@@ -625,10 +625,10 @@ class SmtpClient:
     """Sends raw bytes and reads whole (possibly multi-line) replies, joined by "\\n"."""
 
     def __init__(self, port: int, timeout: float = DEFAULT_TIMEOUT, greeting: bool = True,
-                 source: str | None = None):
+                 source: str | None = None, host: str = "127.0.0.1"):
         # source: the client's own loopback address (127.0.0.0/8 is all local on Linux), for
         # tests of per-client policy.
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+        self.sock = socket.create_connection((host, port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
         self.buf = b""
         self.greeting = self.read_reply() if greeting else None

@@ -12,6 +12,7 @@ import os
 import shutil
 import smtplib
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import dnslib
-from ternlib import HOSTNAME, ConnectionClosed, SmtpClient, wait_until
+from ternlib import HOSTNAME, ConnectionClosed, SmtpClient, free_port, wait_until
 
 pytestmark = pytest.mark.backend_independent
 
@@ -123,6 +124,64 @@ def test_zero_refuses_every_connection(tern_factory):
     tern = tern_factory(smtp={"max_connections_per_ip": 0})
     with SmtpClient(tern.port, greeting=False) as c:
         assert c.read_reply() == f"421 4.7.0 {HOSTNAME} Too many connections from your address, try again later"
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def test_load_limit(tern_factory):
+    # The 1-minute load average cannot be set; make sure it is clearly above the limit first
+    # (it decays by about a fifth a minute, so it stays above for the rest of the test).
+    deadline = time.monotonic() + 60
+    spinners = []
+    try:
+        while load_average() < 0.05:
+            assert time.monotonic() < deadline, "could not raise the load average to 0.05"
+            if not spinners:
+                spinners = [subprocess.Popen(["/usr/bin/python3", "-c", "while True: pass"]) for _ in range(2)]
+            time.sleep(1)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    tern = tern_factory(smtp={"max_load": 0.01, "overloaded_message": "Too busy right now"})
+    with SmtpClient(tern.port, greeting=False) as c:
+        assert c.read_reply() == "421 4.7.0 Too busy right now"
+        assert closed(c)
+    tern.wait_log(r"connection refused client=\[127\.0\.0\.1\] .*rule=max_load reply=\"421 4\.7\.0\"")
+    tern.reload(smtp={"max_load": 0})
+    with SmtpClient(tern.port) as c:
+        assert c.greeting.startswith("220 ")
+
+
+def test_ipv6_clients_rules_and_limits(tern_factory, shared_dir):
+    rules = shared_dir / "smtp.rules"
+    write_file(rules, '::1:allow,MAXCONNIP="1",RBLSMTPD="-No IPv6 spam"\n:allow\n')
+    port6 = free_port()
+    tern = tern_factory(smtp={"access_rules": str(rules)})
+    tern.reload(smtp={"listen": [f"127.0.0.1:{tern.port}", f"[::1]:{port6}"]})
+    tern.stop()  # listen addresses take effect at a start
+    tern.start()
+    held = SmtpClient(port6, host="::1")
+    assert held.greeting.startswith("220 ")
+    with SmtpClient(port6, host="::1", greeting=False) as c:  # MAXCONNIP="1" for ::1
+        assert c.read_reply() == f"421 4.7.0 {HOSTNAME} Too many connections from your address, try again later"
+    with SmtpClient(tern.port) as c:  # IPv4 is served meanwhile
+        assert transaction(c)[1].startswith("250 ")
+    held.close()
+
+    def rule_applies() -> bool:
+        with SmtpClient(port6, host="::1") as c:
+            return transaction(c)[1] == "553 5.7.1 No IPv6 spam"
+    wait_until(rule_applies, timeout=10, message="the ::1 rule applies once the held connection is gone")
+    write_file(rules, '::1/128:deny,DIEMSG="Not over IPv6"\n:allow\n')
+
+    def denied() -> bool:
+        with SmtpClient(port6, host="::1", greeting=False) as c:
+            return c.read_reply() == "554 5.7.1 Not over IPv6"
+    wait_until(denied, timeout=10, message="the CIDR rule for ::1/128 applies")
+    tern.wait_log(r"connection refused client=\[::1\] name=\"\" listener=smtp rule=\S+smtp\.rules:1 ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +383,25 @@ def test_bad_senders_and_bad_recipients(tern_factory, shared_dir):
     wait_until(alice_refused, timeout=10, message="the new bad_recipients file applies")
     tern.wait_log(r"recipient refused client=\[127\.0\.0\.1\] from=x@example\.org to=alice@example\.test "
                   r"rule=\"bad_recipients alice@example\.test\"")
+
+
+def test_swaks_sees_the_policy_replies(tern_factory):
+    tern = tern_factory(smtp={"bad_senders": ["@spam.test"], "bad_recipients": ["dave@example.test"]})
+    base = ["swaks", "--server", "127.0.0.1", "--port", str(tern.port), "--timeout", "20", "--helo", "client.test"]
+    r = subprocess.run(base + ["--from", "x@spam.test", "--to", "alice@example.test"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0
+    assert "<** 553 5.7.1 Sender address <x@spam.test> is refused by this server's policy" in r.stdout, r.stdout
+    r = subprocess.run(base + ["--from", "x@example.org", "--to", "dave@example.test"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0
+    assert "<** 553 5.7.1 <dave@example.test>: Recipient address refused by this server's policy" in r.stdout
+    r = subprocess.run(base + ["--from", "x@example.org", "--to", "alice@example.test"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "<-  250 2.0.0 Ok: queued as " in r.stdout
+    tern.wait_messages("alice", 1)
+    assert tern.messages("dave") == []
 
 
 def test_unknown_recipient_limit(tern_factory):
