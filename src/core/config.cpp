@@ -314,7 +314,12 @@ void parse_smtp_policy(Checker& c, const toml::table& smtp, Config& cfg, Beside 
   }
 }
 
-void parse_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& cfg) {
+void parse_spf_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& cfg) {
+  if (const toml::table* spf = c.table(root, "spf")) {
+    c.known_keys(*spf, "spf", {"policy", "defer_temperror"});
+    c.choice(*spf, "spf", "policy", cfg.spf.policy, {"off", "header", "reject_fail", "reject_softfail"});
+    c.boolean(*spf, "spf", "defer_temperror", cfg.spf.defer_temperror);
+  }
   if (const toml::table* d = c.table(root, "dnsbl")) {
     c.known_keys(*d, "dnsbl", {"zones", "allow_zones", "allow_networks", "permanent", "fail_closed"});
     auto zone_problem = [](const std::string& z) -> std::string {
@@ -369,7 +374,7 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   };
   c.known_keys(root, "",
                {"server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "route", "dns", "dkim", "tls",
-                "sni", "dnsbl", "greylist"});
+                "sni", "dnsbl", "greylist", "spf"});
 
   if (const toml::table* server = c.table(root, "server")) {
     c.known_keys(*server, "server", {"hostname", "data_dir"});
@@ -502,7 +507,7 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
       }
   }
 
-  parse_dnsbl_and_greylist(c, root, cfg);
+  parse_spf_dnsbl_and_greylist(c, root, cfg);
 
   if (const toml::table* tls = c.table(root, "tls")) {
     c.known_keys(*tls, "tls", {"certificate", "key"});

@@ -84,6 +84,13 @@ struct Config {
     std::vector<SmtpAccess> access;  // [[smtp.access]], tried before the access_rules file
   } smtp;
 
+  // SPF at MAIL FROM (RFC 7208; the combined patch's SPFBEHAVIOR) for clients that are neither
+  // authenticated nor relay clients, on port 25.
+  struct Spf {
+    std::string policy = "off";    // "off", "header" (Received-SPF only), "reject_fail", "reject_softfail"
+    bool defer_temperror = false;  // a DNS error answers 451 4.4.3 instead of accepting
+  } spf;
+
   // DNS block and allow lists (rblsmtpd's job), checked at RCPT for unauthenticated clients.
   struct Dnsbl {
     std::vector<std::string> zones;        // listed: an A record in 127.0.0.0/8 (-r)

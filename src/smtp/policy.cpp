@@ -30,6 +30,8 @@ ClientPolicy default_policy(const Config& config) {
   p.sender_domain_check = config.smtp.sender_domain_check;
   p.greeting_delay = config.smtp.greeting_delay;
   p.drop_early_talkers = config.smtp.drop_early_talkers;
+  p.spf_policy = config.spf.policy;
+  p.spf_defer_temperror = config.spf.defer_temperror;
   return p;
 }
 
@@ -105,6 +107,16 @@ void apply_rule(ClientPolicy& p, bool allow, const std::vector<std::pair<std::st
         p.greeting_delay = static_cast<uint32_t>(*n);
     } else if (name == "DROP_PRE_GREET") {
       p.drop_early_talkers = truthy(value);
+    } else if (name == "SPFBEHAVIOR") {
+      // The combined patch's levels; 5 (also neutral) and 6 (all but pass) are not offered.
+      static const char* const levels[] = {"off", "header", "header", "reject_fail", "reject_softfail"};
+      auto n = number(value);
+      if (!n || *n > 4) {
+        bad(name, value, "0 (off), 1 (header), 2 (header, 451 on DNS errors), 3 (reject fail) or 4 (also softfail)");
+      } else {
+        p.spf_policy = levels[*n];
+        p.spf_defer_temperror = *n >= 2;
+      }
     } else if (name == "DIEMSG") {
       if (p.deny)
         p.deny_message = value;

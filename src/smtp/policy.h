@@ -38,6 +38,8 @@ struct ClientPolicy {
   uint32_t greeting_delay = 0;               // GREETDELAY
   bool drop_early_talkers = true;            // DROP_PRE_GREET
   std::string limit_message;                 // DIEMSG: the 421 text for every limit of this client
+  std::string spf_policy;                    // SPFBEHAVIOR: "off", "header", "reject_fail", "reject_softfail"
+  bool spf_defer_temperror = false;
 };
 
 // The policy of a client no rule matches.

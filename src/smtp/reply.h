@@ -148,6 +148,16 @@ inline Reply greylisted(std::string_view a, uint32_t hold) {
 inline Reply greylisted_too_early(std::string_view a) {
   return {450, "4.2.0", "<" + std::string(a) + ">: Greylisted, you retried too early; try again later"};
 }
+// RFC 7208 8.4: fail (and softfail, where the policy says so) with 5.7.23; 8.6: temperror 4.4.3.
+inline Reply spf_refused(std::string_view domain, std::string_view ip, std::string_view result,
+                         std::string_view explanation) {
+  return {550, "5.7.23",
+          "SPF " + std::string(result) + ": " + std::string(domain) + " does not designate " + std::string(ip) +
+              " as a permitted sender" + (explanation.empty() ? "" : "\n" + std::string(explanation))};
+}
+inline Reply spf_temperror(std::string_view domain) {
+  return {451, "4.4.3", "SPF: temporary DNS error checking " + std::string(domain) + ", try again later"};
+}
 inline Reply dnsbl_unavailable() { return {451, "4.7.1", "Block list lookup failed temporarily, try again later"}; }
 inline Reply closing(std::string_view host) { return {221, "2.0.0", std::string(host) + " closing connection"}; }
 }  // namespace replies

@@ -26,6 +26,7 @@
 #include "core/service.h"
 #include "directory/resolver.h"
 #include "dns/resolver.h"
+#include "mailauth/spf.h"
 #include "smtp/access_rules.h"
 #include "smtp/greylist.h"
 #include "smtp/policy.h"
@@ -385,7 +386,7 @@ asio::awaitable<std::optional<smtp::Reply>> dnsbl_verdict(Server& server, const 
   bool trouble = false;
   for (const std::string& zone : cfg.dnsbl.allow_zones) {
     std::string name = smtp::dnsbl_query_name(ip, zone);
-    if (name.empty()) co_return std::nullopt;
+    if (name.empty() || !server.policy.resolver) co_return std::nullopt;  // gone: stopping
     dns::AddressAnswer a = co_await server.policy.resolver->a(name);
     if (a.status.outcome == dns::Outcome::ok && smtp::dnsbl_listed(a.addresses)) {
       log::info("DNS allow list: block lists skipped", {{"client", "[" + ip + "]"}, {"zone", zone}});
@@ -394,13 +395,15 @@ asio::awaitable<std::optional<smtp::Reply>> dnsbl_verdict(Server& server, const 
   }
   for (const std::string& zone : cfg.dnsbl.zones) {
     std::string name = smtp::dnsbl_query_name(ip, zone);
-    if (name.empty()) co_return std::nullopt;
+    if (name.empty() || !server.policy.resolver) co_return std::nullopt;
     dns::AddressAnswer a = co_await server.policy.resolver->a(name);
     if (a.status.outcome == dns::Outcome::temporary) trouble = true;
     if (a.status.outcome != dns::Outcome::ok || !smtp::dnsbl_listed(a.addresses)) continue;
     std::string why;
-    dns::TxtAnswer txt = co_await server.policy.resolver->txt(name);
-    if (txt.status.outcome == dns::Outcome::ok && !txt.texts.empty()) why = txt.texts.front();
+    if (server.policy.resolver) {
+      dns::TxtAnswer txt = co_await server.policy.resolver->txt(name);
+      if (txt.status.outcome == dns::Outcome::ok && !txt.texts.empty()) why = txt.texts.front();
+    }
     for (char& ch : why)
       if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';  // the text goes into our reply
     rule = "dnsbl " + zone;
@@ -429,11 +432,42 @@ asio::awaitable<std::optional<smtp::Reply>> sender_domain_verdict(Server& server
   if (mx.status.outcome == dns::Outcome::ok && !mx.records.empty()) co_return std::nullopt;
   if (mx.status.outcome == dns::Outcome::nxdomain) co_return smtp::replies::sender_domain_missing(sender.text());
   bool temporary = mx.status.outcome == dns::Outcome::temporary;
+  if (!server.policy.resolver) co_return smtp::replies::sender_domain_unverified(sender.text());  // stopping
   dns::AddressAnswer a = co_await server.policy.resolver->addresses(domain);
   if (a.status.outcome == dns::Outcome::ok) co_return std::nullopt;
   if (temporary || a.status.outcome == dns::Outcome::temporary)
     co_return smtp::replies::sender_domain_unverified(sender.text());
   co_return smtp::replies::sender_domain_missing(sender.text());
+}
+
+struct SpfCheck {
+  mailauth::SpfInput input;
+  mailauth::SpfResult result;
+};
+
+// SPF for MAIL FROM (or the HELO name for <>): the reply that refuses it under the client's
+// policy, or nullopt (the result is kept in `check` for Received-SPF).
+asio::awaitable<std::optional<smtp::Reply>> spf_verdict(Server& server, const smtp::ClientPolicy& policy,
+                                                        SpfCheck& check) {
+  using mailauth::SpfResultCode;
+  if (!server.policy.resolver) {
+    check.result.result = SpfResultCode::temperror;
+    check.result.problem = "DNS is not available";
+  } else {
+    check.result = co_await mailauth::check_host(*server.policy.resolver, check.input);
+  }
+  const mailauth::SpfResult& r = check.result;
+  bool reject = (r.result == SpfResultCode::fail && policy.spf_policy != "header") ||
+                (r.result == SpfResultCode::softfail && policy.spf_policy == "reject_softfail");
+  if (reject) {
+    std::string explanation = r.explanation;
+    for (char& ch : explanation)
+      if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';  // DNS text into our reply
+    co_return smtp::replies::spf_refused(r.domain, check.input.ip, mailauth::to_string(r.result), explanation);
+  }
+  if (r.result == SpfResultCode::temperror && policy.spf_defer_temperror)
+    co_return smtp::replies::spf_temperror(r.domain);
+  co_return std::nullopt;
 }
 
 smtp::Reply reply_from_queue(const ipc::SubmitResult& r) {
@@ -487,7 +521,8 @@ asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, smtp::A
 // The DATA phase: returns false when the connection must close.
 asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection> c, smtp::Session& session,
                                       std::string& in, const std::string& client, std::shared_ptr<const Config> config,
-                                      const std::string& client_name, const std::vector<std::string>& refused) {
+                                      const std::string& client_name, const std::vector<std::string>& refused,
+                                      const std::string& spf_header) {
   const Config& cfg = *config;  // the session's own reference: a SIGHUP may replace server.config meanwhile
   std::optional<ipc::SubmitReady> ready;
   std::unique_ptr<ipc::Channel> queue;
@@ -521,7 +556,9 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
 
   int64_t now =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  std::string out = session.received_header(ready->queue_id, smtp::rfc5322_date(now));
+  // RFC 7208 9.1: Received-SPF goes above the Received field of this hop.
+  std::string out = spf_header.empty() ? "" : spf_header + "\n";
+  out += session.received_header(ready->queue_id, smtp::rfc5322_date(now));
   smtp::DataReader reader(session.settings().max_message_size);
   bool queue_ok = true;
   while (!reader.done()) {
@@ -699,8 +736,9 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
   settings.sender_login_match = cfg->smtp.sender_login_match;
   settings.max_auth_failures = cfg->smtp.max_auth_failures;
   settings.received_auth_user = cfg->smtp.received_auth_user;
+  bool spf_applies = !relay_client && c->listener == Listener::mta && policy.spf_policy != "off";
   settings.check_senders =
-      !relay_client && ((bad_senders && !bad_senders->empty()) || policy.sender_domain_check != "off");
+      !relay_client && ((bad_senders && !bad_senders->empty()) || policy.sender_domain_check != "off" || spf_applies);
   settings.max_unknown_recipients = relay_client ? 0 : cfg->smtp.max_unknown_recipients;
   smtp::Session session(std::move(settings), client, nullptr);
   std::string in;
@@ -728,6 +766,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
   std::optional<std::optional<smtp::Reply>> dnsbl;
   std::string dnsbl_rule;
   std::vector<std::string> refused_recipients;  // "address code" in the current transaction, for the log
+  std::optional<SpfCheck> spf;                  // of the current transaction: its Received-SPF
   bool discarding = false;                      // inside an over-long line, until its LF
   while (open) {
     size_t lf = in.find('\n');
@@ -832,6 +871,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     if (r.action == smtp::Action::check_sender) {
       smtp::Address sender = session.pending_sender();
       refused_recipients.clear();
+      spf.reset();
       if (session.authenticated()) {
         std::string account = session.auth_user();
         std::optional<bool> owned = co_await sender_owned(server, sender, account, client);
@@ -842,10 +882,11 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
       } else {
         std::optional<smtp::Reply> refused;
         std::string rule;
-        if (auto pattern = bad_senders ? bad_senders->refuses(sender.text()) : std::nullopt) {
+        bool null_sender = sender.text().empty();
+        if (auto pattern = bad_senders && !null_sender ? bad_senders->refuses(sender.text()) : std::nullopt) {
           refused = smtp::replies::bad_sender(sender.text());
           rule = "bad_senders " + *pattern;
-        } else if (policy.sender_domain_check != "off") {
+        } else if (policy.sender_domain_check != "off" && !null_sender) {
           refused = co_await sender_domain_verdict(server, sender);
           rule = "sender_domain_check";
           if (refused && policy.sender_domain_check == "log") {
@@ -853,6 +894,12 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
                       {{"client", client}, {"from", sender.text()}, {"reply", refused->code}});
             refused.reset();
           }
+        }
+        if (!refused && spf_applies) {
+          spf.emplace();
+          spf->input = {client_ip, sender.text(), session.envelope().helo, cfg->hostname, unix_now()};
+          refused = co_await spf_verdict(server, policy, *spf);
+          rule = "spf " + std::string(mailauth::to_string(spf->result.result));
         }
         if (refused)
           log::info("sender refused", {{"client", client},
@@ -863,8 +910,11 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
       }
     }
     if (r.action == smtp::Action::start_data) {
-      open = co_await receive_message(server, c, session, in, client, cfg, name, refused_recipients);
+      std::string spf_header;
+      if (spf) spf_header = mailauth::received_spf_header(spf->result, spf->input, cfg->hostname);
+      open = co_await receive_message(server, c, session, in, client, cfg, name, refused_recipients, spf_header);
       refused_recipients.clear();
+      spf.reset();
       continue;
     }
     if (r.action == smtp::Action::start_tls) {
@@ -1043,6 +1093,7 @@ int run_smtp_service(const ServiceStart& start) {
     for (auto& [a, kind] : server.acceptors) a->close(ignored);
     for (auto& c : server.connections) c->lowest().cancel(ignored);
     server.policy.cleanup_timer.cancel();
+    server.policy.resolver.reset();  // questions still open end now as temporary failures
   };
   signals.async_wait(on_signal);
   unblock_reload_signal();

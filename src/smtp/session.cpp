@@ -319,8 +319,9 @@ Response Session::mail(const Command& cmd) {
   pending_mail_ = PendingMail{cmd.path, smtputf8, body_8bit, ret, envid};
   // The sender rule (replaces the combined patch's MFCHECK-after-AUTH idea): the null sender
   // (bounces, receipts) is always allowed.
-  if (!cmd.path.text().empty() && ((authenticated() && settings_.sender_login_match) || settings_.check_senders))
-    return {replies::ok(), Action::check_sender};
+  bool owner_check = authenticated() && settings_.sender_login_match && !cmd.path.text().empty();
+  bool policy_check = !authenticated() && settings_.check_senders;  // also <>: SPF checks the HELO name
+  if (owner_check || policy_check) return {replies::ok(), Action::check_sender};
   return accept_mail();
 }
 

@@ -27,8 +27,9 @@ struct SessionSettings {
   uint32_t max_auth_failures = 3;        // then 421 and close
   uint32_t auth_failure_delay_ms = 500;  // times the number of failures so far, before the 535
   bool received_auth_user = false;       // "(Authenticated sender: USER)" in the Received header
-  // Client policy (docs/smtp-policy.md): every MAIL with a sender goes to the caller for its
-  // checks (bad_senders, sender_domain_check) when set; unknown recipients before 421 (0 = no limit).
+  // Client policy (docs/smtp-policy.md): every MAIL of an unauthenticated client (the null
+  // sender too) goes to the caller for its checks (bad_senders, sender_domain_check, SPF) when
+  // set; unknown recipients before 421 (0 = no limit).
   bool check_senders = false;
   uint32_t max_unknown_recipients = 0;
 };

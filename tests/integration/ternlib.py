@@ -129,7 +129,7 @@ def _toml_value(v) -> str:
 def render_config(cfg: dict) -> str:
     out = []
     for section in ("server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "dns", "dnsbl",
-                    "greylist"):
+                    "greylist", "spf"):
         if section in cfg:
             out.append(f"[{section}]")
             out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items() if k != "access")

@@ -59,6 +59,8 @@ def test_kept_connections_survive_a_restart(tern, victim, ready_line):
     tern.wait_messages("alice", 2)
     tern.wait_spool_empty()
     for queue_id in (first, second):
+        # The log is read by a thread of the test: wait for the line, then count it.
+        tern.wait_log(rf" queue info delivered id={re.escape(queue_id)} .*attempts=1\b")
         assert tern.log_count(rf" queue info delivered id={re.escape(queue_id)} .*attempts=1\b") == 1
         assert tern.log_count(rf" deliver info delivered to maildir id={re.escape(queue_id)} ") == 1
     assert tern.log_count(r" queue warn delivery deferred") == 0

@@ -534,3 +534,79 @@ def test_message_log_line_names_everything(tern_factory):
     tern.wait_log(rf"smtp info message accepted client=\[127\.0\.0\.1\] name=\"\" helo=client\.test id={queue_id} "
                   r"from=x@example\.org to=alice@example\.test refused=\"nobody@example\.test 550\" size=\d+ "
                   r"tls=no cipher=\"\" auth=\"\" reply=\"250 2\.0\.0\"")
+
+
+# ---------------------------------------------------------------------------------------------
+# SPF at MAIL FROM (RFC 7208; SPFBEHAVIOR)
+
+SPF_RECORDS = """
+spf-pass       TXT  "v=spf1 ip4:127.0.0.0/8 -all"
+spf-fail       TXT  "v=spf1 ip4:192.0.2.1 -all exp=why.%{d}"
+why.spf-fail   TXT  "Mail for %{d} comes only from its own servers"
+spf-soft       TXT  "v=spf1 ~all"
+helo-ok        TXT  "v=spf1 ip4:127.0.0.1 -all"
+"""
+
+
+def spf_message(c: SmtpClient, sender: str) -> tuple[str, str | None]:
+    mail = c.cmd(f"MAIL FROM:<{sender}>")
+    if not mail.startswith("250 "):
+        return mail, None
+    assert c.cmd("RCPT TO:<alice@example.test>").startswith("250 ")
+    return mail, send_message(c)
+
+
+def test_spf_policies_and_received_spf(tern_factory, dns):
+    tern = tern_factory(spf={"policy": "reject_fail"}, dns=start_dns(dns, SPF_RECORDS))
+    with SmtpClient(tern.port) as c:
+        assert c.cmd("EHLO helo-ok.tern-test").startswith("250")
+        mail, _ = spf_message(c, "a@spf-fail.tern-test")
+        assert mail == ("550-5.7.23 SPF fail: spf-fail.tern-test does not designate 127.0.0.1 as a permitted sender\n"
+                        "550 5.7.23 Mail for spf-fail.tern-test comes only from its own servers")
+        assert spf_message(c, "a@spf-soft.tern-test")[1].startswith("250 ")  # softfail: header only
+        assert spf_message(c, "a@spf-pass.tern-test")[1].startswith("250 ")
+        assert spf_message(c, "")[1].startswith("250 ")  # the null sender: the HELO name is checked
+    messages = tern.wait_messages("alice", 3)
+    first_lines = sorted(m.split(b"\n")[2].decode() for m in messages)  # after Return-Path, Delivered-To
+    assert first_lines == [
+        'Received-SPF: pass (mail.example.test: domain of a@spf-pass.tern-test designates 127.0.0.1 as permitted '
+        'sender) client-ip=127.0.0.1; envelope-from="a@spf-pass.tern-test"; helo=helo-ok.tern-test; '
+        'receiver=mail.example.test; identity=mailfrom; mechanism="ip4:127.0.0.0/8"',
+        'Received-SPF: pass (mail.example.test: domain of postmaster@helo-ok.tern-test designates 127.0.0.1 as '
+        'permitted sender) client-ip=127.0.0.1; envelope-from=""; helo=helo-ok.tern-test; '
+        'receiver=mail.example.test; '
+        'identity=helo; mechanism="ip4:127.0.0.1"',
+        'Received-SPF: softfail (mail.example.test: domain of transitioning a@spf-soft.tern-test does not '
+        'designate 127.0.0.1 as permitted sender) client-ip=127.0.0.1; envelope-from="a@spf-soft.tern-test"; '
+        'helo=helo-ok.tern-test; receiver=mail.example.test; identity=mailfrom; mechanism=~all',
+    ]
+    assert all(m.split(b"\n")[3].startswith(b"Received: from helo-ok.tern-test") for m in messages)
+    tern.wait_log(r"sender refused client=\[127\.0\.0\.1\] from=a@spf-fail\.tern-test rule=\"spf fail\" "
+                  r"reply=\"550 5\.7\.23\"")
+    tern.reload(spf={"policy": "reject_softfail"})
+    with SmtpClient(tern.port) as c:
+        assert c.cmd("EHLO helo-ok.tern-test").startswith("250")
+        assert spf_message(c, "a@spf-soft.tern-test")[0] == \
+            "550 5.7.23 SPF softfail: spf-soft.tern-test does not designate 127.0.0.1 as a permitted sender"
+    # Relay clients are not checked.
+    tern.reload(smtp={"relay_networks": ["127.0.0.1"]})
+    with SmtpClient(tern.port) as c:
+        assert c.cmd("EHLO helo-ok.tern-test").startswith("250")
+        assert spf_message(c, "a@spf-fail.tern-test")[1].startswith("250 ")
+
+
+def test_spf_temperror_deferred_by_choice(tern_factory, dns, shared_dir):
+    rules = shared_dir / "smtp.rules"
+    write_file(rules, '127.0.0.2:allow,SPFBEHAVIOR="2"\n:allow\n')
+    tern = tern_factory(spf={"policy": "header"}, smtp={"access_rules": str(rules)},
+                        dns=start_dns(dns, SPF_RECORDS))
+    dns.stop()
+    with SmtpClient(tern.port, timeout=60) as c:  # header only: accepted with "temperror"
+        assert c.cmd("EHLO helo-ok.tern-test").startswith("250")
+        assert spf_message(c, "a@spf-pass.tern-test")[1].startswith("250 ")
+    (message,) = tern.wait_messages("alice", 1)
+    assert message.split(b"\n")[2].startswith(b"Received-SPF: temperror (mail.example.test: ")
+    with SmtpClient(tern.port, timeout=60, source="127.0.0.2") as c:  # SPFBEHAVIOR=2: 451
+        assert c.cmd("EHLO helo-ok.tern-test").startswith("250")
+        assert spf_message(c, "a@spf-pass.tern-test")[0] == \
+            "451 4.4.3 SPF: temporary DNS error checking spf-pass.tern-test, try again later"

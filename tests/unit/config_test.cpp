@@ -367,6 +367,15 @@ allow_networks = ["198.51.100.0/24"]
   EXPECT_EQ(problems(head + "[greylist]\nhold = 600\nretry_window = 300\n"),
             std::vector<std::string>{"t.toml:6: greylist.retry_window: must be longer than greylist.hold (600 s), or "
                                      "no retry could ever pass; e.g. retry_window = 86400"});
+  ConfigResult spf =
+      parse_config(head + "[spf]\npolicy = \"reject_softfail\"\ndefer_temperror = true\n", "t.toml", "/");
+  ASSERT_TRUE(spf.config);
+  EXPECT_EQ(spf.config->spf.policy, "reject_softfail");
+  EXPECT_TRUE(spf.config->spf.defer_temperror);
+  EXPECT_EQ(
+      problems(head + "[spf]\npolicy = \"reject\"\n"),
+      std::vector<std::string>{"t.toml:7: spf.policy: 'reject' is not a choice; write one of \"off\", \"header\", "
+                               "\"reject_fail\", \"reject_softfail\", e.g. policy = \"off\""});
   EXPECT_EQ(problems(head + "[greylist]\nkey = \"ip\"\n"),
             std::vector<std::string>{"t.toml:7: greylist.key: 'ip' is not a choice; write one of \"network\", "
                                      "\"address\", e.g. key = \"network\""});

@@ -87,6 +87,28 @@ TEST(SmtpPolicy, RblsmtpdAndGreylistVariables) {
   EXPECT_TRUE(w.empty());
 }
 
+TEST(SmtpPolicy, SpfBehaviorLevels) {
+  Config c = base_config();
+  std::vector<std::string> w;
+  for (auto [value, policy, defer] :
+       {std::tuple{"0", "off", false}, std::tuple{"1", "header", false}, std::tuple{"2", "header", true},
+        std::tuple{"3", "reject_fail", true}, std::tuple{"4", "reject_softfail", true}}) {
+    ClientPolicy p = default_policy(c);
+    apply_rule(p, true, {{"SPFBEHAVIOR", value}}, w);
+    EXPECT_EQ(p.spf_policy, policy) << value;
+    EXPECT_EQ(p.spf_defer_temperror, defer) << value;
+  }
+  EXPECT_TRUE(w.empty());
+  ClientPolicy p = default_policy(c);
+  apply_rule(p, true, {{"SPFBEHAVIOR", "6"}}, w);
+  EXPECT_EQ(p.spf_policy, "off");
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(
+      w[0],
+      "SPFBEHAVIOR=\"6\" is ignored: expected 0 (off), 1 (header), 2 (header, 451 on DNS errors), 3 (reject fail) "
+      "or 4 (also softfail)");
+}
+
 TEST(SmtpPolicy, DenyTakesDiemsgAsItsText) {
   ClientPolicy p;
   std::vector<std::string> w;
@@ -195,12 +217,17 @@ Session policy_session(uint32_t unknown_limit) {
   return Session(s, "[192.0.2.1]", nullptr);
 }
 Response line(Session& s, std::string_view text) { return s.handle(parse_command(text)); }
+void null_sender(Session& s) {  // with check_senders the caller checks <> too (SPF), then accepts it
+  ASSERT_EQ(line(s, "MAIL FROM:<>").action, Action::check_sender);
+  ASSERT_EQ(s.complete_mail(true).reply.code, 250);
+}
 }  // namespace
 
 TEST(SmtpSessionPolicy, SendersGoToTheCallerAndRefusalsCount) {
   Session s = policy_session(0);
   line(s, "EHLO client.example");
-  EXPECT_EQ(line(s, "MAIL FROM:<>").reply.code, 250);  // the null sender is never checked
+  EXPECT_EQ(line(s, "MAIL FROM:<>").action, Action::check_sender);  // SPF checks the HELO name
+  EXPECT_EQ(s.complete_mail(true).reply.wire(), "250 2.1.0 Sender <> OK\r\n");
   line(s, "RSET");
   Response r = line(s, "MAIL FROM:<bad@spam.test>");
   EXPECT_EQ(r.action, Action::check_sender);
@@ -215,7 +242,7 @@ TEST(SmtpSessionPolicy, SendersGoToTheCallerAndRefusalsCount) {
 TEST(SmtpSessionPolicy, UnknownRecipientLimitCloses) {
   Session s = policy_session(3);
   line(s, "EHLO client.example");
-  line(s, "MAIL FROM:<>");
+  null_sender(s);
   for (int i = 0; i < 2; ++i) {
     EXPECT_EQ(line(s, "RCPT TO:<nobody@example.test>").action, Action::lookup_recipient);
     EXPECT_EQ(s.complete_rcpt(RecipientVerdict::unknown_user).reply.code, 550);
@@ -229,7 +256,7 @@ TEST(SmtpSessionPolicy, UnknownRecipientLimitCloses) {
 TEST(SmtpSessionPolicy, RefusedRecipientIsNotAdded) {
   Session s = policy_session(0);
   line(s, "EHLO client.example");
-  line(s, "MAIL FROM:<>");
+  null_sender(s);
   line(s, "RCPT TO:<a@example.test>");
   Response r = s.refuse_rcpt(replies::greylisted("a@example.test", 300));
   EXPECT_EQ(r.reply.wire(),
