@@ -379,8 +379,9 @@ asio::awaitable<std::string> client_name(Server& server, const std::string& ip) 
 
 // rblsmtpd's job: the reply every RCPT of this client gets, or nullopt when it may go on. Allow
 // lists first (-a), then the block lists in order; the first listing decides. `rule` names it.
-asio::awaitable<std::optional<smtp::Reply>> dnsbl_verdict(Server& server, const std::string& ip, std::string& rule) {
-  const Config& cfg = *server.config;
+// `cfg` is the session's own configuration (a SIGHUP may replace server.config meanwhile).
+asio::awaitable<std::optional<smtp::Reply>> dnsbl_verdict(Server& server, const Config& cfg, const std::string& ip,
+                                                          std::string& rule) {
   if (cfg.dnsbl.zones.empty() || in_any(cfg.dnsbl.allow_networks, ip) || !server.policy.resolver)
     co_return std::nullopt;
   bool trouble = false;
@@ -525,6 +526,7 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
                                       const std::string& spf_header) {
   const Config& cfg = *config;  // the session's own reference: a SIGHUP may replace server.config meanwhile
   std::optional<ipc::SubmitReady> ready;
+  std::optional<ipc::SubmitResult> refused_early;  // the queue could not take it (no space, stopping)
   std::unique_ptr<ipc::Channel> queue;
   {
     const smtp::Envelope& env = session.envelope();
@@ -537,13 +539,28 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
     submit.smtputf8 = env.smtputf8;
     std::string begin = ipc::encode(std::move(submit));
     // A kept connection may have died with a restarted queue: then once more on a new one.
-    for (int attempt = 0; attempt < 2 && !ready; ++attempt) {
+    for (int attempt = 0; attempt < 2 && !ready && !refused_early; ++attempt) {
       bool reused = false;
       queue = co_await server.queue->take(reused);
       if (!queue) break;
-      if (co_await queue->write(begin)) ready = co_await queue->read_message<ipc::SubmitReady>();
+      std::optional<ipc::Frame> answer;
+      if (co_await queue->write(begin)) answer = co_await queue->read();
+      if (answer) {  // SubmitReady, or at once a SubmitResult that refuses the message
+        ready = ipc::decode<ipc::SubmitReady>(*answer);
+        if (!ready) refused_early = ipc::decode<ipc::SubmitResult>(*answer);
+      }
       if (!reused) break;
     }
+  }
+  if (refused_early) {
+    server.queue->give(std::move(queue));  // the queue answered in full: ready for the next message
+    session.reset_transaction();
+    smtp::Reply refusal = reply_from_queue(*refused_early);
+    log::warn("queue refused the message before DATA",
+              {{"client", client},
+               {"reply", std::to_string(refusal.code) + " " + refusal.enhanced},
+               {"reason", refused_early->text}});
+    co_return co_await send(*c, refusal);
   }
   if (!ready) {
     log::warn("queue service unavailable; answered 451", {{"client", client}});
@@ -815,7 +832,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
                                            : smtp::Reply{451, "4.7.1", policy.dnsbl_text};
           rule = policy.rule + " RBLSMTPD";
         } else if (policy.dnsbl == smtp::ClientPolicy::Dnsbl::check) {
-          if (!dnsbl) dnsbl = co_await dnsbl_verdict(server, client_ip, dnsbl_rule);
+          if (!dnsbl) dnsbl = co_await dnsbl_verdict(server, *cfg, client_ip, dnsbl_rule);
           refused = *dnsbl;
           rule = dnsbl_rule;
         }

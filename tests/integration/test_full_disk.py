@@ -33,6 +33,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 FULL_REPLY = "452 4.3.1 Insufficient system storage, try again later"
 SENDER = "sender@example.org"
 NO_SPACE = "No space left on device"
+USERS = ["alice", "dave", "erin"]  # ternlib.default_config's users
+RECIPIENTS = [f"{u}@{DOMAIN}" for u in USERS]
 
 
 class SmallDisk:
@@ -123,122 +125,192 @@ def delivered(server, user: str) -> Counter:
 
 
 def assert_whole(content: bytes, queue_id: str, message: bytes) -> None:
-    """The Maildir file holds tern's lines, then exactly the message sent (LF line ends)."""
-    assert re.search(rb"\tby mail\.example\.test \(tern\) with ESMTP id " + re.escape(queue_id.encode()), content), \
-        content[:600]
-    assert content.endswith(b"\n\n" + message.replace(b"\r\n", b"\n").split(b"\n\n", 1)[1]), content[:600]
-    assert content.count(b"\nSubject: ") == 1 and content.split(b"\nFrom: ", 1)[1] == \
-        message.replace(b"\r\n", b"\n").split(b"From: ", 1)[1]
+    """The Maildir file holds tern's lines for this queue id, then exactly the message sent
+    (with LF line ends)."""
+    body = message.replace(b"\r\n", b"\n")
+    assert content.endswith(body), content[:600]
+    prefix = content[:-len(body)]
+    assert re.fullmatch(rb"Return-Path: <sender@example\.org>\nDelivered-To: \S+\n"
+                        rb"Received: from client\.test \(\[127\.0\.0\.1\]\)\n"
+                        rb"\tby mail\.example\.test \(tern\) with ESMTP id " + re.escape(queue_id.encode())
+                        + rb"(\n\tfor <\S+>)?; [^\n]+\n", prefix), prefix
+
+
+def assert_log_count(server, pattern: str, count: int) -> None:
+    """Exactly `count` log lines match `pattern`, once they have come through the master's pipe."""
+    server.wait_log(pattern, count)
+    assert server.log_count(pattern) == count, pattern
 
 
 def assert_no_crash_no_bounce(server) -> None:
     assert server.log_count(r" service died") == 0, server.log_text()
-    assert server.log_count(r" delivery failed") == 0, "a message was failed instead of deferred"
+    assert server.log_count(r" queue error delivery failed") == 0, "a recipient failed instead of being deferred"
     assert server.log_count(r" report queued") == 0, "a delivery report (bounce) was queued"
 
 
 def test_full_spool_answers_452_and_loses_nothing(full_disk):
     server, disk = full_disk
-    # No room at all: the message cannot be spooled, whatever its size.
+    # No room at all: no message can be spooled, whatever its size.
     disk.fill()
     with SmtpClient(server.port) as c:
         assert c.ehlo().startswith("250-mail.example.test Hello [127.0.0.1]")
         for size in (300, 20_000, 90_000):
             marker = f"refused-{uuid.uuid4().hex}"
-            assert transaction(c, [f"alice@{DOMAIN}"], make_message(marker, size)) == FULL_REPLY
-        # The session goes on after a 452 (the transaction was reset).
-        assert c.cmd("NOOP") == "250 2.0.0 OK"
-    assert server.log_count(rf" queue error cannot commit message id=\S+ error=\"{NO_SPACE}\"") == 3
-    assert server.log_count(r" smtp info message refused .* reply=\"452 4\.3\.1\"") == 3
+            assert transaction(c, RECIPIENTS, make_message(marker, size)) == FULL_REPLY
+        assert c.cmd("NOOP") == "250 2.0.0 Ok"  # the session goes on
+    assert_log_count(server, rf" queue error cannot commit message id=\S+ error=\"{NO_SPACE}\"$", 3)
+    assert_log_count(server, r" smtp info message refused .* reply=\"452 4\.3\.1\"", 3)
     assert server.spool_entries() == []
 
     # Room for a few messages: every DATA gets either a 250 or the 452, until the disk is full
-    # again (the deliveries of accepted messages fill it too, and are deferred when it is).
+    # again. The three Maildir copies of each accepted message compete for the same space, so
+    # deliveries are deferred too (how many depends on timing; the next test makes sure of it).
     disk.fill(leave=160 * 1024)
     accepted: dict[str, tuple[str, bytes]] = {}  # marker -> (queue id, message)
-    refused: list[str] = []
+    refused = 0
     with SmtpClient(server.port) as c:
         assert c.ehlo().startswith("250-mail.example.test Hello [127.0.0.1]")
         for n in range(30):
             marker = f"m{n}-{uuid.uuid4().hex}"
             message = make_message(marker, 30_000)
-            reply = transaction(c, [f"alice@{DOMAIN}"], message)
+            reply = transaction(c, RECIPIENTS, message)
             m = QUEUED_RE.match(reply)
             if m:
                 accepted[marker] = (m.group(1), message)
             else:
                 assert reply == FULL_REPLY
-                refused.append(marker)
-                if len(refused) == 3:
+                refused += 1
+                if refused == 3:
                     break
         assert c.cmd("QUIT") == "221 2.0.0 mail.example.test closing connection"
-    assert accepted and len(refused) == 3, (accepted.keys(), refused)
-    assert server.log_count(r" smtp info message refused .* reply=\"452 4\.3\.1\"") == 3 + len(refused)
+    assert accepted and refused == 3, f"{len(accepted)} accepted, {refused} refused"
+    assert_log_count(server, r" smtp info message refused .* reply=\"452 4\.3\.1\"", 3 + refused)
+    assert_log_count(server, rf" queue error cannot commit message id=\S+ error=\"{NO_SPACE}\"$", 3 + refused)
+    # What the spool holds (accepted messages not delivered yet) is accepted mail only.
+    ids = {qid for qid, _ in accepted.values()}
+    assert {e.split("/", 1)[1] for e in server.spool_entries()} <= ids
 
-    # Space comes back: every accepted message is delivered exactly once, and whole; the
-    # refused ones never appear.
+    # Space comes back: every accepted message reaches every recipient exactly once, and whole;
+    # the refused ones never appear.
     disk.release()
-    wait_until(lambda: sum(delivered(server, "alice").values()) >= len(accepted), timeout=30,
-               message=f"{len(accepted)} accepted messages in alice's Maildir")
+    for u in USERS:
+        wait_until(lambda: len(server.maildir_files(u)) >= len(accepted), timeout=30,
+                   message=f"{len(accepted)} accepted messages in the Maildir of {u}")
     server.wait_spool_empty()
-    assert delivered(server, "alice") == Counter({marker: 1 for marker in accepted})
-    for content in server.messages("alice"):
-        marker = re.search(rb"^Subject: (\S+)$", content, re.M).group(1).decode()
-        assert_whole(content, *accepted[marker])
+    for u in USERS:
+        assert delivered(server, u) == Counter({marker: 1 for marker in accepted})
+        for content in server.messages(u):
+            marker = re.search(rb"^Subject: (\S+)$", content, re.M).group(1).decode()
+            assert_whole(content, *accepted[marker])
 
-    # New transactions get 250 again and are delivered.
+    # New transactions get 250 again and are delivered at once.
     marker = f"after-{uuid.uuid4().hex}"
-    queue_id = send_message(server.port, SENDER, [f"alice@{DOMAIN}"], make_message(marker, 30_000).decode())
-    server.wait_messages("alice", len(accepted) + 1)
+    queue_id = send_message(server.port, SENDER, RECIPIENTS, make_message(marker, 30_000).decode())
+    for u in USERS:
+        server.wait_messages(u, len(accepted) + 1)
+        assert delivered(server, u)[marker] == 1
     server.wait_spool_empty()
-    assert delivered(server, "alice")[marker] == 1
-    assert server.log_count(rf" queue info delivered id={queue_id} to=alice@example\.test attempts=1") == 1
+    for r in RECIPIENTS:
+        assert_log_count(server, rf" queue info delivered id={queue_id} to={re.escape(r)} attempts=1$", 1)
     assert_no_crash_no_bounce(server)
 
 
 def test_deliveries_defer_while_the_store_is_full_and_resume(full_disk):
     server, disk = full_disk
-    users = ["alice", "dave", "erin"]
-    recipients = [f"{u}@{DOMAIN}" for u in users]
     # Room for the message in the spool (60 KB and its envelope), not for one more copy of it.
     disk.fill(leave=100 * 1024)
-    marker = f"deferred-{uuid.uuid4().hex}"
-    message = make_message(marker, 60_000)
+    first = f"deferred-{uuid.uuid4().hex}"
+    message = make_message(first, 60_000)
     with SmtpClient(server.port) as c:
         assert c.ehlo().startswith("250-mail.example.test Hello [127.0.0.1]")
-        m = QUEUED_RE.match(transaction(c, recipients, message))
+        m = QUEUED_RE.match(transaction(c, RECIPIENTS, message))
         assert m
         queue_id = m.group(1)
         assert c.cmd("QUIT") == "221 2.0.0 mail.example.test closing connection"
 
-    # Each recipient is tried, fails for want of space, and is deferred; and again at the retry.
-    for r in recipients:
-        server.wait_log(rf" deliver warn maildir delivery failed id={queue_id} to={re.escape(r)} "
-                        rf"error=\"cannot write \S+/Maildir/tmp/\S+: {NO_SPACE}\"", count=2)
-        server.wait_log(rf" queue warn delivery deferred id={queue_id} to={re.escape(r)} "
-                        rf"reason=\"cannot write \S+: {NO_SPACE}\" retry_in=\d+", count=2)
-    assert sorted(server.spool_entries()) == [f"env/{queue_id}", f"msg/{queue_id}"]
-    for u in users:
-        assert server.messages(u) == []
-        tmp = server.maildir(u).parent / "tmp"
-        assert not tmp.is_dir() or not list(tmp.iterdir()), "a partial Maildir file was left in tmp/"
-    assert_no_crash_no_bounce(server)
+    def deferrals(r: str) -> int:
+        """Attempts for recipient r that deliver reported as failed for want of space and the
+        queue deferred (both lines are needed)."""
+        return min(
+            server.log_count(rf" deliver warn maildir delivery failed id={queue_id} to={re.escape(r)} "
+                             rf"error=\"cannot write \S+/Maildir/tmp/\S+: {NO_SPACE}\"$"),
+            server.log_count(rf" queue warn delivery deferred id={queue_id} to={re.escape(r)} "
+                             rf"reason=\"cannot write \S+/Maildir/tmp/\S+: {NO_SPACE}\" retry_in=[12]$"))
+
+    def assert_deferred() -> None:
+        assert sorted(server.spool_entries()) == [f"env/{queue_id}", f"msg/{queue_id}"]
+        for u in USERS:
+            assert server.messages(u) == []
+            tmp = server.maildir(u).parent / "tmp"
+            assert not tmp.is_dir() or not list(tmp.iterdir()), "a partial Maildir file was left in tmp/"
+        assert_no_crash_no_bounce(server)
+
+    # Each recipient is tried, fails for want of space and is deferred; and again at the retry.
+    for r in RECIPIENTS:
+        wait_until(lambda: deferrals(r) >= 2, message=f"two deferrals of {r} for want of space")
+    assert_deferred()
+    # Now not a byte left: still deferred, nothing failed.
+    disk.fill()
+    for r in RECIPIENTS:
+        wait_until(lambda: deferrals(r) >= 3, message=f"a third deferral of {r}")
+    assert_deferred()
 
     # Space comes back: the next retries deliver, with no restart and no command.
     disk.release()
-    for u in users:
+    for u in USERS:
         (content,) = server.wait_messages(u, 1, timeout=15)
         assert_whole(content, queue_id, message)
     server.wait_spool_empty()
-    for r in recipients:
-        assert server.log_count(rf" queue info delivered id={queue_id} to={re.escape(r)} attempts=([3-9]|\d\d+)$") == 1
+    for r in RECIPIENTS:
+        assert_log_count(server, rf" queue info delivered id={queue_id} to={re.escape(r)} attempts=([4-9]|\d\d+)$", 1)
 
     # And new mail flows as before.
     marker = f"after-{uuid.uuid4().hex}"
-    send_message(server.port, SENDER, recipients, make_message(marker, 30_000).decode())
-    for u in users:
+    send_message(server.port, SENDER, RECIPIENTS, make_message(marker, 30_000).decode())
+    for u in USERS:
         server.wait_messages(u, 2)
-        assert delivered(server, u) == Counter({message.split(b"Subject: ")[1].split(b"\r\n")[0].decode(): 1,
-                                                marker: 1})
+        assert delivered(server, u) == Counter({first: 1, marker: 1})
     server.wait_spool_empty()
     assert_no_crash_no_bounce(server)
+
+
+def test_no_inode_for_the_spool_file_answers_452_at_data(tern_factory):
+    """When the spool cannot even create the message's file (no inode left), the queue refuses
+    the message before DATA; smtp passes its exact reply on (not a 451 "queue unavailable"), and
+    the connection to the queue stays usable for the next message once there is room again."""
+    server = tern_factory(start=False)
+    server.data_dir.mkdir(mode=0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nr_inodes=400,mode=0755", "tern-no-inodes",
+                    str(server.data_dir)], check=True)
+    hog = server.data_dir / "inodes"
+    try:
+        server.start()
+        hog.mkdir()
+        n = 0
+        while True:  # use up every inode left
+            try:
+                (hog / str(n)).touch()
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                break
+            n += 1
+        with SmtpClient(server.port) as c:
+            assert c.cmd("EHLO client.test").startswith("250")
+            assert c.cmd(f"MAIL FROM:<{SENDER}>").startswith("250 ")
+            assert c.cmd(f"RCPT TO:<alice@{DOMAIN}>").startswith("250 ")
+            assert c.cmd("DATA") == FULL_REPLY
+            assert c.cmd("NOOP") == "250 2.0.0 Ok"  # the session goes on, the transaction is gone
+            assert c.cmd("RCPT TO:<alice@example.test>") == "503 5.5.1 Need MAIL command"
+            for f in list(hog.iterdir())[:50]:
+                f.unlink()
+            message = make_message("after-inodes", 300)
+            assert transaction(c, [f"alice@{DOMAIN}"], message).startswith("250 ")
+        server.wait_messages("alice", 1)
+        server.wait_log(r"smtp warn queue refused the message before DATA client=\[127\.0\.0\.1\] "
+                        r"reply=\"452 4\.3\.1\" reason=\"452 4\.3\.1 Insufficient system storage")
+        assert server.log_count("queue service unavailable") == 0
+    finally:
+        try:
+            server.cleanup()
+        finally:
+            unmount(server.data_dir)
