@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -363,6 +364,18 @@ int Master::run() {
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+  // Every SMTP session holds a descriptor (two with its queue connection): take the hard limit
+  // on open files, which the children inherit, rather than the soft one (often 1024).
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < 2 * rlim_t{config_.smtp.max_connections} + 64)
+    log::warn("the open-file limit is low for smtp.max_connections; raise it (LimitNOFILE= in the systemd unit) "
+              "or lower max_connections",
+              {{"limit", static_cast<uint64_t>(files.rlim_cur)}, {"max_connections", config_.smtp.max_connections}});
 
   for (Child& c : children_) start(c);
   auto joined = [](const std::vector<ListenAddress>& list) {
