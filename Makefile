@@ -19,7 +19,7 @@ WITH_POSTGRES = set -e; pg="$$($(CURDIR)/scripts/test-postgres.sh start $(PG_DIR
 	dns="$$($(CURDIR)/scripts/test-dns.sh start $(DNS_DIR))"; eval "$$dns"; \
 	export TERN_TEST_POSTGRES TERN_TEST_DNS TERN_TEST_DNS_ANCHOR;
 
-.PHONY: format all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke bench clean
+.PHONY: format all deps build build-asan build-fuzz run test unit integration fuzz fuzz-smoke soak bench clean
 
 all: build
 
@@ -74,6 +74,13 @@ fuzz: build-fuzz
 	@for t in $(FUZZ_TARGETS); do \
 	  ./build/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/$$t || exit 1; \
 	done
+
+# The crash harness (tests/reliability/crash_harness.py) for SOAK_SECONDS against the release
+# binary: SMTP traffic while tern's processes are killed; prints the totals, fails on any loss.
+# (`make test` runs it for 45 s as tests/integration/test_crash_harness.py.)
+SOAK_SECONDS ?= 1800
+soak: build
+	TERN_BIN=$(CURDIR)/build/release/tern $(PYTHON) tests/reliability/crash_harness.py --duration $(SOAK_SECONDS) --progress 60
 
 test: build-asan build-fuzz
 	$(WITH_POSTGRES) \

@@ -12,8 +12,8 @@ What it does:
    as a new message); smtp.relay_networks = 127.0.0.1; and a [[route]] sending remote.test to a
    sink on 127.0.0.1 (smtp_receiver.SmtpReceiver), so no DNS is involved. The sink accepts every
    recipient except bounce-N@remote.test (550 5.1.1 at RCPT: those must come back as DSNs) and
-   records each message's token (and whether its body is intact) in memory before its 250, and in
-   sink.jsonl in the work directory.
+   records each message's token and whether its body is intact before its 250 (in memory, and in
+   sink.jsonl in the work directory).
 2. --sessions client threads send messages over SMTP (1 to 5 per session, 1 to 4 recipients each:
    local users, the alias, remote addresses, bounce addresses; bodies of 100 bytes to 60 KB). Each
    message carries a unique token (X-Harness-Token, Message-ID, Subject) and the SHA-256 of its
@@ -23,30 +23,33 @@ What it does:
    within the range), taking the victims in shuffled rounds: the master (its children get
    SIGTERM from PR_SET_PDEATHSIG and stop; the harness waits until every one is gone, then starts
    `tern serve` again) or one child (smtp, queue, deliver, relay, directory), which the master
-   restarts by itself.
+   restarts by itself. Every few seconds a collector reads the Maildirs as a mail client would:
+   it records each file's token and removes the file (so a long soak does not fill the disk).
 4. After --duration seconds: killing and sending stop, the harness waits until every service runs
    again and the spool's msg/ and env/ are empty, stops tern with SIGTERM (exit status 0
-   expected), and checks:
+   expected), reads what is left in the Maildirs, and checks:
    - every accepted (message, recipient) reached each of its destinations at least once with an
-     intact body (Maildir new/ or cur/ of the user, or the sink), or the sender got a DSN whose
+     intact body (the user's Maildir, or the sink), or the sender got a DSN whose
      Final-Recipient is that recipient (expected for bounce-N@remote.test, reported as
-     `unexpected_bounces` otherwise). Anything else is `missing`;
+     `unexpected_bounces` otherwise). Anything else is `missing`; a copy whose body does not
+     match its digest is `corrupt`;
    - copies beyond the first are `duplicates` (allowed: delivery is at least once);
    - the spool holds nothing but `lock`, `msg/` and `env/` (both empty) and `free/` with spare
      files named sN: anything else (a msg/ID without env/ID, an env/ID without msg/ID, a *.tmp) is
      an `orphan`;
-   - no sanitizer report in the log, every tern process gone.
+   - no sanitizer report in the log, no service died but those killed, tern stopped cleanly.
 5. Prints the totals and one line starting with "CRASH-HARNESS RESULT" (key=value pairs); the exit
-   status is 0 when nothing was lost, corrupted or orphaned and everything above held, 1
-   otherwise, 2 when the harness could not run (tern would not start again). On failure the work
-   directory (tern's data, tern.log with every log line, sink.jsonl) is kept and named.
+   status is 0 when all of the above held, 1 otherwise, 2 when the harness could not run (tern
+   would not start again). On failure the work directory (tern's data with what is left in the
+   Maildirs, tern.log with every log line, sink.jsonl, attempts.jsonl with each message's token, recipients and reply) is kept and named.
 
---sabotage delete-maildir-file|orphan-spool-file spoils one thing before the check, to show that
-the check catches it (the run must then fail).
+--sabotage delete-maildir-file|corrupt-maildir-file|orphan-spool-file spoils one thing just before
+the final check, to show that the check catches it (the run must then fail).
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import email
 import email.policy
@@ -57,7 +60,6 @@ import random
 import re
 import signal
 import smtplib
-import socket
 import sys
 import threading
 import time
@@ -81,8 +83,8 @@ RESULT_PREFIX = "CRASH-HARNESS RESULT"
 TOKEN_RE = re.compile(rb"^X-Harness-Token: (\S+)\r?$", re.M)
 DIGEST_RE = re.compile(rb"^X-Harness-Digest: (\S+)\r?$", re.M)
 # Per-message log lines: written to tern.log but not kept in memory (a long soak makes millions).
-CHATTER_RE = re.compile(r" (smtp|queue|deliver|relay) info (message accepted|connection closed|queued|delivered|"
-                        r"relayed|forwarded|relay transaction|report queued)\b")
+CHATTER_RE = re.compile(r" (smtp|queue|deliver|relay) info (message accepted|message refused|connection closed|"
+                        r"queued|delivered|relayed|forwarded|relay transaction|report queued)\b")
 SPARE_RE = re.compile(r"^s[0-9]+$")
 
 
@@ -112,8 +114,40 @@ def token_and_integrity(data: bytes) -> tuple[str | None, bool]:
     return t.group(1).decode(), bool(d) and d.group(1).decode() == body_digest(body)
 
 
+def parse_dsn(data: bytes) -> list[tuple[str, str]]:
+    """(token, recipient) for each failed recipient of a DSN about a harness message."""
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    if msg.get_content_type() != "multipart/report":
+        return []
+    token = None
+    failed = []
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype == "message/delivery-status":
+            for block in part.get_payload():
+                if str(block.get("Action", "")).strip().lower() == "failed":
+                    failed.append(str(block.get("Final-Recipient", "")).split(";", 1)[-1].strip())
+        elif ctype in ("text/rfc822-headers", "message/rfc822"):
+            raw = part.get_payload(decode=True) if ctype == "text/rfc822-headers" else part.as_bytes()
+            m = TOKEN_RE.search(raw or b"")
+            if m:
+                token = m.group(1).decode()
+    return [(token, r) for r in failed] if token else []
+
+
+class Attempt:
+    """One message a client tried to send."""
+    __slots__ = ("sender", "rcpts", "outcome", "reply")
+
+    def __init__(self, sender: str):
+        self.sender = sender
+        self.rcpts: list[str] = []  # those that got 250 at RCPT
+        self.outcome = "dropped"  # "accepted" (250 after DATA), "refused" (a reply other than 250)
+        self.reply = ""
+
+
 # ---------------------------------------------------------------------------------------------
-# The remote side
+# Where messages arrive
 
 
 class Sink(SmtpReceiver):
@@ -124,7 +158,7 @@ class Sink(SmtpReceiver):
     def __init__(self, journal: Path):
         super().__init__(hostname="sink.remote.test")
         self.rules.append(("RCPT TO:<bounce-", "550 5.1.1 no such user here", None))
-        self.records: list[tuple[str | None, str, bool, str]] = []  # token, rcpt, intact, mail_from
+        self.records: list[tuple[str | None, str, bool]] = []
         self._journal = open(journal, "a", buffering=1)
 
     def _record_message(self, msg) -> str:
@@ -132,7 +166,7 @@ class Sink(SmtpReceiver):
         with self._cond:
             n = len(self.records)
             for rcpt in msg.rcpt_to:
-                self.records.append((token, rcpt, intact, msg.mail_from))
+                self.records.append((token, rcpt, intact))
                 self._journal.write(json.dumps({"token": token, "rcpt": rcpt, "intact": intact,
                                                 "from": msg.mail_from}) + "\n")
             self._cond.notify_all()
@@ -141,6 +175,69 @@ class Sink(SmtpReceiver):
     def close_journal(self) -> None:
         with self._cond:
             self._journal.close()
+
+
+class Mailboxes:
+    """Reads the recipients' and the senders' Maildirs (new/ and cur/) like a mail client: each
+    file's token (or, for a sender, each failed recipient of a DSN) is recorded, then the file is
+    removed when `remove` is set. Files that are corrupt or unknown are moved to BASE/evidence/."""
+
+    def __init__(self, server: "HarnessServer", known):
+        self.server = server
+        self.known = known  # token -> Attempt
+        self.arrivals: collections.Counter = collections.Counter()  # (token, "maildir:USER") -> copies
+        self.bounced: collections.Counter = collections.Counter()  # (token, recipient) -> DSNs
+        self.reports = 0
+        self.corrupt: list[str] = []
+        self.unknown: list[str] = []
+        self.not_dsn: list[str] = []
+        self.evidence = server.base / "evidence"
+        self.lock = threading.Lock()
+
+    def _keep(self, path: Path, why: list[str]) -> None:
+        self.evidence.mkdir(exist_ok=True)
+        target = self.evidence / f"{path.parent.parent.parent.name}-{path.name}"
+        os.replace(path, target)
+        why.append(str(target))
+
+    def collect(self, remove: bool) -> int:
+        with self.lock:
+            n = 0
+            for user in LOCAL_USERS + [ALIAS_MAILBOX] + [s.split("@")[0] for s in SENDERS]:
+                for sub in ("new", "cur"):
+                    d = self.server.maildir_root(user) / sub
+                    if not d.is_dir():
+                        continue
+                    for path in list(d.iterdir()):
+                        n += 1
+                        data = path.read_bytes()
+                        if user.startswith("sender-"):
+                            self.reports += 1
+                            found = parse_dsn(data)
+                            for item in found:
+                                self.bounced[item] += 1
+                            if not found:
+                                self._keep(path, self.not_dsn)
+                                continue
+                        else:
+                            token, intact = token_and_integrity(data)
+                            if token is None or token not in self.known:
+                                self._keep(path, self.unknown)
+                                continue
+                            if not intact:
+                                self._keep(path, self.corrupt)
+                                continue
+                            self.arrivals[(token, f"maildir:{user}")] += 1
+                        if remove:
+                            path.unlink()
+            return n
+
+    def tmp_leftovers(self) -> int:
+        total = 0
+        for user in LOCAL_USERS + [ALIAS_MAILBOX] + [s.split("@")[0] for s in SENDERS]:
+            d = self.server.maildir_root(user) / "tmp"
+            total += sum(1 for _ in d.iterdir()) if d.is_dir() else 0
+        return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,19 +282,29 @@ class Harness:
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
-        self.binary = os.path.abspath(os.environ.get("TERN_BIN") or ternlib.tern_binary())  # tern runs in its work dir
+        # Absolute: tern runs in its work directory.
+        self.binary = os.path.abspath(os.environ.get("TERN_BIN") or ternlib.tern_binary())
         self.stop_sending = threading.Event()
         self.stop_killing = threading.Event()
         self.lock = threading.Lock()
-        # token -> {"sender", "rcpts" (RCPT 250), "outcome": accepted/refused/dropped, "reply"}
-        self.attempts: dict[str, dict] = {}
+        self.attempts: dict[str, Attempt] = {}  # token -> Attempt
         self.client_counts = collections.Counter()
         self.kills = collections.Counter()
         self.kill_log: list[str] = []
-        self.findings: list[str] = []  # things that are not losses but deserve a look
+        self.master_restarts: list[tuple[float, float]] = []  # seconds until the children were gone, until ready
+        self.findings: list[str] = []  # not losses, but worth a look
         self.server: HarnessServer | None = None
         self.sink: Sink | None = None
+        self.mailboxes: Mailboxes | None = None
         self.fatal: str | None = None
+
+    def count(self, key: str) -> None:
+        with self.lock:
+            self.client_counts[key] += 1
+
+    def finding(self, text: str) -> None:
+        with self.lock:
+            self.findings.append(text)
 
     # -- set-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -218,25 +325,24 @@ class Harness:
         self.server.use_template = False  # no template database to clean up afterwards
         self.server.provision()
         self.server.cli("alias", "add", ALIAS, f"{ALIAS_MAILBOX}@{DOMAIN}", ALIAS_REMOTE, check=True)
+        self.mailboxes = Mailboxes(self.server, self.attempts)
         self.server.start()
         log(f"tern {self.binary} started, work directory {self.server.base}, sink on port {self.sink.port}")
 
     # -- clients --------------------------------------------------------------------------------
-    def make_message(self, rng: random.Random, token: str, sender: str, rcpts: list[str]) -> bytes:
-        size = rng.choice([rng.randint(100, 2000)] * 4 + [rng.randint(2000, 60000)])
-        alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 "
-        lines, total = [], 0
-        while total < size:
-            line = "x" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 76))).rstrip()
-            lines.append(line)
-            total += len(line) + 2
+    @staticmethod
+    def make_message(rng: random.Random, token: str, sender: str, rcpts: list[str]) -> bytes:
+        size = rng.randint(2000, 60000) if rng.random() < 0.2 else rng.randint(100, 2000)
+        text = base64.b64encode(rng.randbytes(size * 3 // 4 + 1)).decode()
+        lines = [text[i:i + rng.randint(40, 76)] for i in range(0, len(text), 76)]
         body = ("\r\n".join(lines) + "\r\n").encode()
         header = (f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\nSubject: crash harness {token}\r\n"
                   f"Message-ID: <{token}@harness.test>\r\nX-Harness-Token: {token}\r\n"
                   f"X-Harness-Digest: {body_digest(body)}\r\n\r\n")
         return header.encode() + body
 
-    def pick_recipients(self, rng: random.Random) -> list[str]:
+    @staticmethod
+    def pick_recipients(rng: random.Random) -> list[str]:
         out: list[str] = []
         for _ in range(rng.randint(1, 4)):
             x = rng.random()
@@ -255,77 +361,85 @@ class Harness:
     def client(self, n: int) -> None:
         rng = random.Random(f"{self.args.seed}-{n}")
         seq = 0
-        while not self.stop_sending.is_set():
-            try:
-                s = smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test",
-                                 timeout=self.args.client_timeout)
-            except (OSError, smtplib.SMTPException):
-                self.client_counts["connect failed"] += 1
-                self.stop_sending.wait(rng.uniform(0.05, 0.3))  # a client's pause before it tries again
-                continue
-            try:
-                code, _ = s.ehlo()
-                if code != 250:
-                    self.client_counts[f"EHLO {code}"] += 1
-                    continue
-                for _ in range(rng.randint(1, 5)):
-                    if self.stop_sending.is_set():
-                        break
-                    seq += 1
-                    token = f"t{self.args.seed}-{n}-{seq}"
-                    if not self.transaction(s, rng, token):
-                        break
+        try:
+            while not self.stop_sending.is_set():
                 try:
-                    s.quit()
+                    s = smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test",
+                                     timeout=self.args.client_timeout)
                 except (OSError, smtplib.SMTPException):
-                    pass
-            except (OSError, smtplib.SMTPException):
-                self.client_counts["session dropped"] += 1
-            finally:
-                s.close()
+                    self.count("connect failed")
+                    self.stop_sending.wait(rng.uniform(0.05, 0.3))  # a client's pause before it tries again
+                    continue
+                try:
+                    code, _ = s.ehlo()
+                    if code != 250:
+                        self.count(f"EHLO {code}")
+                        continue
+                    for _ in range(rng.randint(1, 5)):
+                        if self.stop_sending.is_set():
+                            break
+                        seq += 1
+                        if not self.transaction(s, rng, f"t{self.args.seed}-{n}-{seq}"):
+                            break
+                    try:
+                        s.quit()
+                    except (OSError, smtplib.SMTPException):
+                        pass
+                except (OSError, smtplib.SMTPException):
+                    self.count("session dropped")
+                finally:
+                    s.close()
+        except Exception as e:  # a broken harness must not look like a pass
+            self.fatal = f"client thread {n}: {e!r}"
+            self.stop_sending.set()
 
     def transaction(self, s: smtplib.SMTP, rng: random.Random, token: str) -> bool:
         """One message; False when the session should end."""
-        sender = rng.choice(SENDERS)
+        attempt = Attempt(rng.choice(SENDERS))
         rcpts = self.pick_recipients(rng)
-        record = {"sender": sender, "rcpts": [], "outcome": "dropped", "reply": ""}
         with self.lock:
-            self.attempts[token] = record
-        code, text = s.mail(sender)
+            self.attempts[token] = attempt
+        code, text = s.mail(attempt.sender)
         if code != 250:
-            record["outcome"], record["reply"] = "refused", f"MAIL {code} {text[:80]!r}"
-            self.client_counts[f"MAIL {code}"] += 1
+            attempt.outcome, attempt.reply = "refused", f"MAIL {code} {text[:80]!r}"
+            self.count(f"MAIL {code}")
             s.rset()
             return code != 421
         for r in rcpts:
             code, _ = s.rcpt(r)
             if code == 250:
-                record["rcpts"].append(r)
+                attempt.rcpts.append(r)
             else:
-                self.client_counts[f"RCPT {code}"] += 1
-        if not record["rcpts"]:
-            record["outcome"] = "refused"
+                self.count(f"RCPT {code}")
+        if not attempt.rcpts:
+            attempt.outcome = "refused"
             s.rset()
             return True
-        message = self.make_message(rng, token, sender, record["rcpts"])
-        code, text = s.data(message)
+        code, text = s.data(self.make_message(rng, token, attempt.sender, attempt.rcpts))
         if code == 250:
-            record["outcome"], record["reply"] = "accepted", text.decode(errors="replace")
-            self.client_counts["accepted"] += 1
+            attempt.outcome, attempt.reply = "accepted", text.decode(errors="replace")
+            self.count("accepted")
             return True
-        record["outcome"], record["reply"] = "refused", f"DATA {code} {text[:80]!r}"
-        self.client_counts[f"DATA {code}"] += 1
+        attempt.outcome, attempt.reply = "refused", f"DATA {code} {text[:80]!r}"
+        self.count(f"DATA {code}")
         return code != 421
+
+    def collector(self) -> None:
+        try:
+            while not self.stop_sending.wait(self.args.collect_interval):
+                self.mailboxes.collect(remove=True)
+        except Exception as e:
+            self.fatal = f"collector thread: {e!r}"
+            self.stop_sending.set()
 
     # -- killer ---------------------------------------------------------------------------------
     def killer(self) -> None:
         lo, hi = self.args.kill_interval
-        victims = [v for v in self.args.victims]
         cycle: list[str] = []
         try:
             while not self.stop_killing.wait(self.rng.uniform(lo, hi)):  # the random moment
                 if not cycle:
-                    cycle = victims[:]
+                    cycle = list(self.args.victims)
                     self.rng.shuffle(cycle)
                 victim = cycle.pop()
                 if victim == "master":
@@ -356,27 +470,20 @@ class Harness:
         """A master that died without our SIGKILL is a finding; start it again."""
         code = self.server.proc.poll()
         if code is not None:
-            self.findings.append(f"the master exited by itself with status {code}")
+            self.finding(f"the master exited by itself with status {code}")
             self.server.wait_exit()
+            self.wait_processes_gone(self.server.proc.pid)
             self.restart_master()
 
-    def kill_master(self) -> None:
-        self.check_master_alive()
-        pid = self.server.master_pid
-        os.kill(pid, signal.SIGKILL)
-        self.kills["master"] += 1
-        self.kill_log.append(f"{time.strftime('%H:%M:%S')} master pid={pid}")
-        code = self.server.wait_exit(30)
-        if code != -signal.SIGKILL:
-            self.findings.append(f"killed master {pid} exited with {code}, not by SIGKILL")
-        # The children get SIGTERM (PR_SET_PDEATHSIG) and shut down; a new master cannot bind the
-        # port or take the spool lock before they are gone.
+    def wait_processes_gone(self, master: int) -> None:
+        """The children of a dead master get SIGTERM (PR_SET_PDEATHSIG) and stop; a new master
+        can neither bind the port nor take the spool lock before they are gone."""
         try:
             ternlib.wait_until(lambda: not self.server.stray_pids(), timeout=60,
-                               message="the children of the killed master to exit")
+                               message="the children of the dead master to exit")
         except AssertionError:
             left = {p: " ".join(ternlib.read_cmdline(p)[1:3]) for p in self.server.stray_pids()}
-            self.findings.append(f"children of killed master {pid} still ran 60 s later, killed: {left}")
+            self.finding(f"children of the dead master {master} still ran 60 s later, killed: {left}")
             for p in left:
                 try:
                     os.kill(p, signal.SIGKILL)
@@ -384,7 +491,21 @@ class Harness:
                     pass
             ternlib.wait_until(lambda: not self.server.stray_pids(), timeout=30,
                                message="the leftover children to die")
+
+    def kill_master(self) -> None:
+        self.check_master_alive()
+        pid = self.server.master_pid
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        self.kills["master"] += 1
+        self.kill_log.append(f"{time.strftime('%H:%M:%S')} master pid={pid}")
+        code = self.server.wait_exit(30)
+        if code != -signal.SIGKILL:
+            self.finding(f"killed master {pid} exited with {code}, not by SIGKILL")
+        self.wait_processes_gone(pid)
+        gone = time.monotonic()
         self.restart_master()
+        self.master_restarts.append((gone - killed, time.monotonic() - killed))
 
     def restart_master(self) -> None:
         for attempt in range(3):
@@ -392,12 +513,11 @@ class Harness:
                 self.server.start()
                 return
             except AssertionError as e:
-                self.findings.append(f"tern serve did not start again (attempt {attempt + 1}): {str(e)[-2000:]}")
+                self.finding(f"tern serve did not start again (attempt {attempt + 1}): {str(e)[-2000:]}")
                 if self.server.proc.poll() is None:
                     self.server.proc.kill()
                 self.server.wait_exit(30)
-                ternlib.wait_until(lambda: not self.server.stray_pids(), timeout=60,
-                                   message="the processes of the failed start to exit")
+                self.wait_processes_gone(self.server.proc.pid)
         raise Fatal("tern serve did not start again after 3 attempts")
 
     # -- the end --------------------------------------------------------------------------------
@@ -406,10 +526,12 @@ class Harness:
         return [f"{d}/{p.name}" for d in ("msg", "env") for p in (spool / d).iterdir()]
 
     def drain(self) -> bool:
-        """Waits until every service runs and the spool is empty; False on timeout."""
+        """Waits until every service runs and the spool is empty; False on timeout. (msg/ is
+        listed before env/, and a queued message has msg/ID from before its env/ID until after
+        its successors, DSNs and forwards, are queued: two empty listings mean nothing is left.)"""
         for name in CHILDREN:
             self.server.wait_child_pid(name, timeout=60)
-        accepted = sum(1 for a in self.attempts.values() if a["outcome"] == "accepted")
+        accepted = sum(1 for a in self.attempts.values() if a.outcome == "accepted")
         timeout = 120 + accepted / 20
         started = time.monotonic()
         try:
@@ -417,12 +539,11 @@ class Harness:
                                message="an empty spool")
         except AssertionError:
             left = self.spool_busy()
-            self.findings.append(f"spool not empty {timeout:.0f} s after the end: {len(left)} files, e.g. {left[:6]}")
-            for name in left[:6]:
+            self.finding(f"spool not empty {timeout:.0f} s after the end: {len(left)} files, e.g. {left[:6]}")
+            for name in left[:3]:
                 if name.startswith("env/"):
-                    path = self.server.data_dir / "spool" / name
                     try:
-                        self.findings.append(f"{name}:\n{path.read_text(errors='replace')}")
+                        self.finding(f"{name}:\n{(self.server.data_dir / 'spool' / name).read_text(errors='replace')}")
                     except OSError:
                         pass
             return False
@@ -434,10 +555,10 @@ class Harness:
         self.start()
         clients = [threading.Thread(target=self.client, args=(i,), daemon=True) for i in range(args.sessions)]
         killer = threading.Thread(target=self.killer, daemon=True)
+        collector = threading.Thread(target=self.collector, daemon=True)
         began = time.monotonic()
-        for t in clients:
+        for t in clients + [killer, collector]:
             t.start()
-        killer.start()
         next_report = began + args.progress
         deadline = began + args.duration
         while not self.stop_sending.is_set() and time.monotonic() < deadline:
@@ -445,14 +566,14 @@ class Harness:
             if time.monotonic() >= next_report:
                 next_report += args.progress
                 log(f"{time.monotonic() - began:.0f}s: accepted={self.client_counts['accepted']} "
-                    f"kills={sum(self.kills.values())} ({dict(self.kills)})")
+                    f"kills={sum(self.kills.values())} {dict(self.kills)}")
         self.stop_killing.set()
         killer.join()
         self.stop_sending.set()
-        for t in clients:
+        for t in clients + [collector]:
             t.join(args.client_timeout * 3)
         if any(t.is_alive() for t in clients):
-            self.findings.append("a client thread did not finish")
+            self.finding("a client thread did not finish")
         traffic_seconds = time.monotonic() - began
         if self.fatal:
             log(f"FATAL: {self.fatal}")
@@ -467,86 +588,71 @@ class Harness:
         try:
             stop_status = server.stop(60)
         except AssertionError as e:
-            self.findings.append(str(e))
+            self.finding(str(e))
         if stop_status not in (0, None):
-            self.findings.append(f"tern serve exited with status {stop_status} after SIGTERM")
+            self.finding(f"tern serve exited with status {stop_status} after SIGTERM")
         leftovers = server.stray_pids()
         if leftovers:
-            self.findings.append(f"tern processes left after the stop: {leftovers}")
+            self.finding(f"tern processes left after the stop: {leftovers}")
         server.cleanup()
         self.sink.stop()
         self.sink.close_journal()
         server.close_log()
         if self.args.sabotage:
             self.sabotage(self.args.sabotage)
+        self.mailboxes.collect(remove=False)  # what is left stays, for a look after a failure
+        with open(server.base / "attempts.jsonl", "w") as f:  # for a post-mortem: token -> queue id
+            for token, a in self.attempts.items():
+                f.write(json.dumps({"token": token, "sender": a.sender, "rcpts": a.rcpts, "outcome": a.outcome,
+                                    "reply": a.reply}) + "\n")
         result = self.verify(traffic_seconds, drained, fatal)
         if result == 0 and not self.args.keep:
             server.remove_files()
         else:
-            log(f"work directory kept: {server.base} (tern.log, sink.jsonl, data/)")
+            log(f"work directory kept: {server.base} (tern.log, sink.jsonl, attempts.jsonl, data/, evidence/)")
         return result
 
     def sabotage(self, what: str) -> None:
-        if what == "delete-maildir-file":
-            for user in LOCAL_USERS:
-                files = sorted((self.server.maildir_root(user) / "new").iterdir())
-                if files:
-                    log(f"SABOTAGE: deleting {files[0]}")
-                    files[0].unlink()
-                    return
-        elif what == "orphan-spool-file":
+        """Spoils one delivered copy that the collector has not seen yet (deleting every copy of
+        that message in that Maildir), or adds a stray spool file."""
+        if what == "orphan-spool-file":
             path = self.server.data_dir / "spool" / "msg" / "0661FFFFFFFFFF-abcdef"
             log(f"SABOTAGE: creating {path}")
             path.write_bytes(b"Subject: orphan\n\norphan\n")
+            return
+        for user in LOCAL_USERS:
+            d = self.server.maildir_root(user) / "new"
+            by_token = collections.defaultdict(list)
+            for path in sorted(d.iterdir()):
+                by_token[token_and_integrity(path.read_bytes())[0]].append(path)
+            for token, paths in by_token.items():
+                if token and not self.mailboxes.arrivals[(token, f"maildir:{user}")]:
+                    if what == "delete-maildir-file":
+                        log(f"SABOTAGE: deleting {[str(p) for p in paths]} (message {token} to {user})")
+                        for p in paths:
+                            p.unlink()
+                    else:
+                        log(f"SABOTAGE: changing the last body byte of {paths[0]} (message {token} to {user})")
+                        data = bytearray(paths[0].read_bytes())
+                        data[-2] = ord("A") if data[-2] != ord("A") else ord("B")
+                        paths[0].write_bytes(bytes(data))
+                    return
+        log("SABOTAGE: no uncollected Maildir file to spoil")
 
     # -- the check ------------------------------------------------------------------------------
     def verify(self, traffic_seconds: float, drained: bool, fatal: bool) -> int:
-        server = self.server
-        arrivals: collections.Counter = collections.Counter()  # (token, destination) -> copies
-        corrupt: list[str] = []
-        unknown: list[str] = []  # arrivals whose token was never sent
-        maildir_tmp = 0
-        for user in LOCAL_USERS + [ALIAS_MAILBOX]:
-            root = server.maildir_root(user)
-            maildir_tmp += sum(1 for _ in (root / "tmp").iterdir()) if (root / "tmp").is_dir() else 0
-            for sub in ("new", "cur"):
-                d = root / sub
-                if not d.is_dir():
-                    continue
-                for path in d.iterdir():
-                    token, intact = token_and_integrity(path.read_bytes())
-                    if token is None or token not in self.attempts:
-                        unknown.append(str(path))
-                    elif not intact:
-                        corrupt.append(str(path))
-                    else:
-                        arrivals[(token, f"maildir:{user}")] += 1
-        for token, rcpt, intact, _ in self.sink.records:
+        mb = self.mailboxes
+        arrivals = collections.Counter(mb.arrivals)  # (token, destination) -> copies
+        corrupt = list(mb.corrupt)
+        unknown = list(mb.unknown)
+        for token, rcpt, intact in self.sink.records:
             if token is None or token not in self.attempts:
-                unknown.append(f"sink: {rcpt} {token}")
+                unknown.append(f"sink: {token} to {rcpt}")
             elif not intact:
                 corrupt.append(f"sink: {token} to {rcpt}")
             else:
                 arrivals[(token, f"sink:{rcpt}")] += 1
-        # Delivery reports in the senders' Maildirs: (token, failed recipient).
-        bounced: collections.Counter = collections.Counter()
-        reports = 0
-        other_reports: list[str] = []
-        for sender in SENDERS:
-            root = server.maildir_root(sender.split("@")[0])
-            for sub in ("new", "cur"):
-                d = root / sub
-                if not d.is_dir():
-                    continue
-                for path in d.iterdir():
-                    reports += 1
-                    found = self.parse_dsn(path.read_bytes())
-                    if not found:
-                        other_reports.append(str(path))
-                    for item in found:
-                        bounced[item] += 1
 
-        # Expected destinations of each accepted recipient.
         def destinations(rcpt: str) -> list[str]:
             if rcpt == ALIAS:
                 return [f"maildir:{ALIAS_MAILBOX}", f"sink:{ALIAS_REMOTE}"]
@@ -556,21 +662,21 @@ class Harness:
                 return []  # the sink refuses it: a DSN must come back
             return [f"sink:{rcpt}"]
 
-        accepted = {t: a for t, a in self.attempts.items() if a["outcome"] == "accepted"}
+        accepted = {t: a for t, a in self.attempts.items() if a.outcome == "accepted"}
         missing: list[str] = []
         duplicates = 0
-        delivered = collections.Counter()  # destination kind -> (message, destination) pairs reached
-        expected_bounces = unexpected_bounces = 0
-        unexpected_bounce_list: list[str] = []
+        delivered = collections.Counter()  # mailbox or "sink" -> (message, destination) pairs reached
+        expected_bounces = 0
+        unexpected_bounces: list[str] = []
         expected_pairs = set()
         for token, a in accepted.items():
-            for rcpt in a["rcpts"]:
+            for rcpt in a.rcpts:
                 dests = destinations(rcpt)
                 if not dests:
-                    if bounced[(token, rcpt)]:
+                    if mb.bounced[(token, rcpt)]:
                         expected_bounces += 1
                     else:
-                        missing.append(f"{token} to {rcpt}: no DSN to {a['sender']} ({a['reply']})")
+                        missing.append(f"{token} to {rcpt}: no DSN to {a.sender} ({a.reply})")
                     continue
                 for dest in dests:
                     expected_pairs.add((token, dest))
@@ -578,110 +684,99 @@ class Harness:
                     if copies:
                         delivered[dest.split(":", 1)[1] if dest.startswith("maildir:") else "sink"] += 1
                         duplicates += copies - 1
-                    elif bounced[(token, rcpt)]:
-                        unexpected_bounces += 1
-                        unexpected_bounce_list.append(f"{token} to {rcpt} ({dest})")
+                    elif mb.bounced[(token, rcpt)]:
+                        unexpected_bounces.append(f"{token} to {rcpt} ({dest})")
                     else:
-                        missing.append(f"{token} to {rcpt} via {dest} ({a['reply']})")
-        # Arrivals of messages that never got a 250 (allowed; the client would send them again).
-        not_acked = {t for (t, dest) in arrivals if t not in accepted}
-        refused_but_arrived = sorted(f"{t} ({self.attempts[t]['reply']})" for t in not_acked
-                                     if self.attempts[t]["outcome"] == "refused")
-        extra_dest = [(t, d) for (t, d) in arrivals if t in accepted and (t, d) not in expected_pairs]
+                        missing.append(f"{token} to {rcpt} via {dest} ({a.reply})")
+        # Arrivals of messages that never got a 250 (allowed: the client would send them again).
+        not_acked = {t for (t, _) in arrivals if t not in accepted}
+        refused_but_arrived = collections.defaultdict(list)  # reply -> tokens
+        for t in sorted(not_acked):
+            if self.attempts[t].outcome == "refused":
+                refused_but_arrived[self.attempts[t].reply].append(t)
+        extra = [f"{t} at {d}" for (t, d) in arrivals if t in accepted and (t, d) not in expected_pairs]
+        unknown += extra
 
         orphans, spares = self.spool_orphans()
-        sanitizer = server.sanitizer_reports()
-        log_summary = self.log_summary()
+        sanitizer = self.server.sanitizer_reports()
+        restarts, kinds = self.log_summary()
+        unexpected_deaths = [f"{name}: {restarts[name]} restarts, {self.kills[name]} kills" for name in CHILDREN
+                             if sum(restarts[name].values()) != self.kills[name]]
+        for what, items in (("sink protocol errors", self.sink.protocol_errors), ("sink errors", self.sink.errors)):
+            if items:
+                self.finding(f"{what}: {items[:5]}")
 
-        # Report.
-        c = self.client_counts
-        refused = sum(1 for a in self.attempts.values() if a["outcome"] == "refused")
-        dropped = sum(1 for a in self.attempts.values() if a["outcome"] == "dropped")
+        refused = sum(1 for a in self.attempts.values() if a.outcome == "refused")
+        dropped = sum(1 for a in self.attempts.values() if a.outcome == "dropped")
         print()
         print("== crash harness totals")
         print(f"traffic:    {traffic_seconds:.0f} s, {self.args.sessions} sessions, seed {self.args.seed}, "
               f"binary {self.binary}")
         print(f"messages:   attempted {len(self.attempts)}, accepted (250) {len(accepted)}, refused {refused}, "
               f"dropped {dropped}")
-        print(f"client:     {dict(sorted(c.items()))}")
-        print(f"kills:      {sum(self.kills.values())} " + " ".join(f"{k}={self.kills[k]}" for k in VICTIMS))
-        print(f"restarts:   {log_summary['restarts']}")
-        print(f"delivered:  " + " ".join(f"{k}={v}" for k, v in sorted(delivered.items()))
-              + f" (message/destination pairs; expected {len(expected_pairs)})")
-        print(f"bounces:    expected {expected_bounces}, unexpected {unexpected_bounces}, "
-              f"reports in the senders' Maildirs {reports}")
+        print(f"client:     {dict(sorted(self.client_counts.items()))}")
+        print(f"kills:      {sum(self.kills.values())}: " + " ".join(f"{k}={self.kills[k]}" for k in VICTIMS))
+        print("restarts:   " + " ".join(f"{k}={dict(v)}" for k, v in sorted(restarts.items())))
+        if self.master_restarts:
+            print(f"master:     after its SIGKILL the children were gone within "
+                  f"{max(g for g, _ in self.master_restarts):.1f} s (mean "
+                  f"{sum(g for g, _ in self.master_restarts) / len(self.master_restarts):.1f}), a new tern was ready "
+                  f"within {max(r for _, r in self.master_restarts):.1f} s")
+        print(f"delivered:  {sum(delivered.values())} of {len(expected_pairs)} (message, destination) pairs: "
+              + " ".join(f"{k}={v}" for k, v in sorted(delivered.items())))
+        print(f"bounces:    {expected_bounces} (message, bounce-N@) pairs reported to the sender; "
+              f"{len(unexpected_bounces)} unexpected; {mb.reports} reports read")
         print(f"duplicates: {duplicates}")
-        print(f"arrived without a 250: {len(not_acked)} (of them refused with a reply: {len(refused_but_arrived)})")
+        print(f"arrived without a 250: {len(not_acked)} messages, refused with a reply among them: "
+              + (", ".join(f"{len(ts)} after {reply} (e.g. {' '.join(ts[:3])})"
+                           for reply, ts in refused_but_arrived.items()) or "none"))
         print(f"missing:    {len(missing)}")
         print(f"corrupt:    {len(corrupt)}")
-        print(f"unknown:    {len(unknown) + len(extra_dest)}")
-        print(f"spool:      orphans {len(orphans)}, spare files in free/ {spares}, drained {drained}")
-        print(f"maildir tmp/ leftovers: {maildir_tmp}")
-        print(f"log:        warn/error kinds: {log_summary['kinds'] or 'none'}")
+        print(f"unknown:    {len(unknown)}")
+        print(f"spool:      {len(orphans)} orphans, {spares} spare files in free/, drained: {drained}")
+        print(f"maildir:    {mb.tmp_leftovers()} files left in tmp/ (deliveries cut by a kill)")
+        print(f"log:        warn/error lines: {kinds or 'none'}")
         for title, items in (("MISSING", missing), ("CORRUPT", corrupt), ("UNKNOWN", unknown),
-                             ("DELIVERED TO A DESTINATION NOT ADDRESSED", extra_dest),
-                             ("ORPHANED SPOOL FILES", orphans), ("UNEXPECTED BOUNCES", unexpected_bounce_list),
-                             ("REPORTS THAT ARE NOT DSNS OF HARNESS MESSAGES", other_reports),
-                             ("REFUSED BUT DELIVERED", refused_but_arrived), ("SANITIZER", sanitizer),
+                             ("ORPHANED SPOOL FILES", orphans), ("UNEXPECTED BOUNCES", unexpected_bounces),
+                             ("SENDER MAIL THAT IS NO DSN OF A HARNESS MESSAGE", mb.not_dsn),
+                             ("SERVICES THAT DIED UNKILLED", unexpected_deaths), ("SANITIZER", sanitizer),
                              ("FINDINGS", self.findings)):
             if items:
                 print(f"-- {title} ({len(items)}):")
                 for item in list(items)[:30]:
                     print(f"   {item}")
-        ok = (not fatal and drained and not missing and not corrupt and not unknown and not extra_dest
-              and not orphans and not sanitizer and len(accepted) > 0
-              and not any(f.startswith(("tern serve exited", "tern processes left", "tern master did not stop"))
-                          for f in self.findings))
+        unclean = any(f.startswith(("tern serve exited", "tern processes left", "tern master did not stop"))
+                      for f in self.findings)
+        ok = (not fatal and drained and not missing and not corrupt and not unknown and not orphans
+              and not sanitizer and not unexpected_deaths and not unclean and len(accepted) > 0)
         fields = {
             "status": "PASS" if ok else "FAIL", "seconds": round(traffic_seconds), "seed": self.args.seed,
             "accepted": len(accepted), "attempted": len(self.attempts),
             "kills": sum(self.kills.values()), **{f"kills_{k}": self.kills[k] for k in VICTIMS},
             "delivered": sum(delivered.values()), "expected": len(expected_pairs),
-            "missing": len(missing), "duplicates": duplicates, "corrupt": len(corrupt),
-            "unknown": len(unknown) + len(extra_dest), "bounces": expected_bounces,
-            "unexpected_bounces": unexpected_bounces, "orphans": len(orphans), "drained": int(drained),
-            "unacked_arrivals": len(not_acked), "maildir_tmp": maildir_tmp, "findings": len(self.findings),
+            "missing": len(missing), "duplicates": duplicates, "corrupt": len(corrupt), "unknown": len(unknown),
+            "bounces": expected_bounces, "unexpected_bounces": len(unexpected_bounces), "orphans": len(orphans),
+            "drained": int(drained), "unexpected_deaths": len(unexpected_deaths), "sanitizer": len(sanitizer),
+            "unacked_arrivals": len(not_acked), "findings": len(self.findings),
         }
         print(RESULT_PREFIX + " " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
         if fatal:
             return 2
         return 0 if ok else 1
 
-    @staticmethod
-    def parse_dsn(data: bytes) -> list[tuple[str, str]]:
-        """(token, recipient) for each failed recipient of a DSN about a harness message."""
-        msg = email.message_from_bytes(data, policy=email.policy.compat32)
-        if msg.get_content_type() != "multipart/report":
-            return []
-        token = None
-        failed = []
-        for part in msg.walk():
-            ctype = part.get_content_type()
-            if ctype == "message/delivery-status":
-                for block in part.get_payload():
-                    if str(block.get("Action", "")).strip().lower() == "failed":
-                        rcpt = str(block.get("Final-Recipient", "")).split(";", 1)[-1].strip()
-                        failed.append(rcpt)
-            elif ctype in ("text/rfc822-headers", "message/rfc822"):
-                raw = part.get_payload(decode=True) if ctype == "text/rfc822-headers" else part.as_bytes()
-                m = TOKEN_RE.search(raw or b"")
-                if m:
-                    token = m.group(1).decode()
-        return [(token, r) for r in failed] if token else []
-
     def spool_orphans(self) -> tuple[list[str], int]:
-        """Everything in the stopped tern's spool that is not lock, an empty msg/ and env/, or
-        a spare file free/sN."""
+        """Everything in the stopped tern's spool but `lock`, an empty msg/ and env/, and spare
+        files free/sN."""
         spool = self.server.data_dir / "spool"
         orphans: list[str] = []
         spares = 0
         for entry in sorted(spool.iterdir()):
             if entry.name == "lock" and entry.is_file():
                 continue
-            if entry.name in ("msg", "env") and entry.is_dir():
+            if entry.name in ("msg", "env") and entry.is_dir() and not entry.is_symlink():
                 orphans += [f"{entry.name}/{p.name}" for p in sorted(entry.iterdir())]
                 continue
-            if entry.name == "free" and entry.is_dir():
+            if entry.name == "free" and entry.is_dir() and not entry.is_symlink():
                 for p in entry.iterdir():
                     if SPARE_RE.match(p.name) and p.is_file() and not p.is_symlink():
                         spares += 1
@@ -691,21 +786,21 @@ class Harness:
             orphans.append(entry.name)
         return orphans, spares
 
-    def log_summary(self) -> dict:
-        """Restarts per service, and every warn/error kind (message text without its fields)."""
-        restarts = collections.Counter()
+    def log_summary(self) -> tuple[dict, str]:
+        """Restarts per service and how it died; every warn/error kind (text without fields)."""
+        restarts: dict = collections.defaultdict(collections.Counter)
         kinds = collections.Counter()
-        rx = re.compile(r"^\S+ (\S+) (warn|error) (.*?)(?= \w+=|$)")
+        died = re.compile(r" master error service died; restarting service=(\w+) how=\"([^\"]*)\"")
+        level = re.compile(r"^\S+ (\S+) (warn|error) (.*?)(?= [\w.]+=|$)")
         with open(self.server.log_path, errors="replace") as f:
             for line in f:
-                m = re.search(r" master error service died; restarting service=(\w+) how=\"([^\"]*)\"", line)
+                m = died.search(line)
                 if m:
-                    restarts[f"{m.group(1)}({m.group(2)})"] += 1
-                m = rx.match(line)
+                    restarts[m.group(1)][m.group(2)] += 1
+                m = level.match(line)
                 if m:
                     kinds[f"{m.group(1)} {m.group(2)} {m.group(3)}"] += 1
-        return {"restarts": dict(sorted(restarts.items())),
-                "kinds": "; ".join(f"{k} x{v}" for k, v in kinds.most_common())}
+        return restarts, "; ".join(f"{k} x{v}" for k, v in kinds.most_common())
 
 
 def parse_args(argv=None):
@@ -718,10 +813,12 @@ def parse_args(argv=None):
     p.add_argument("--victims", default=",".join(VICTIMS),
                    help=f"comma-separated processes to kill (default {','.join(VICTIMS)})")
     p.add_argument("--client-timeout", type=float, default=30, help="SMTP client timeout in seconds (default 30)")
+    p.add_argument("--collect-interval", type=float, default=5,
+                   help="seconds between two reads (and removals) of the Maildirs (default 5)")
     p.add_argument("--progress", type=float, default=30, help="seconds between progress lines (default 30)")
     p.add_argument("--keep", action="store_true", help="keep the work directory even when the run passes")
-    p.add_argument("--sabotage", choices=["delete-maildir-file", "orphan-spool-file"],
-                   help="spoil one thing before the check, to see the check fail")
+    p.add_argument("--sabotage", choices=["delete-maildir-file", "corrupt-maildir-file", "orphan-spool-file"],
+                   help="spoil one thing before the final check, to see the check fail")
     args = p.parse_args(argv)
     if args.seed is None:
         args.seed = int(time.time()) % 1000000
@@ -729,7 +826,7 @@ def parse_args(argv=None):
     args.kill_interval = (float(lo), float(hi or lo))
     args.victims = [v for v in args.victims.split(",") if v]
     unknown = set(args.victims) - set(VICTIMS)
-    if unknown:
+    if unknown or not args.victims:
         p.error(f"unknown victims {sorted(unknown)}; choose from {','.join(VICTIMS)}")
     return args
 
