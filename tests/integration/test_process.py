@@ -255,6 +255,18 @@ def test_privileges(tern_factory, service_uids):
                                timeout=30)
             assert r.returncode != 0 and r.stdout == b"", name
             assert b"Permission denied" in r.stderr, (name, r.stderr)
+    # What each service must not reach: the mail store (smtp, queue, relay, directory), the spool
+    # (smtp, deliver, relay, directory), smtp's greylisting state (all but smtp).
+    forbidden = {
+        tern.data_dir / "domains": ("smtp", "queue", "relay", "directory"),
+        tern.data_dir / "spool": ("smtp", "deliver", "relay", "directory"),
+        tern.data_dir / "smtp": ("queue", "deliver", "relay", "directory"),
+    }
+    for path, names in forbidden.items():
+        for name in names:
+            r = subprocess.run(["runuser", "-u", SERVICE_USERS[name], "--", "ls", str(path)], capture_output=True,
+                               timeout=30)
+            assert r.returncode != 0 and b"Permission denied" in r.stderr, (name, str(path), r.stderr)
     send_message(tern.port, "bob@example.org", ["alice@example.test"], "Subject: owner\r\n\r\nowner\r\n")
     tern.wait_messages("alice", 1)
     (path,) = tern.maildir_files("alice")
