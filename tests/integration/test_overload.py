@@ -82,7 +82,7 @@ def test_thousands_of_idle_connections(tern_factory):
     after = rss_kib(smtp)
     per_connection = (after - before) * 1024 / len(idle)
     print(f"\noverload: {IDLE} idle sessions; smtp RSS {before} KiB -> {after} KiB, "
-          f"{per_connection / 1024:.1f} KiB per idle connection (ASan build)")
+          f"{per_connection / 1024:.1f} KiB per idle connection")
     # A session's state is a few KiB (its buffers grow only with what the client sends); under
     # ASan every allocation carries redzones, so the bound is generous but still catches a
     # per-connection buffer of the size of a message chunk (64 KiB).
