@@ -869,7 +869,12 @@ asio::awaitable<void> serve(Relay& r, stream_protocol::socket socket) {
   ipc::Channel queue(std::move(socket));
   int fd = -1;
   auto frame = co_await queue.read(&fd);
-  std::optional<ipc::RelayRequest> req = frame ? ipc::decode<ipc::RelayRequest>(*frame) : std::nullopt;
+  if (!frame) {  // usually the queue going away (stopped or killed) with connections unused
+    if (fd >= 0) ::close(fd);
+    log::info("relay: a connection from the queue ended without a request");
+    co_return;
+  }
+  std::optional<ipc::RelayRequest> req = ipc::decode<ipc::RelayRequest>(*frame);
   if (!req || !valid_request(*req) || fd < 0) {
     if (fd >= 0) ::close(fd);
     log::warn("relay: malformed request from the queue");
