@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import smtplib
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 import dnslib
+from test_relay import dns, start_dns, world_readable_dir  # noqa: F401 (fixtures)
 from ternlib import HOSTNAME, ConnectionClosed, SmtpClient, free_port, wait_until
 
 pytestmark = pytest.mark.backend_independent
@@ -28,25 +27,14 @@ MESSAGE = "From: x@example.org\r\nTo: alice@example.test\r\nSubject: policy\r\n\
 
 
 @pytest.fixture
-def shared_dir():
-    """A directory the smtp user can read: rules files, pattern files, the DNS server."""
-    path = Path(tempfile.mkdtemp(prefix="tern-policy-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def shared_dir(world_readable_dir):  # noqa: F811
+    """A directory the smtp user can read: rules files, pattern files."""
+    return world_readable_dir
 
 
-@pytest.fixture
-def dns(shared_dir):
-    server = dnslib.DnsServer(shared_dir / "dns")
-    yield server
-    server.stop()
-
-
-def start_dns(dns: dnslib.DnsServer, records: str) -> dict:
-    dns.start(records)
-    os.chmod(dns.directory, 0o755)
-    os.chmod(dns.anchor, 0o644)
+def serve(dns: dnslib.DnsServer, records: str) -> dict:
+    """Starts the test DNS server with `records`; the [dns] section that names it."""
+    start_dns(dns, records)
     return {"forwarders": [dns.forwarder], "trust_anchor": str(dns.anchor)}
 
 
@@ -326,7 +314,7 @@ nullmx         MX   0 .
 
 
 def test_sender_domain_check(tern_factory, dns):
-    tern = tern_factory(smtp={"sender_domain_check": "reject"}, dns=start_dns(dns, DOMAINS))
+    tern = tern_factory(smtp={"sender_domain_check": "reject"}, dns=serve(dns, DOMAINS))
     with SmtpClient(tern.port) as c:
         assert c.cmd("EHLO client.test").startswith("250")
         for good in ("a@exists-mx.tern-test", "a@exists-a.tern-test", "a@only-aaaa.tern-test", "a@nullmx.tern-test"):
@@ -341,14 +329,14 @@ def test_sender_domain_check(tern_factory, dns):
 
 
 def test_sender_domain_check_temporary_failure_and_log_mode(tern_factory, dns):
-    cfg = start_dns(dns, DOMAINS)
+    cfg = serve(dns, DOMAINS)
     tern = tern_factory(smtp={"sender_domain_check": "reject"}, dns=cfg)
     dns.stop()  # no answers at all: temporary
     with SmtpClient(tern.port, timeout=60) as c:
         assert c.cmd("EHLO client.test").startswith("250")
         assert c.cmd("MAIL FROM:<a@exists-mx.tern-test>") == \
             "451 4.4.3 Sender address <a@exists-mx.tern-test> domain lookup failed temporarily, try again later"
-    start_dns(dns, DOMAINS)
+    serve(dns, DOMAINS)
     tern.reload(smtp={"sender_domain_check": "log"})
     with SmtpClient(tern.port) as c:
         mail, rcpt = transaction(c, sender="a@missing.tern-test")
@@ -433,7 +421,7 @@ LISTS = """
 
 def test_dnsbl(tern_factory, dns):
     tern = tern_factory(dnsbl={"zones": ["bl.tern-test"], "allow_zones": ["wl.tern-test"]},
-                        smtp={"allow_insecure_auth": True}, dns=start_dns(dns, LISTS))
+                        smtp={"allow_insecure_auth": True}, dns=serve(dns, LISTS))
     with SmtpClient(tern.port, source="127.0.0.2") as c:
         mail, rcpt = transaction(c)
         assert mail.startswith("250 ")  # HELO and MAIL pass; the block shows at RCPT, naming the target
@@ -464,7 +452,7 @@ def test_dnsbl(tern_factory, dns):
 def test_dnsbl_skipped_by_rule_and_fail_closed(tern_factory, dns, shared_dir):
     rules = shared_dir / "smtp.rules"
     write_file(rules, '127.0.0.2:allow,RBLSMTPD=""\n:allow\n')
-    cfg = start_dns(dns, LISTS)
+    cfg = serve(dns, LISTS)
     tern = tern_factory(dnsbl={"zones": ["bl.tern-test"], "fail_closed": True}, smtp={"access_rules": str(rules)},
                         dns=cfg)
     with SmtpClient(tern.port, source="127.0.0.2") as c:  # RBLSMTPD="": no lookups for this client
@@ -557,7 +545,7 @@ def spf_message(c: SmtpClient, sender: str) -> tuple[str, str | None]:
 
 
 def test_spf_policies_and_received_spf(tern_factory, dns):
-    tern = tern_factory(spf={"policy": "reject_fail"}, dns=start_dns(dns, SPF_RECORDS))
+    tern = tern_factory(spf={"policy": "reject_fail"}, dns=serve(dns, SPF_RECORDS))
     with SmtpClient(tern.port) as c:
         assert c.cmd("EHLO helo-ok.tern-test").startswith("250")
         mail, _ = spf_message(c, "a@spf-fail.tern-test")
@@ -599,7 +587,7 @@ def test_spf_temperror_deferred_by_choice(tern_factory, dns, shared_dir):
     rules = shared_dir / "smtp.rules"
     write_file(rules, '127.0.0.2:allow,SPFBEHAVIOR="2"\n:allow\n')
     tern = tern_factory(spf={"policy": "header"}, smtp={"access_rules": str(rules)},
-                        dns=start_dns(dns, SPF_RECORDS))
+                        dns=serve(dns, SPF_RECORDS))
     dns.stop()
     with SmtpClient(tern.port, timeout=60) as c:  # header only: accepted with "temperror"
         assert c.cmd("EHLO helo-ok.tern-test").startswith("250")
