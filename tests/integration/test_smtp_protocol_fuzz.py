@@ -21,7 +21,9 @@ from ternlib import SmtpClient, wait_until
 
 pytestmark = pytest.mark.backend_independent
 
-REPLY_LINE = re.compile(rb"^[2-5][0-9][0-9][ -][\x20-\x7e]*$")
+# Printable text; UTF-8 only where a client's SMTPUTF8 address is echoed (RFC 6531), so each
+# line must also be valid UTF-8.
+REPLY_LINE = re.compile(rb"^[2-5][0-9][0-9][ -][\x20-\x7e\x80-\xff]*$")
 USERS = ["alice@example.test", "dave@example.test", "erin@example.test"]
 VERBS = ["HELO", "EHLO", "MAIL FROM:", "RCPT TO:", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP",
          "STARTTLS", "AUTH PLAIN", "AUTH LOGIN", "AUTH CRAM-MD5", "BDAT 10", "TURN", "ETRN x", ""]
@@ -174,6 +176,7 @@ def run_session(rng: random.Random, port: int, accepted: set[str]) -> int:
     s.sock.close()
     for line in s.lines:
         assert REPLY_LINE.match(line), f"malformed reply line {line!r}"
+        line.decode("utf-8")  # raises on bytes that are not UTF-8
     return len(s.lines)
 
 
