@@ -196,14 +196,14 @@ std::variant<StsPolicy, std::string> parse_sts_policy(std::string_view text) {
 
 bool sts_mx_matches(const StsPolicy& policy, std::string_view host) {
   if (!host.empty() && host.back() == '.') host.remove_suffix(1);
-  if (host.empty()) return false;
+  if (host.empty() || host.size() > 253) return false;  // not a host name (RFC 1035 2.3.4)
   std::string name = lowercase(host);
   for (const std::string& pattern : policy.mx) {
     if (pattern.starts_with("*.")) {
       std::string_view suffix = std::string_view(pattern).substr(1);  // ".example.com"
       if (name.size() > suffix.size() && name.ends_with(suffix)) {
         std::string_view label = std::string_view(name).substr(0, name.size() - suffix.size());
-        if (label.find('.') == std::string_view::npos) return true;
+        if (label.find('.') == std::string_view::npos && label.size() <= 63) return true;
       }
     } else if (name == pattern) {
       return true;

@@ -168,6 +168,11 @@ TEST(StsMatch, WildcardMatchesExactlyOneLeftmostLabel) {
   EXPECT_FALSE(sts_mx_matches(p, "a.b.example.net"));
   EXPECT_FALSE(sts_mx_matches(p, "mx1example.net"));
   EXPECT_FALSE(sts_mx_matches(p, "mx1.example.net.evil"));
+  // Only host names: a label of at most 63 octets, a name of at most 253 (found by fuzzing).
+  EXPECT_TRUE(sts_mx_matches(p, std::string(63, 'a') + ".example.net"));
+  EXPECT_FALSE(sts_mx_matches(p, std::string(64, 'a') + ".example.net"));
+  StsPolicy exact = with_mx({"*.example.net", std::string(250, 'a') + ".net"});
+  EXPECT_FALSE(sts_mx_matches(exact, std::string(250, 'a') + ".net"));
   EXPECT_FALSE(sts_mx_matches(with_mx({}), "mx1.example.net"));
 }
 
