@@ -12,6 +12,7 @@ packages=(
   openssl swaks libnet-ssleay-perl python3 python3-pytest procps passwd  # Net::SSLeay: swaks --tls
   python3-spf python3-yaml           # SPF conformance suites (rfc7208-tests.yml, rfc4408-tests.yml)
   python3-dkim python3-nacl opendkim-tools  # DKIM vectors, dkimverify and opendkim-testmsg peers
+  publicsuffix                       # the Public Suffix List (DMARC's Organizational Domain)
 )
 missing=()
 for p in "${packages[@]}"; do

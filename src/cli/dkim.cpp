@@ -20,6 +20,7 @@
 #include "core/files.h"
 #include "dns/resolver.h"
 #include "mailauth/dkim.h"
+#include "mailauth/key_files.h"
 
 namespace tern::cli {
 namespace {
@@ -49,17 +50,10 @@ struct DkimOptions {
   bool accept_sha1 = false;
 };
 
-// A key file in DIR/DOMAIN: "S.rsa.key" or "S.ed25519.key", and the selector it is published at.
-struct KeyFile {
-  KeyType type;
-  std::string selector;  // the configured selector S
-  std::filesystem::path path;
-  std::string dns_selector() const { return type == KeyType::rsa ? selector : selector + "-ed25519"; }
-};
+using mailauth::key_files;
+using mailauth::KeyFile;
 
-std::string file_name(KeyType type, const std::string& selector) {
-  return selector + (type == KeyType::rsa ? ".rsa.key" : ".ed25519.key");
-}
+std::string file_name(KeyType type, const std::string& selector) { return mailauth::key_file_name(type, selector); }
 
 std::optional<Config> load(const DkimOptions& o, const char* command, int& rc) {
   std::string path = o.config_path;
@@ -126,35 +120,8 @@ std::string zone_line(const std::string& name, const std::string& text) {
   return out + " )";
 }
 
-std::vector<KeyFile> key_files(const std::filesystem::path& dir, const std::string& only_selector) {
-  std::vector<KeyFile> out;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    std::string name = entry.path().filename().string();
-    for (KeyType type : {KeyType::rsa, KeyType::ed25519}) {
-      std::string suffix = type == KeyType::rsa ? ".rsa.key" : ".ed25519.key";
-      if (name.size() <= suffix.size() || !name.ends_with(suffix)) continue;
-      std::string selector = name.substr(0, name.size() - suffix.size());
-      if (!only_selector.empty() && selector != only_selector) continue;
-      out.push_back({type, selector, entry.path()});
-    }
-  }
-  std::sort(out.begin(), out.end(), [](const KeyFile& a, const KeyFile& b) {
-    return std::tie(a.selector, a.type) < std::tie(b.selector, b.type);
-  });
-  return out;
-}
-
 std::variant<PrivateKey, std::string> read_key(const std::filesystem::path& path) {
-  std::string text;
-  if (auto ec = files::read_file(path, text)) {
-    std::string why = "cannot read " + path.string() + ": " + ec.message();
-    if (ec == std::errc::permission_denied) why += " (run as root, or as the relay user)";
-    return why;
-  }
-  auto key = PrivateKey::load(text);
-  if (auto* error = std::get_if<std::string>(&key)) return path.string() + ": " + *error;
-  return key;
+  return mailauth::read_key_file(path);
 }
 
 // Writes a private key: 0600 as a temporary file, then owner and mode, then renamed into place.

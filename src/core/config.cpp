@@ -320,6 +320,44 @@ void parse_spf_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& c
     c.choice(*spf, "spf", "policy", cfg.spf.policy, {"off", "header", "reject_fail", "reject_softfail"});
     c.boolean(*spf, "spf", "defer_temperror", cfg.spf.defer_temperror);
   }
+  if (const toml::table* m = c.table(root, "mailauth")) {
+    c.known_keys(*m, "mailauth",
+                 {"verify", "authserv_id", "max_verify_size", "dmarc_reject", "dmarc_quarantine", "arc_trusted_sealers",
+                  "dmarc_reports", "report_from", "report_org"});
+    c.boolean(*m, "mailauth", "verify", cfg.mailauth.verify);
+    if (auto id = c.string(*m, "mailauth", "authserv_id", "\"mx.example.org\"")) {
+      if (!valid_domain(*id))
+        c.problem(m->get("authserv_id"), "mailauth.authserv_id",
+                  "'" + *id + "' is not a host name; write this server's name, e.g. authserv_id = \"mx.example.org\"");
+      else
+        cfg.mailauth.authserv_id = *id;
+    }
+    c.integer(*m, "mailauth", "max_verify_size", cfg.mailauth.max_verify_size, 65536, int64_t(1) << 32, "bytes");
+    c.choice(*m, "mailauth", "dmarc_reject", cfg.mailauth.dmarc_reject, {"reject", "junk", "none"});
+    c.choice(*m, "mailauth", "dmarc_quarantine", cfg.mailauth.dmarc_quarantine, {"junk", "none"});
+    c.strings(*m, "mailauth", "arc_trusted_sealers", cfg.mailauth.arc_trusted_sealers,
+              "arc_trusted_sealers = [\"google.com\"]", [](const std::string& d) -> std::string {
+                return valid_domain(d) && d.find('.') != std::string::npos
+                           ? ""
+                           : "'" + d + "' is not a domain; write the d= of the sealer's ARC-Seal, e.g. \"google.com\"";
+              });
+    c.boolean(*m, "mailauth", "dmarc_reports", cfg.mailauth.dmarc_reports);
+    if (auto from = c.string(*m, "mailauth", "report_from", "\"dmarc-reports@example.org\"")) {
+      if (!valid_address(*from))
+        c.problem(m->get("report_from"), "mailauth.report_from",
+                  "'" + *from + "' is not an address; write e.g. report_from = \"dmarc-reports@example.org\"");
+      else
+        cfg.mailauth.report_from = *from;
+    }
+    if (auto org = c.string(*m, "mailauth", "report_org", "\"Example Org\"")) {
+      if (org->empty() || org->find_first_of("\r\n<>&") != std::string::npos)
+        c.problem(m->get("report_org"), "mailauth.report_org",
+                  "write the organisation's name in plain text (no line breaks, < > or &), e.g. report_org = "
+                  "\"Example Org\"");
+      else
+        cfg.mailauth.report_org = *org;
+    }
+  }
   if (const toml::table* d = c.table(root, "dnsbl")) {
     c.known_keys(*d, "dnsbl", {"zones", "allow_zones", "allow_networks", "permanent", "fail_closed"});
     auto zone_problem = [](const std::string& z) -> std::string {
@@ -374,7 +412,7 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   };
   c.known_keys(root, "",
                {"server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "route", "dns", "dkim", "tls",
-                "sni", "dnsbl", "greylist", "spf"});
+                "sni", "dnsbl", "greylist", "spf", "mailauth"});
 
   if (const toml::table* server = c.table(root, "server")) {
     c.known_keys(*server, "server", {"hostname", "data_dir"});
@@ -793,7 +831,9 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   }
 
   if (const toml::table* dkim = c.table(root, "dkim")) {
-    c.known_keys(*dkim, "dkim", {"key_dir", "selector"});
+    c.known_keys(*dkim, "dkim", {"key_dir", "selector", "sign", "arc_seal"});
+    c.boolean(*dkim, "dkim", "sign", cfg.dkim.sign);
+    c.boolean(*dkim, "dkim", "arc_seal", cfg.dkim.arc_seal);
     if (auto p = c.string(*dkim, "dkim", "key_dir", "\"dkim\"")) {
       if (p->empty())
         c.problem(dkim->get("key_dir"), "dkim.key_dir",

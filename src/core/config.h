@@ -190,7 +190,24 @@ struct Config {
   struct Dkim {
     std::filesystem::path key_dir;  // absolute; default <data_dir>/dkim, one subdirectory per domain
     std::string selector = "tern";  // the selector keygen and signing use unless told otherwise
+    bool sign = true;               // the relay signs authenticated users' mail and tern's reports (keys permitting)
+    bool arc_seal = true;           // the relay ARC-seals mail tern forwards (keys permitting)
   } dkim;
+
+  // Checks of mail received on port 25 from clients neither authenticated nor in relay_networks:
+  // SPF, DKIM, ARC and DMARC, reported in an Authentication-Results field (RFC 8601).
+  struct Mailauth {
+    bool verify = true;
+    std::string authserv_id;                       // "" = server.hostname
+    uint64_t max_verify_size = 32 * 1024 * 1024;   // bytes held for DKIM; larger mail is not checked
+    std::string dmarc_reject = "reject";           // a p=reject failure: "reject" (550 5.7.1), "junk" or "none"
+    std::string dmarc_quarantine = "junk";         // a p=quarantine failure: "junk" or "none"
+    std::vector<std::string> arc_trusted_sealers;  // their arc=pass excuses a DMARC failure (RFC 7489 6.7)
+    bool dmarc_reports = false;                    // send daily aggregate reports to the rua= of policies
+    std::string report_from;                       // "" = dmarc-reports@server.hostname
+    std::string report_org;                        // "" = server.hostname
+  } mailauth;
+  std::string authserv_id() const { return mailauth.authserv_id.empty() ? hostname : mailauth.authserv_id; }
 
   std::filesystem::path spool_dir() const { return data_dir / "spool"; }
   std::filesystem::path domains_dir() const { return data_dir / "domains"; }

@@ -55,11 +55,13 @@ struct SubmitBegin {
   uint8_t ret = 0;
   std::vector<uint64_t> notify{};
   std::vector<std::string> orcpt{};
-  uint8_t body_8bit = 0;  // BODY=8BITMIME was declared
-  uint8_t smtputf8 = 0;   // SMTPUTF8 was declared
+  uint8_t body_8bit = 0;       // BODY=8BITMIME was declared
+  uint8_t smtputf8 = 0;        // SMTPUTF8 was declared
+  std::string auth{};          // the SMTP AUTH user, "" when the client did not authenticate
+  std::string forwarded_by{};  // a forward made by deliver: the hosted address that forwards it
   template <typename A>
   void fields(A& a) {
-    a(client_address, helo, sender, recipients, envid, ret, notify, orcpt, body_8bit, smtputf8);
+    a(client_address, helo, sender, recipients, envid, ret, notify, orcpt, body_8bit, smtputf8, auth, forwarded_by);
   }
 };
 
@@ -83,8 +85,11 @@ struct SubmitChunk {
 
 struct SubmitEnd {
   static constexpr Type type = Type::submit_end;
+  uint8_t junk = 0;  // deliver into the recipients' Junk folders (a DMARC quarantine)
   template <typename A>
-  void fields(A&) {}
+  void fields(A& a) {
+    a(junk);
+  }
 };
 
 struct SubmitResult {
@@ -105,9 +110,10 @@ struct DeliverRequest {
   std::string recipient;          // local@domain, lowercased
   uint64_t received = 0;          // unix seconds the queue accepted the message (over-quota grace)
   std::vector<std::string> skip;  // targets already served by an earlier attempt
+  uint8_t junk = 0;               // Maildir targets get it in their Junk folder
   template <typename A>
   void fields(A& a) {
-    a(queue_id, sender, recipient, received, skip);
+    a(queue_id, sender, recipient, received, skip, junk);
   }
 };
 
@@ -213,10 +219,12 @@ struct RelayRequest {
   uint8_t ret = 0;        // relay::DsnRet
   uint8_t body_8bit = 0;  // the body has 8-bit bytes (or BODY=8BITMIME was declared)
   uint8_t smtputf8 = 0;
-  uint64_t size = 0;  // the spool file's size in bytes (LF line ends)
+  uint64_t size = 0;         // the spool file's size in bytes (LF line ends)
+  uint8_t sign = 0;          // DKIM-sign it as it leaves: an authenticated user's mail, or tern's own report
+  std::string arc_domain{};  // a forward: ARC-seal it as this (the forwarding address's) domain
   template <typename A>
   void fields(A& a) {
-    a(queue_id, sender, domain, recipients, notify, orcpt, envid, ret, body_8bit, smtputf8, size);
+    a(queue_id, sender, domain, recipients, notify, orcpt, envid, ret, body_8bit, smtputf8, size, sign, arc_domain);
   }
 };
 

@@ -2,6 +2,8 @@
 // A child is started as `tern service NAME --config FILE --listen-fds N`, already running as
 // its own user, with its N listening sockets on descriptors 3..3+N-1.
 #pragma once
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -9,6 +11,11 @@
 #include "core/config.h"
 
 namespace tern {
+
+// The wall clock in Unix seconds, as the spool, the logs and the mail headers count time.
+inline int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 struct ServiceStart {
   std::string name;

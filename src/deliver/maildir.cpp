@@ -127,6 +127,20 @@ void publish(Written& w) {
 
 }  // namespace
 
+std::error_code ensure_folder(const std::filesystem::path& maildir, std::string_view name,
+                              std::filesystem::path& folder) {
+  folder = maildir / ("." + std::string(name));
+  for (const char* sub : {"", "tmp", "new", "cur"}) {
+    std::filesystem::path dir = *sub ? folder / sub : folder;
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return files::last_error();
+  }
+  std::filesystem::path marker = folder / "maildirfolder";
+  int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return files::last_error();
+  ::close(fd);
+  return {};
+}
+
 DeliveryResult deliver_to_maildir(const std::filesystem::path& maildir, int message_fd, std::string_view sender,
                                   std::string_view recipient, std::string_view host) {
   Written w = write_tmp(maildir, message_fd, sender, recipient, host, true);

@@ -34,6 +34,11 @@ struct DeliveryResult {
 
 // Delivers `message_fd` (read from offset 0) with the prefix into maildir/new durably:
 // write tmp/<name>, fsync, link into new/<name>, unlink tmp, fsync new/.
+// The Maildir++ folder `name` ("Junk") of `maildir`: maildir/.name with tmp, new and cur, and
+// the empty maildirfolder file Courier and maildrop look for, created (0700) when missing.
+std::error_code ensure_folder(const std::filesystem::path& maildir, std::string_view name,
+                              std::filesystem::path& folder);
+
 DeliveryResult deliver_to_maildir(const std::filesystem::path& maildir, int message_fd, std::string_view sender,
                                   std::string_view recipient, std::string_view host);
 

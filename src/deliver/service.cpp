@@ -39,10 +39,6 @@ struct Deliverer {
   std::unique_ptr<ipc::ChannelPool> directory;  // connections to directory.sock, kept open
 };
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 struct Step {
   ipc::Status status = ipc::Status::ok;
   std::string text;
@@ -90,7 +86,16 @@ asio::awaitable<Step> deliver_mailbox(Deliverer& d, const Config& cfg, const ipc
                      "5.2.2 " + what + "; gave up after " + std::to_string(waited) + " seconds"};
     }
   }
-  deliver::DeliveryResult r = co_await write_maildir(d, maildir, fd, req.sender, address, cfg.hostname);
+  std::string target = maildir;  // INBOX, or the Junk folder for a DMARC quarantine
+  if (req.junk) {
+    std::filesystem::path folder;
+    if (auto ec = deliver::ensure_folder(maildir, "Junk", folder))
+      log::warn("cannot create the Junk folder; delivered to the inbox",
+                {{"id", req.queue_id}, {"maildir", maildir}, {"error", ec.message()}});
+    else
+      target = folder.string();
+  }
+  deliver::DeliveryResult r = co_await write_maildir(d, target, fd, req.sender, address, cfg.hostname);
   switch (r.outcome) {
     case deliver::Outcome::delivered:
       if (auto ec = deliver::record_delivery(maildir, quota, size))
@@ -123,7 +128,9 @@ asio::awaitable<Step> forward_remote(Deliverer& d, const ipc::DeliverRequest& re
   auto socket = co_await ipc::connect(executor, path);
   if (!socket) co_return Step{ipc::Status::temporary, "4.3.0 queue service unavailable for a forward"};
   ipc::Channel queue(std::move(*socket));
-  std::string begin = ipc::encode(ipc::SubmitBegin{"[local]", cfg->hostname, sender, remote});
+  ipc::SubmitBegin forward{"[local]", cfg->hostname, sender, remote};
+  forward.forwarded_by = req.recipient;  // the relay ARC-seals it in this address's domain
+  std::string begin = ipc::encode(forward);
   std::optional<ipc::SubmitReady> ready;
   if (co_await queue.write(begin)) ready = co_await queue.read_message<ipc::SubmitReady>();
   if (!ready) co_return Step{ipc::Status::temporary, "4.3.0 queue refused the forwarded message"};

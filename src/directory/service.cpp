@@ -35,10 +35,6 @@ constexpr size_t max_cached = 20000;
 // only matters for edits made in SQL by hand without touching meta.generation.
 constexpr int64_t cache_seconds = 60;
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 using directory::resolver_settings;
 using directory::store_options;
 

@@ -378,6 +378,7 @@ class UnboundResolver final : public Resolver {
  public:
   explicit UnboundResolver(std::shared_ptr<Core> core) : core_(std::move(core)) {}
   ~UnboundResolver() override { core_->shutdown(); }
+  void shutdown() override { core_->shutdown(); }
 
   asio::awaitable<MxAnswer> mx(std::string domain) override { return ask_mx(core_, std::move(domain)); }
   asio::awaitable<AddressAnswer> addresses(std::string host) override { return ask_addresses(core_, std::move(host)); }
@@ -448,8 +449,10 @@ std::unique_ptr<Resolver> Resolver::create(asio::any_io_executor executor, const
   }
 
   std::string anchor = options.trust_anchor_file;
-  if (anchor == "none") anchor.clear();  // no validation: nothing is ever secure, nothing bogus
-  else if (anchor.empty() && ::access(kRootAnchor, R_OK) == 0) anchor = kRootAnchor;
+  if (anchor == "none")
+    anchor.clear();  // no validation: nothing is ever secure, nothing bogus
+  else if (anchor.empty() && ::access(kRootAnchor, R_OK) == 0)
+    anchor = kRootAnchor;
   if (!anchor.empty()) {
     if (::access(anchor.c_str(), R_OK) != 0) {
       error = "DNS trust anchor file '" + anchor + "' cannot be read: " + std::strerror(errno) +

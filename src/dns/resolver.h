@@ -112,6 +112,11 @@ class Resolver {
   // the status is that of the one question.
   virtual boost::asio::awaitable<AddressAnswer> a(std::string host) = 0;
   virtual boost::asio::awaitable<AddressAnswer> aaaa(std::string host) = 0;
+  // Ends the Resolver's work while callers may still hold it (a service that is stopping): open
+  // questions complete with `temporary` (why "resolver destroyed"), and so does every later one,
+  // at once. A caller that keeps the Resolver alive (a shared_ptr) across a multi-question check
+  // such as SPF or DKIM can thus never use a destroyed one.
+  virtual void shutdown() {}
 };
 
 }  // namespace tern::dns

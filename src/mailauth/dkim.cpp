@@ -191,81 +191,29 @@ Prepared prepare(const ParsedMessage& message, size_t index, const VerifyOptions
 // The second half: the key record's text (first of `texts` that parses) and the hashes.
 DkimVerdict finish(const ParsedMessage& message, size_t index, const Signature& sig, DkimVerdict v,
                    const std::vector<std::string>& texts, const std::string& name, const VerifyOptions& options) {
-  std::optional<KeyRecord> key;
-  std::string key_error;
-  for (const std::string& text : texts) {
-    auto parsed = parse_key_record(text);
-    if (auto* k = std::get_if<KeyRecord>(&parsed)) {
-      key = std::move(*k);
-      break;
-    }
-    if (key_error.empty()) key_error = std::get<std::string>(parsed);
-  }
   auto fail = [&v](DkimResult r, std::string reason) {
     v.result = r;
     v.reason = std::move(reason);
     return v;
   };
-  if (!key) return fail(DkimResult::permerror, "key record at " + name + " is invalid: " + key_error);
-  v.testing = key->testing;
-  if (key->revoked) return fail(DkimResult::permerror, "key at " + name + " is revoked (empty p=)");
-  bool want_rsa = is_rsa(sig.algorithm);
-  if (key->key_type != "rsa" && key->key_type != "ed25519")
-    return fail(DkimResult::permerror, "key at " + name + " has unknown key type k=" + key->key_type);
-  if ((key->key_type == "rsa") != want_rsa)
-    return fail(DkimResult::permerror, "key at " + name + " is k=" + key->key_type +
-                                           ", the signature is a=" + std::string(to_string(sig.algorithm)));
-  if (!key->hashes.empty()) {
-    std::string hash = sig.algorithm == SigAlgorithm::rsa_sha1 ? "sha1" : "sha256";
-    if (std::find(key->hashes.begin(), key->hashes.end(), hash) == key->hashes.end())
-      return fail(DkimResult::permerror, "key at " + name + " does not allow " + hash + " (its h= lists others)");
-  }
-  if (std::find(key->services.begin(), key->services.end(), "*") == key->services.end() &&
-      std::find(key->services.begin(), key->services.end(), "email") == key->services.end())
-    return fail(DkimResult::permerror, "key at " + name + " is not for email (s= has neither * nor email)");
-  if (key->strict) {
-    std::string idom = sig.identity.substr(sig.identity.rfind('@') + 1);
-    for (char& c : idom) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (idom != sig.domain)
-      return fail(DkimResult::permerror,
-                  "key at " + name + " has t=s, which forbids i= in a subdomain ('" + idom + "') of d=");
-  }
-  std::shared_ptr<EVP_PKEY> pkey = public_key_of(*key, sig.algorithm);
-  if (!pkey)
-    return fail(DkimResult::permerror, "key at " + name + " has a p= that is not " +
-                                           (want_rsa ? "an RSA public key" : "an Ed25519 public key"));
-  v.key_bits = static_cast<unsigned>(EVP_PKEY_get_bits(pkey.get()));
-  if (want_rsa && v.key_bits < options.min_rsa_bits)
-    return fail(DkimResult::fail, "RSA key of " + std::to_string(v.key_bits) + " bits at " + name +
-                                      " is too short (at least " + std::to_string(options.min_rsa_bits) +
-                                      " bits, RFC 8301 3.2)");
+  PublicKey key = load_public_key(texts, name, sig.algorithm, sig.domain, sig.identity, options);
+  v.testing = key.testing;
+  v.key_bits = key.bits;
+  if (!key.key) return fail(key.result, key.reason);
 
   // Body hash (RFC 6376 3.7).
-  BodyCanonicalizer body(sig.body_canon, sig.length);
-  MdCtx ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), digest_of(sig.algorithm), nullptr) != 1) std::abort();
-  std::string chunk;
-  for (size_t at = 0; at < message.body.size(); at += 65536) {
-    body.feed(message.body.substr(at, 65536), chunk);
-    EVP_DigestUpdate(ctx.get(), chunk.data(), chunk.size());
-    chunk.clear();
-  }
-  body.finish(chunk);
-  EVP_DigestUpdate(ctx.get(), chunk.data(), chunk.size());
-  unsigned char bh[EVP_MAX_MD_SIZE];
-  unsigned bh_len = 0;
-  EVP_DigestFinal_ex(ctx.get(), bh, &bh_len);
-  if (sig.length && *sig.length > body.canonical_length())
+  uint64_t canonical_length = 0;
+  std::string bh = body_digest(message.body, sig.body_canon, sig.length, sig.algorithm, &canonical_length);
+  if (sig.length && *sig.length > canonical_length)
     return fail(DkimResult::fail, "l=" + std::to_string(*sig.length) + " is longer than the body (" +
-                                      std::to_string(body.canonical_length()) + " canonical octets)");
-  if (std::string_view(reinterpret_cast<char*>(bh), bh_len) != sig.bh)
-    return fail(DkimResult::fail, "body hash did not verify (the body was changed after signing)");
+                                      std::to_string(canonical_length) + " canonical octets)");
+  if (bh != sig.bh) return fail(DkimResult::fail, "body hash did not verify (the body was changed after signing)");
 
   // Header hash and signature.
   std::optional<std::string> without_b = remove_b_value(message.headers[index].raw);
   if (!without_b) return fail(DkimResult::neutral, "unusable DKIM-Signature field: no b= tag");
   std::string data = header_hash_input(message, sig.headers, *without_b, sig.header_canon, index);
-  if (!check_signature(pkey.get(), sig.algorithm, data, sig.b))
+  if (!verify_signature(key.key.get(), sig.algorithm, data, sig.b))
     return fail(DkimResult::fail, "signature did not verify (a signed header field was changed, or the wrong key)");
   v.result = DkimResult::pass;
   v.reason.clear();
@@ -319,6 +267,95 @@ std::string_view to_string(KeyType t) { return t == KeyType::rsa ? "rsa" : "ed25
 
 std::string key_name(std::string_view selector, std::string_view domain) {
   return std::string(selector) + "._domainkey." + std::string(domain);
+}
+
+// ---- Building blocks ----
+
+PublicKey load_public_key(const std::vector<std::string>& texts, std::string_view dns_name, SigAlgorithm algorithm,
+                          std::string_view domain, std::string_view strict_identity, const VerifyOptions& options) {
+  PublicKey out;
+  const std::string name(dns_name);
+  auto fail = [&out](DkimResult r, std::string reason) {
+    out.key.reset();
+    out.result = r;
+    out.reason = std::move(reason);
+    return out;
+  };
+  std::optional<KeyRecord> key;
+  std::string key_error;
+  for (const std::string& text : texts) {
+    auto parsed = parse_key_record(text);
+    if (auto* k = std::get_if<KeyRecord>(&parsed)) {
+      key = std::move(*k);
+      break;
+    }
+    if (key_error.empty()) key_error = std::get<std::string>(parsed);
+  }
+  if (!key) return fail(DkimResult::permerror, "key record at " + name + " is invalid: " + key_error);
+  out.testing = key->testing;
+  if (key->revoked) return fail(DkimResult::permerror, "key at " + name + " is revoked (empty p=)");
+  bool want_rsa = is_rsa(algorithm);
+  if (key->key_type != "rsa" && key->key_type != "ed25519")
+    return fail(DkimResult::permerror, "key at " + name + " has unknown key type k=" + key->key_type);
+  if ((key->key_type == "rsa") != want_rsa)
+    return fail(DkimResult::permerror, "key at " + name + " is k=" + key->key_type +
+                                           ", the signature is a=" + std::string(to_string(algorithm)));
+  if (!key->hashes.empty()) {
+    std::string hash = algorithm == SigAlgorithm::rsa_sha1 ? "sha1" : "sha256";
+    if (std::find(key->hashes.begin(), key->hashes.end(), hash) == key->hashes.end())
+      return fail(DkimResult::permerror, "key at " + name + " does not allow " + hash + " (its h= lists others)");
+  }
+  if (std::find(key->services.begin(), key->services.end(), "*") == key->services.end() &&
+      std::find(key->services.begin(), key->services.end(), "email") == key->services.end())
+    return fail(DkimResult::permerror, "key at " + name + " is not for email (s= has neither * nor email)");
+  if (key->strict && !strict_identity.empty()) {
+    std::string idom(strict_identity.substr(strict_identity.rfind('@') + 1));
+    for (char& c : idom) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (idom != domain)
+      return fail(DkimResult::permerror,
+                  "key at " + name + " has t=s, which forbids i= in a subdomain ('" + idom + "') of d=");
+  }
+  std::shared_ptr<EVP_PKEY> pkey = public_key_of(*key, algorithm);
+  if (!pkey)
+    return fail(DkimResult::permerror, "key at " + name + " has a p= that is not " +
+                                           (want_rsa ? "an RSA public key" : "an Ed25519 public key"));
+  out.bits = static_cast<unsigned>(EVP_PKEY_get_bits(pkey.get()));
+  if (want_rsa && out.bits < options.min_rsa_bits)
+    return fail(DkimResult::fail, "RSA key of " + std::to_string(out.bits) + " bits at " + name +
+                                      " is too short (at least " + std::to_string(options.min_rsa_bits) +
+                                      " bits, RFC 8301 3.2)");
+  out.key = std::move(pkey);
+  out.result = DkimResult::pass;
+  return out;
+}
+
+std::string body_digest(std::string_view body, Canon canon, std::optional<uint64_t> limit, SigAlgorithm algorithm,
+                        uint64_t* canonical_length) {
+  BodyCanonicalizer canonicalizer(canon, limit);
+  MdCtx ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), digest_of(algorithm), nullptr) != 1) std::abort();
+  std::string chunk;
+  for (size_t at = 0; at < body.size(); at += 65536) {
+    canonicalizer.feed(body.substr(at, 65536), chunk);
+    EVP_DigestUpdate(ctx.get(), chunk.data(), chunk.size());
+    chunk.clear();
+  }
+  canonicalizer.finish(chunk);
+  EVP_DigestUpdate(ctx.get(), chunk.data(), chunk.size());
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  EVP_DigestFinal_ex(ctx.get(), out, &len);
+  if (canonical_length) *canonical_length = canonicalizer.canonical_length();
+  return std::string(reinterpret_cast<char*>(out), len);
+}
+
+bool verify_signature(evp_pkey_st* key, SigAlgorithm algorithm, std::string_view data, std::string_view signature) {
+  return check_signature(key, algorithm, data, signature);
+}
+
+std::optional<std::string> create_signature(const PrivateKey& key, SigAlgorithm algorithm, std::string_view data) {
+  if (is_rsa(algorithm) != (key.type() == KeyType::rsa)) return std::nullopt;
+  return make_signature(key.get(), algorithm, data);
 }
 
 DkimVerdict verify_with_key(const ParsedMessage& message, size_t index, std::string_view key_text,
@@ -457,7 +494,7 @@ const std::vector<std::string> default_signed_headers = {
     "reply-to", "in-reply-to", "references", "mime-version", "content-type", "content-transfer-encoding"};
 
 std::string body_hash(std::string_view body, Canon canon, std::optional<uint64_t> limit, SigAlgorithm algorithm) {
-  return encode_base64(digest(canonicalize_body(body, canon, limit), digest_of(algorithm)));
+  return encode_base64(body_digest(body, canon, limit, algorithm));
 }
 
 SignResult sign_field(std::string_view message, std::string_view field, const PrivateKey& key) {

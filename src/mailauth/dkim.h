@@ -134,4 +134,35 @@ SignResult sign_field(std::string_view message, std::string_view field, const Pr
 // The body hash for a signature's c=, l= and algorithm (base64), as bh= holds it.
 std::string body_hash(std::string_view body, Canon canon, std::optional<uint64_t> limit, SigAlgorithm algorithm);
 
+// ---- Building blocks (the DKIM verifier and signer above, and ARC in arc.h, are made of them) ----
+
+// A public key checked for one signature. The key record is the first of `texts` that parses; it
+// must not be revoked, must allow the algorithm (k=, h=) and email (s=), and an RSA key needs
+// options.min_rsa_bits. `strict_identity` is the signature's i= for a t=s record's check ("" skips
+// it: ARC has no identity); `domain` its d=; `dns_name` (selector._domainkey.domain) is for the
+// reasons. When the key is not usable, `key` is null and `result` (permerror, or fail for a short
+// RSA key) and `reason` say why.
+struct PublicKey {
+  std::shared_ptr<evp_pkey_st> key;
+  unsigned bits = 0;     // of the key, once it parsed
+  bool testing = false;  // the record says t=y
+  DkimResult result = DkimResult::pass;
+  std::string reason;
+};
+PublicKey load_public_key(const std::vector<std::string>& texts, std::string_view dns_name, SigAlgorithm algorithm,
+                          std::string_view domain, std::string_view strict_identity, const VerifyOptions& options);
+
+// The body hash itself (raw octets, not base64), the body canonicalised in pieces without a
+// copy. `canonical_length`, when given, receives the length of the whole canonical body (l= must
+// not exceed it).
+std::string body_digest(std::string_view body, Canon canon, std::optional<uint64_t> limit, SigAlgorithm algorithm,
+                        uint64_t* canonical_length = nullptr);
+
+// Checks `signature` (raw octets) over `data`, the header hash input, with the algorithm's digest
+// (Ed25519: RFC 8463 3's SHA-256 of the data, signed as is).
+bool verify_signature(evp_pkey_st* key, SigAlgorithm algorithm, std::string_view data, std::string_view signature);
+
+// Signs `data` (raw octets out); nullopt when the key does not fit the algorithm or OpenSSL refuses.
+std::optional<std::string> create_signature(const PrivateKey& key, SigAlgorithm algorithm, std::string_view data);
+
 }  // namespace tern::mailauth

@@ -225,23 +225,47 @@ std::string_view to_string(SigAlgorithm a) {
   return "?";
 }
 
-std::variant<Signature, std::string> parse_signature(std::string_view value, bool allow_empty_b) {
+std::optional<unsigned> parse_arc_instance(std::string_view text) {
+  auto n = parse_number(text, 2);
+  if (!n || *n < 1 || *n > 50) return std::nullopt;
+  return static_cast<unsigned>(*n);
+}
+
+std::variant<Signature, std::string> parse_signature(std::string_view value, bool allow_empty_b, SignatureField field) {
   auto parsed = parse_tag_list(value);
   if (auto* error = std::get_if<std::string>(&parsed)) return *error;
   const TagList& tags = std::get<TagList>(parsed);
+  const bool dkim = field == SignatureField::dkim;
+  const bool seal = field == SignatureField::arc_seal;
   Signature sig;
   auto required = [&](std::string_view name, std::string_view what) -> std::variant<const Tag*, std::string> {
     if (const Tag* t = tags.find(name)) return t;
     return "no " + std::string(name) + "= tag (required: " + std::string(what) + ")";
   };
-  for (auto [name, what] :
-       {std::pair{"v", "the version, 1"}, std::pair{"a", "the algorithm"}, std::pair{"b", "the signature"},
-        std::pair{"bh", "the body hash"}, std::pair{"d", "the signing domain"},
-        std::pair{"h", "the signed header fields"}, std::pair{"s", "the selector"}}) {
+  using Required = std::pair<const char*, const char*>;
+  static const std::vector<Required> dkim_tags = {{"v", "the version, 1"},     {"a", "the algorithm"},
+                                                  {"b", "the signature"},      {"bh", "the body hash"},
+                                                  {"d", "the signing domain"}, {"h", "the signed header fields"},
+                                                  {"s", "the selector"}};
+  static const std::vector<Required> ams_tags = {{"i", "the instance"},       {"a", "the algorithm"},
+                                                 {"b", "the signature"},      {"bh", "the body hash"},
+                                                 {"d", "the signing domain"}, {"h", "the signed header fields"},
+                                                 {"s", "the selector"}};
+  static const std::vector<Required> seal_tags = {{"i", "the instance"},       {"a", "the algorithm"},
+                                                  {"b", "the signature"},      {"cv", "the chain validation status"},
+                                                  {"d", "the signing domain"}, {"s", "the selector"}};
+  for (auto [name, what] : dkim ? dkim_tags : seal ? seal_tags : ams_tags) {
     auto t = required(name, what);
     if (auto* error = std::get_if<std::string>(&t)) return *error;
   }
-  if (const std::string& v = tags.find("v")->value; v != "1") return "v= is '" + shown(v) + "', expected 1";
+  if (dkim) {
+    if (const std::string& v = tags.find("v")->value; v != "1") return "v= is '" + shown(v) + "', expected 1";
+  } else {
+    const std::string& i = tags.find("i")->value;
+    auto instance = parse_arc_instance(i);
+    if (!instance) return "i= '" + shown(i) + "' is not an ARC instance (1 to 50)";
+    sig.instance = *instance;
+  }
 
   sig.algorithm_name = lowered(tags.find("a")->value);
   if (sig.algorithm_name == "rsa-sha256")
@@ -258,53 +282,76 @@ std::variant<Signature, std::string> parse_signature(std::string_view value, boo
   if (!b) return "b= is not valid base64";
   if (b->empty() && !allow_empty_b) return "b= is empty";
   sig.b = std::move(*b);
-  auto bh = decode_base64(tags.find("bh")->value);
-  if (!bh || bh->empty()) return "bh= is not valid base64";
-  sig.bh = std::move(*bh);
 
-  if (const Tag* c = tags.find("c")) {
-    std::string text = lowered(c->value);
-    size_t slash = text.find('/');
-    std::string head = text.substr(0, slash);
-    std::string body = slash == std::string::npos ? "simple" : text.substr(slash + 1);
-    auto canon = [](const std::string& s) -> std::optional<Canon> {
-      if (s == "simple") return Canon::simple;
-      if (s == "relaxed") return Canon::relaxed;
-      return std::nullopt;
-    };
-    auto h = canon(head), bd = canon(body);
-    if (!h || !bd)
-      return "c= '" + shown(c->value) + "' is not simple or relaxed for header/body (e.g. c=relaxed/relaxed)";
-    sig.header_canon = *h;
-    sig.body_canon = *bd;
+  if (seal) {
+    if (tags.find("h")) return std::string("h= is not allowed in an ARC-Seal (RFC 8617 4.1.3)");
+    sig.chain_status = lowered(tags.find("cv")->value);
+    if (sig.chain_status != "none" && sig.chain_status != "pass" && sig.chain_status != "fail")
+      return "cv= '" + shown(tags.find("cv")->value) + "' is not none, pass or fail";
+    sig.header_canon = Canon::relaxed;  // RFC 8617 4.1.3: only relaxed header canonicalisation
+    sig.body_canon = Canon::relaxed;    // (unused: a seal does not cover the body)
+  } else {
+    auto bh = decode_base64(tags.find("bh")->value);
+    if (!bh || bh->empty()) return "bh= is not valid base64";
+    sig.bh = std::move(*bh);
+
+    if (field == SignatureField::arc_message_signature) {
+      sig.header_canon = Canon::relaxed;
+      sig.body_canon = Canon::relaxed;
+    }
+    if (const Tag* c = tags.find("c")) {
+      std::string text = lowered(c->value);
+      size_t slash = text.find('/');
+      std::string head = text.substr(0, slash);
+      std::string body = slash == std::string::npos ? "simple" : text.substr(slash + 1);
+      auto canon = [](const std::string& s) -> std::optional<Canon> {
+        if (s == "simple") return Canon::simple;
+        if (s == "relaxed") return Canon::relaxed;
+        return std::nullopt;
+      };
+      auto h = canon(head), bd = canon(body);
+      if (!h || !bd)
+        return "c= '" + shown(c->value) + "' is not simple or relaxed for header/body (e.g. c=relaxed/relaxed)";
+      sig.header_canon = *h;
+      sig.body_canon = *bd;
+    }
   }
 
   sig.domain = lowered(tags.find("d")->value);
   if (!valid_domain_name(sig.domain)) return "d= '" + shown(sig.domain) + "' is not a domain name";
 
-  for (std::string& name : colon_list(tags.find("h")->value)) {
-    if (name.empty()) return "h= has an empty header field name";
-    for (char ch : name) {
-      auto u = static_cast<unsigned char>(ch);
-      if (u <= 0x20 || u >= 0x7f) return "h= has an invalid header field name '" + shown(name) + "'";
+  if (!seal) {
+    for (std::string& name : colon_list(tags.find("h")->value)) {
+      if (name.empty()) {
+        if (dkim) return std::string("h= has an empty header field name");
+        continue;  // ARC: an empty name selects nothing
+      }
+      for (char ch : name) {
+        auto u = static_cast<unsigned char>(ch);
+        if (u <= 0x20 || u >= 0x7f) return "h= has an invalid header field name '" + shown(name) + "'";
+      }
+      if (!dkim && name == "arc-seal")
+        return std::string("h= includes ARC-Seal, which an ARC-Message-Signature must not sign (RFC 8617 4.1.2)");
+      sig.headers.push_back(std::move(name));
     }
-    sig.headers.push_back(std::move(name));
-  }
-  if (std::find(sig.headers.begin(), sig.headers.end(), "from") == sig.headers.end())
-    return "h= does not include From (RFC 6376 5.4: the From field must be signed)";
-
-  if (const Tag* i = tags.find("i")) {
-    sig.identity = i->value;
-    size_t at = sig.identity.rfind('@');
-    if (at == std::string::npos) return "i= '" + shown(sig.identity) + "' has no '@'";
-    std::string idom = lowered(std::string_view(sig.identity).substr(at + 1));
-    if (idom != sig.domain && !(idom.size() > sig.domain.size() && idom.ends_with("." + sig.domain)))
-      return "i= domain '" + shown(idom) + "' is not d= '" + sig.domain + "' or a subdomain of it";
-  } else {
-    sig.identity = "@" + sig.domain;
+    if (dkim && std::find(sig.headers.begin(), sig.headers.end(), "from") == sig.headers.end())
+      return std::string("h= does not include From (RFC 6376 5.4: the From field must be signed)");
   }
 
-  if (const Tag* l = tags.find("l")) {
+  if (dkim) {
+    if (const Tag* i = tags.find("i")) {
+      sig.identity = i->value;
+      size_t at = sig.identity.rfind('@');
+      if (at == std::string::npos) return "i= '" + shown(sig.identity) + "' has no '@'";
+      std::string idom = lowered(std::string_view(sig.identity).substr(at + 1));
+      if (idom != sig.domain && !(idom.size() > sig.domain.size() && idom.ends_with("." + sig.domain)))
+        return "i= domain '" + shown(idom) + "' is not d= '" + sig.domain + "' or a subdomain of it";
+    } else {
+      sig.identity = "@" + sig.domain;
+    }
+  }
+
+  if (const Tag* l = tags.find("l"); l && !seal) {
     const std::string& v = l->value;
     if (v.empty() || v.size() > 76 || !std::all_of(v.begin(), v.end(), is_digit))
       return "l= '" + shown(v) + "' is not a number of octets";
@@ -313,7 +360,7 @@ std::variant<Signature, std::string> parse_signature(std::string_view value, boo
     sig.length = n;
   }
 
-  if (const Tag* q = tags.find("q")) {
+  if (const Tag* q = tags.find("q"); q && !seal) {
     auto methods = colon_list(q->value);
     if (std::find(methods.begin(), methods.end(), "dns/txt") == methods.end())
       return "q= '" + shown(q->value) + "' does not include dns/txt, the only key query method";
@@ -327,7 +374,7 @@ std::variant<Signature, std::string> parse_signature(std::string_view value, boo
     if (!n) return "t= '" + shown(t->value) + "' is not a number of seconds";
     sig.timestamp = n;
   }
-  if (const Tag* x = tags.find("x")) {
+  if (const Tag* x = tags.find("x"); x && !seal) {
     auto n = parse_number(x->value, 19);
     if (!n) return "x= '" + shown(x->value) + "' is not a number of seconds";
     sig.expiration = n;

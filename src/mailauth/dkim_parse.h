@@ -50,6 +50,19 @@ enum class Canon { simple, relaxed };
 enum class SigAlgorithm { rsa_sha256, rsa_sha1, ed25519_sha256 };
 std::string_view to_string(SigAlgorithm a);
 
+// Which header field a signature tag list is the value of. ARC's two signatures (RFC 8617 4.1.2,
+// 4.1.3) share the DKIM-Signature syntax, with these differences:
+//   arc_message_signature  no v= (ignored when present); i= is the instance (1 to 50), not an
+//                          identity; h= need not name From, may be empty, and empty names in it
+//                          select nothing; h= must not name ARC-Seal (the seal signs the AMS, not
+//                          the other way round); without c= the canonicalisation is
+//                          relaxed/relaxed, ARC's own (RFC 8617 does not restate DKIM's
+//                          simple/simple default; the ARC conformance suite and dkimpy read it so)
+//   arc_seal               no v=; i= is the instance; cv= (none, pass, fail) is required; the
+//                          header canonicalisation is always relaxed and there is no body: bh=,
+//                          c= and l= are ignored like unknown tags; h= is an error
+enum class SignatureField { dkim, arc_message_signature, arc_seal };
+
 struct Signature {
   SigAlgorithm algorithm = SigAlgorithm::rsa_sha256;
   std::string algorithm_name;  // a= as written, lowercased
@@ -65,14 +78,22 @@ struct Signature {
   std::optional<uint64_t> timestamp;   // t=
   std::optional<uint64_t> expiration;  // x=
   std::string b_text;                  // b= as written (for the b= removal check in tests)
+  unsigned instance = 0;               // ARC: i=, the instance (1 to 50); 0 for DKIM-Signature
+  std::string chain_status;            // ARC-Seal: cv=, lowercased: "none", "pass" or "fail"
 };
 
 // The field's value (after "DKIM-Signature:"), or why it cannot be used. Required tags: v (=1), a,
 // b, bh, d, h, s; h= must name From; i= must be in d= or a subdomain of it; q= must contain
 // dns/txt; x= must not be before t=; c= is simple or relaxed for each part. Unknown tags are
 // ignored (3.2). An a= other than rsa-sha256, rsa-sha1, ed25519-sha256 is an error.
-// `allow_empty_b`: the signer's view, before the signature exists.
-std::variant<Signature, std::string> parse_signature(std::string_view value, bool allow_empty_b = false);
+// `allow_empty_b`: the signer's view, before the signature exists. `field`: the ARC variants, as
+// described at SignatureField (the required tags become i, a, b, bh, d, h, s for the AMS and
+// i, a, b, cv, d, s for the seal).
+std::variant<Signature, std::string> parse_signature(std::string_view value, bool allow_empty_b = false,
+                                                     SignatureField field = SignatureField::dkim);
+
+// An ARC instance number (RFC 8617 3.9: position = 1*2DIGIT, 1 to 50), or nullopt.
+std::optional<unsigned> parse_arc_instance(std::string_view text);
 
 // The field with the value of its b= tag deleted (RFC 6376 3.7: "the value of the b= tag
 // (including all surrounding whitespace) is deleted"): everything from after "b=" to the end of

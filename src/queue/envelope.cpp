@@ -60,6 +60,9 @@ std::string serialize(const SpoolEnvelope& e) {
   if (e.smtputf8) out += "smtputf8\n";
   if (e.held) out += "hold\n";
   if (e.delay_warned) out += "warned\n";
+  if (e.junk) out += "junk\n";
+  if (!e.auth.empty()) out += "auth " + clean(e.auth) + "\n";
+  if (!e.forwarded_by.empty()) out += "forwarded " + clean(e.forwarded_by) + "\n";
   if (e.kind == MessageKind::bounce) out += "kind bounce\n";
   if (e.kind == MessageKind::double_bounce) out += "kind double-bounce\n";
   for (const SpoolRecipient& r : e.recipients) {
@@ -127,9 +130,12 @@ std::optional<SpoolEnvelope> parse_envelope(std::string_view text) {
     } else if (key == "body") {
       if (rest != "8bit") return std::nullopt;
       e.body_8bit = true;
-    } else if (key == "smtputf8" || key == "hold" || key == "warned") {
+    } else if (key == "smtputf8" || key == "hold" || key == "warned" || key == "junk") {
       if (!rest.empty()) return std::nullopt;
-      (key == "smtputf8" ? e.smtputf8 : key == "hold" ? e.held : e.delay_warned) = true;
+      (key == "smtputf8" ? e.smtputf8 : key == "hold" ? e.held : key == "junk" ? e.junk : e.delay_warned) = true;
+    } else if (key == "auth" || key == "forwarded") {
+      if (rest.empty()) return std::nullopt;
+      (key == "auth" ? e.auth : e.forwarded_by) = std::string(rest);
     } else if (key == "kind") {
       if (rest == "bounce")
         e.kind = MessageKind::bounce;

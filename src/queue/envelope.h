@@ -13,7 +13,10 @@
 // Optional lines, written only when they differ from the default (so version 1 files written
 // before they existed still read the same):
 //   message: envid X (xtext), ret full|headers, body 8bit, smtputf8, hold, warned,
-//            kind bounce|double-bounce (a DSN tern made: its failures are not bounced again)
+//            kind bounce|double-bounce (a DSN tern made: its failures are not bounced again),
+//            junk (deliver into the Junk folder: a DMARC quarantine), auth USER (submitted by
+//            this authenticated user: the relay DKIM-signs it), forwarded ADDRESS (a forward
+//            made for this hosted address: the relay ARC-seals it)
 //   after a rcpt line: route local|remote, notify N (NotifyFlags), orcpt X, error TEXT (the last
 //            failure, for the DSN), mta HOST (the remote server that gave it), reported (a DSN
 //            for this recipient's final state was queued)
@@ -63,6 +66,9 @@ struct SpoolEnvelope {
   bool held = false;          // `tern queue hold`: no delivery attempts until released
   bool delay_warned = false;  // the delay notice went out
   MessageKind kind = MessageKind::normal;
+  bool junk = false;           // local deliveries go to the Junk folder
+  std::string auth{};          // the SMTP AUTH user who submitted it; "" when none
+  std::string forwarded_by{};  // the hosted address whose forward this is; "" when none
 
   bool finished() const;  // no recipient pending
 };

@@ -29,10 +29,6 @@ namespace {
 namespace asio = boost::asio;
 using asio::local::stream_protocol;
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 struct Message {
   explicit Message(queue::SpoolEnvelope e) : envelope(std::move(e)), in_flight(envelope.recipients.size(), false) {}
   queue::SpoolEnvelope envelope;
@@ -106,6 +102,8 @@ queue::SpoolEnvelope envelope_for(const ipc::SubmitBegin& begin, const std::stri
   env.ret = begin.ret;
   env.body_8bit = begin.body_8bit != 0;
   env.smtputf8 = begin.smtputf8 != 0;
+  env.auth = begin.auth;
+  env.forwarded_by = begin.forwarded_by;
   for (size_t i = 0; i < begin.recipients.size(); ++i) {
     queue::SpoolRecipient r{begin.recipients[i], queue::RecipientState::pending, 0, 0, {}};
     if (i < begin.notify.size()) r.notify = static_cast<uint8_t>(begin.notify[i]);
@@ -120,7 +118,9 @@ bool valid_submission(const ipc::SubmitBegin& b) {
   bool valid = !b.recipients.empty() && b.sender.find_first_of("\r\n") == std::string::npos && b.ret <= 2 &&
                (b.notify.empty() || b.notify.size() == b.recipients.size()) &&
                (b.orcpt.empty() || b.orcpt.size() == b.recipients.size()) && b.envid.size() <= 100 &&
-               b.envid.find_first_of("\r\n") == std::string::npos;
+               b.envid.find_first_of("\r\n") == std::string::npos && b.auth.size() <= 255 &&
+               b.auth.find_first_of("\r\n ") == std::string::npos &&
+               (b.forwarded_by.empty() || valid_recipient(b.forwarded_by));
   for (const auto& r : b.recipients) valid = valid && valid_recipient(r);
   for (uint64_t n : b.notify) valid = valid && n <= 15;
   for (const auto& o : b.orcpt) valid = valid && o.size() <= 500 && o.find_first_of("\r\n") == std::string::npos;
@@ -147,13 +147,16 @@ asio::awaitable<bool> receive_one(Queue& q, ipc::Channel& smtp) {
   ++q.receiving;
   std::error_code write_error;
   bool ended = false;
+  bool junk = false;
   std::string ready = ipc::encode(ipc::SubmitReady{in.id});
   if (co_await smtp.write(ready)) {
     while (auto frame = co_await smtp.read()) {
       if (auto chunk = ipc::decode<ipc::SubmitChunk>(*frame)) {
         if (!write_error) write_error = q.spool.append(in, chunk->data);
       } else {
-        ended = ipc::decode<ipc::SubmitEnd>(*frame).has_value();
+        auto end = ipc::decode<ipc::SubmitEnd>(*frame);
+        ended = end.has_value();
+        junk = end && end->junk != 0;
         break;
       }
     }
@@ -164,6 +167,7 @@ asio::awaitable<bool> receive_one(Queue& q, ipc::Channel& smtp) {
     co_return false;
   }
   queue::SpoolEnvelope env = envelope_for(*begin, in.id);
+  env.junk = junk;
   std::error_code ec = write_error;
   if (write_error) {
     q.spool.abort(in);
@@ -347,18 +351,20 @@ asio::awaitable<void> deliver_one(Queue& q, std::string id, size_t index) {
   std::string recipient, sender;
   uint64_t received = 0;
   std::vector<std::string> skip;
+  uint8_t junk = 0;
   {
     const Message& m = q.messages.at(id);
     recipient = m.envelope.recipients[index].address;
     sender = m.envelope.sender;
     received = static_cast<uint64_t>(m.envelope.received);
     skip = m.envelope.recipients[index].done;
+    junk = m.envelope.junk ? 1 : 0;
   }
   int fd = q.spool.open_message(id);
   if (fd < 0) {
     result = {ipc::Status::permanent, "5.3.0 spool file " + id + " is missing", {}};
   } else {
-    ipc::DeliverRequest request{id, sender, recipient, received, skip};
+    ipc::DeliverRequest request{id, sender, recipient, received, skip, junk};
     if (auto r = co_await q.deliver->request<ipc::DeliverResult>(request, fd)) result = std::move(*r);
   }
   if (fd >= 0) ::close(fd);
@@ -385,6 +391,9 @@ asio::awaitable<void> relay_one(Queue& q, std::string id, std::vector<size_t> in
     request.ret = m.envelope.ret;
     request.body_8bit = m.envelope.body_8bit;
     request.smtputf8 = m.envelope.smtputf8;
+    request.sign = !m.envelope.auth.empty() || m.envelope.kind != queue::MessageKind::normal;
+    if (size_t at = m.envelope.forwarded_by.rfind('@'); at != std::string::npos)
+      request.arc_domain = m.envelope.forwarded_by.substr(at + 1);
     for (size_t i : indexes) {
       const queue::SpoolRecipient& r = m.envelope.recipients[i];
       request.recipients.push_back(r.address);

@@ -29,6 +29,10 @@
 #include "core/log.h"
 #include "directory/model.h"
 #include "dns/resolver.h"
+#include "mailauth/arc.h"
+#include "mailauth/dkim.h"
+#include "mailauth/dmarc_parse.h"
+#include "mailauth/key_files.h"
 #include "relay/client_protocol.h"
 #include "relay/mta_sts_fetch.h"
 
@@ -112,6 +116,7 @@ struct Transaction {
   ipc::RelayResult result;
   std::string last_error;  // why the last server could not take it
   uint64_t wire_size = 0;  // the message's size on the wire (CRLF line ends), for SIZE=
+  std::string signature;   // DKIM-Signature fields sent before the spool file (LF line ends)
 };
 
 // The spool file's size with CRLF line ends (RFC 1870 asks for the size as transmitted).
@@ -342,11 +347,16 @@ ipc::Status status_of(const relay::ServerReply& r) {
   return r.positive() ? ipc::Status::ok : r.transient() ? ipc::Status::temporary : ipc::Status::permanent;
 }
 
-// Streams the spool file as the DATA body. false when the connection or the file failed.
-asio::awaitable<bool> send_body(Connection& c, int fd, std::string& file_error) {
+// Streams the spool file, after `first` (fields added as it leaves), as the DATA body. false
+// when the connection or the file failed.
+asio::awaitable<bool> send_body(Connection& c, const std::string& first, int fd, std::string& file_error) {
   relay::DataEncoder encoder;
   std::vector<char> buf(65536);
   off_t offset = 0;
+  if (!first.empty()) {
+    std::string wire = encoder.encode(first);
+    if (!co_await send(c, wire, data_block_timeout)) co_return false;
+  }
   while (true) {
     ssize_t n = ::pread(fd, buf.data(), buf.size(), offset);
     if (n < 0 && errno == EINTR) continue;
@@ -486,7 +496,7 @@ asio::awaitable<bool> transact(Connection& c, Transaction& t) {
     co_return ok;
   }
   std::string file_error;
-  bool sent = co_await send_body(c, t.fd, file_error);
+  bool sent = co_await send_body(c, t.signature, t.fd, file_error);
   if (!sent) {
     std::string why = file_error.empty() ? lost(c, "DATA") : "4.3.0 " + file_error;
     for (size_t i : accepted) {
@@ -728,6 +738,100 @@ bool sts_allows(Transaction& t, const std::string& host) {
   return true;
 }
 
+// The DKIM-Signature fields for mail from authenticated users and tern's own reports
+// (RelayRequest::sign): one per key of the From domain in [dkim] key_dir with the configured
+// selector (RSA and Ed25519 by default), LF line ends. "" when it is not signed (logged why).
+std::string dkim_signature(const Config& cfg, const ipc::RelayRequest& req, int fd) {
+  std::string message;
+  if (auto ec = files::read_fd(fd, message)) {
+    log::warn("not DKIM-signed: cannot read the spool file", {{"id", req.queue_id}, {"error", ec.message()}});
+    return "";
+  }
+  mailauth::FromDomain from = mailauth::from_domain(message);
+  if (!from.ok()) {
+    log::info("not DKIM-signed: no From domain to sign for", {{"id", req.queue_id}, {"reason", from.error}});
+    return "";
+  }
+  std::vector<mailauth::SigningKey> keys;
+  for (const mailauth::KeyFile& f : mailauth::key_files(cfg.dkim.key_dir / from.domain, cfg.dkim.selector)) {
+    auto key = mailauth::read_key_file(f.path);
+    if (auto* k = std::get_if<mailauth::PrivateKey>(&key))
+      keys.push_back({f.dns_selector(), std::move(*k)});
+    else
+      log::error("DKIM key unusable; fix or replace it (tern dkim keygen)",
+                 {{"domain", from.domain}, {"error", std::get<std::string>(key)}});
+  }
+  if (keys.empty()) {
+    log::info("not DKIM-signed: no key for the From domain (tern dkim keygen makes one)",
+              {{"id", req.queue_id}, {"domain", from.domain}, {"selector", cfg.dkim.selector}});
+    return "";
+  }
+  mailauth::SignOptions options;
+  options.domain = from.domain;
+  options.timestamp = unix_now();
+  mailauth::SignResult signed_fields = mailauth::sign_message(message, options, keys);
+  if (!signed_fields.error.empty()) {
+    log::warn("not DKIM-signed", {{"id", req.queue_id}, {"error", signed_fields.error}});
+    return "";
+  }
+  std::string out;
+  for (char ch : signed_fields.fields)
+    if (ch != '\r') out += ch;  // the spool's line ends; the encoder sends CRLF
+  return out;
+}
+
+// The ARC set (RFC 8617) for a forward (RelayRequest::arc_domain): the chain as it arrived is
+// verified for the seal's cv=, the AAR carries this server's Authentication-Results, and the RSA
+// key of the forwarding domain signs. LF line ends; "" when it is not sealed (logged why).
+asio::awaitable<std::string> arc_seal(Relay& r, const Config& cfg, const ipc::RelayRequest& req, int fd) {
+  std::string message;
+  if (auto ec = files::read_fd(fd, message)) {
+    log::warn("not ARC-sealed: cannot read the spool file", {{"id", req.queue_id}, {"error", ec.message()}});
+    co_return "";
+  }
+  std::optional<mailauth::PrivateKey> key;
+  std::string selector;
+  for (const mailauth::KeyFile& f : mailauth::key_files(cfg.dkim.key_dir / req.arc_domain, cfg.dkim.selector)) {
+    if (f.type != mailauth::KeyType::rsa) continue;  // RFC 8617 sets are rsa-sha256
+    auto loaded = mailauth::read_key_file(f.path);
+    if (auto* k = std::get_if<mailauth::PrivateKey>(&loaded)) {
+      key = std::move(*k);
+      selector = f.dns_selector();
+    } else {
+      log::error("DKIM key unusable; fix or replace it (tern dkim keygen)",
+                 {{"domain", req.arc_domain}, {"error", std::get<std::string>(loaded)}});
+    }
+  }
+  if (!key) {
+    log::info("not ARC-sealed: no RSA key for the forwarding domain (tern dkim keygen makes one)",
+              {{"id", req.queue_id}, {"domain", req.arc_domain}, {"selector", cfg.dkim.selector}});
+    co_return "";
+  }
+  mailauth::ArcVerdict chain;
+  mailauth::VerifyOptions verify;
+  verify.now = unix_now();
+  if (r.resolver) {
+    chain = co_await mailauth::verify_chain(*r.resolver, message, verify);
+  } else {
+    chain.result = mailauth::ArcResult::fail;
+    chain.reason = "DNS is not available";
+  }
+  mailauth::SealOptions options;
+  options.domain = req.arc_domain;
+  options.selector = selector;
+  options.timestamp = unix_now();
+  options.authserv_id = cfg.authserv_id();
+  mailauth::SignResult sealed = mailauth::seal_message(message, options, *key, chain.result, "");
+  if (!sealed.error.empty()) {
+    log::info("not ARC-sealed", {{"id", req.queue_id}, {"reason", sealed.error}});
+    co_return "";
+  }
+  std::string out;
+  for (char ch : sealed.fields)
+    if (ch != '\r') out += ch;
+  co_return out;
+}
+
 asio::awaitable<ipc::RelayResult> relay_message(Relay& r, const ipc::RelayRequest& req, int fd) {
   std::shared_ptr<const Config> cfg = r.config;  // a SIGHUP may replace r.config meanwhile
   Transaction t;
@@ -736,7 +840,10 @@ asio::awaitable<ipc::RelayResult> relay_message(Relay& r, const ipc::RelayReques
   t.fd = fd;
   t.route = find_route(*cfg, req.domain);
   t.policy = t.route && !t.route->tls.empty() ? t.route->tls : cfg->relay.tls;
-  t.wire_size = wire_size(fd, req.size);
+  if (req.sign && cfg->dkim.sign) t.signature = dkim_signature(*cfg, req, fd);
+  if (!req.arc_domain.empty() && cfg->dkim.arc_seal) t.signature += co_await arc_seal(r, *cfg, req, fd);
+  t.wire_size = wire_size(fd, req.size) + t.signature.size() +
+                static_cast<uint64_t>(std::count(t.signature.begin(), t.signature.end(), '\n'));
   if (t.route && !t.route->auth_password_file.empty()) {
     std::string text;
     if (auto ec = files::read_file(t.route->auth_password_file, text)) {
@@ -848,7 +955,10 @@ bool valid_request(const ipc::RelayRequest& req) {
   size_t n = req.recipients.size();
   bool ok = n > 0 && n <= 10000 && req.notify.size() == n && req.orcpt.size() == n && req.ret <= 2 &&
             !req.domain.empty() && req.sender.find_first_of("\r\n ") == std::string::npos &&
-            req.envid.find_first_of("\r\n") == std::string::npos;
+            req.envid.find_first_of("\r\n") == std::string::npos &&
+            // a directory name under dkim.key_dir: one domain, never a path
+            req.arc_domain.size() <= 253 && req.arc_domain.find_first_of("/\r\n ") == std::string::npos &&
+            req.arc_domain != "." && req.arc_domain != "..";
   for (const auto& rcpt : req.recipients)
     ok = ok && rcpt.find_first_of("\r\n") == std::string::npos && rcpt.size() <= 320;
   for (const auto& o : req.orcpt) ok = ok && o.find_first_of("\r\n") == std::string::npos;

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -26,6 +27,10 @@
 #include "core/service.h"
 #include "directory/resolver.h"
 #include "dns/resolver.h"
+#include "mailauth/arc.h"
+#include "mailauth/auth_results.h"
+#include "mailauth/dkim.h"
+#include "mailauth/dmarc.h"
 #include "mailauth/spf.h"
 #include "smtp/access_rules.h"
 #include "smtp/greylist.h"
@@ -112,8 +117,12 @@ struct Policy {
   std::shared_ptr<const AddressPatterns> bad_senders, bad_recipients;
   std::map<std::string, uint32_t> per_ip, per_network;
   std::unique_ptr<smtp::Greylist> greylist;
-  std::unique_ptr<dns::Resolver> resolver;
-  asio::steady_timer cleanup_timer;  // cancelled at stop
+  // Shared: a check holds it for all its questions, so a SIGHUP that replaces it cannot free it
+  // under them; at stop it is shut down, which ends their questions at once.
+  std::shared_ptr<dns::Resolver> resolver;
+  std::shared_ptr<const mailauth::PublicSuffixList> psl;  // DMARC's organizational domains; nullptr: missing
+  std::mt19937 random{std::random_device{}()};            // DMARC pct sampling
+  asio::steady_timer cleanup_timer;                       // cancelled at stop
   explicit Policy(asio::io_context& io) : cleanup_timer(io) {}
 };
 
@@ -240,10 +249,6 @@ smtp::GreylistSettings greylist_settings(const Config& cfg) {
   return g;
 }
 
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 enum class ReadStatus { ok, closed, timeout, shutdown };
 
 // Reads more bytes into `in`, bounded by a timeout that cancels the socket.
@@ -368,9 +373,10 @@ asio::awaitable<std::optional<bool>> sender_owned(Server& server, const smtp::Ad
 
 // The client's reverse DNS name (lowercase, no trailing dot), or "" when it has none or DNS fails.
 asio::awaitable<std::string> client_name(Server& server, const std::string& ip) {
-  if (!server.policy.resolver || ip.empty()) co_return "";
+  std::shared_ptr<dns::Resolver> resolver = server.policy.resolver;
+  if (!resolver || ip.empty()) co_return "";
   std::string address = ip;
-  dns::PtrAnswer answer = co_await server.policy.resolver->ptr(address);
+  dns::PtrAnswer answer = co_await resolver->ptr(address);
   if (answer.status.outcome != dns::Outcome::ok || answer.names.empty()) co_return "";
   std::string name = to_lower(answer.names.front());
   if (!name.empty() && name.back() == '.') name.pop_back();
@@ -382,13 +388,13 @@ asio::awaitable<std::string> client_name(Server& server, const std::string& ip) 
 // `cfg` is the session's own configuration (a SIGHUP may replace server.config meanwhile).
 asio::awaitable<std::optional<smtp::Reply>> dnsbl_verdict(Server& server, const Config& cfg, const std::string& ip,
                                                           std::string& rule) {
-  if (cfg.dnsbl.zones.empty() || in_any(cfg.dnsbl.allow_networks, ip) || !server.policy.resolver)
-    co_return std::nullopt;
+  std::shared_ptr<dns::Resolver> resolver = server.policy.resolver;
+  if (cfg.dnsbl.zones.empty() || in_any(cfg.dnsbl.allow_networks, ip) || !resolver) co_return std::nullopt;
   bool trouble = false;
   for (const std::string& zone : cfg.dnsbl.allow_zones) {
     std::string name = smtp::dnsbl_query_name(ip, zone);
-    if (name.empty() || !server.policy.resolver) co_return std::nullopt;  // gone: stopping
-    dns::AddressAnswer a = co_await server.policy.resolver->a(name);
+    if (name.empty()) co_return std::nullopt;
+    dns::AddressAnswer a = co_await resolver->a(name);
     if (a.status.outcome == dns::Outcome::ok && smtp::dnsbl_listed(a.addresses)) {
       log::info("DNS allow list: block lists skipped", {{"client", "[" + ip + "]"}, {"zone", zone}});
       co_return std::nullopt;
@@ -396,15 +402,13 @@ asio::awaitable<std::optional<smtp::Reply>> dnsbl_verdict(Server& server, const 
   }
   for (const std::string& zone : cfg.dnsbl.zones) {
     std::string name = smtp::dnsbl_query_name(ip, zone);
-    if (name.empty() || !server.policy.resolver) co_return std::nullopt;
-    dns::AddressAnswer a = co_await server.policy.resolver->a(name);
+    if (name.empty()) co_return std::nullopt;
+    dns::AddressAnswer a = co_await resolver->a(name);
     if (a.status.outcome == dns::Outcome::temporary) trouble = true;
     if (a.status.outcome != dns::Outcome::ok || !smtp::dnsbl_listed(a.addresses)) continue;
     std::string why;
-    if (server.policy.resolver) {
-      dns::TxtAnswer txt = co_await server.policy.resolver->txt(name);
-      if (txt.status.outcome == dns::Outcome::ok && !txt.texts.empty()) why = txt.texts.front();
-    }
+    dns::TxtAnswer txt = co_await resolver->txt(name);
+    if (txt.status.outcome == dns::Outcome::ok && !txt.texts.empty()) why = txt.texts.front();
     for (char& ch : why)
       if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';  // the text goes into our reply
     rule = "dnsbl " + zone;
@@ -421,7 +425,8 @@ asio::awaitable<std::optional<smtp::Reply>> dnsbl_verdict(Server& server, const 
 
 // MFCHECK: the sender's domain must have an MX, or else an address. nullopt: it exists.
 asio::awaitable<std::optional<smtp::Reply>> sender_domain_verdict(Server& server, const smtp::Address& sender) {
-  if (sender.domain.starts_with("[") || !server.policy.resolver) co_return std::nullopt;
+  std::shared_ptr<dns::Resolver> resolver = server.policy.resolver;
+  if (sender.domain.starts_with("[") || !resolver) co_return std::nullopt;
   std::string domain = sender.domain;
   if (sender.has_utf8()) {
     std::string error;
@@ -429,12 +434,11 @@ asio::awaitable<std::optional<smtp::Reply>> sender_domain_verdict(Server& server
     if (!ascii) co_return smtp::replies::sender_domain_missing(sender.text());
     domain = *ascii;
   }
-  dns::MxAnswer mx = co_await server.policy.resolver->mx(domain);
+  dns::MxAnswer mx = co_await resolver->mx(domain);
   if (mx.status.outcome == dns::Outcome::ok && !mx.records.empty()) co_return std::nullopt;
   if (mx.status.outcome == dns::Outcome::nxdomain) co_return smtp::replies::sender_domain_missing(sender.text());
   bool temporary = mx.status.outcome == dns::Outcome::temporary;
-  if (!server.policy.resolver) co_return smtp::replies::sender_domain_unverified(sender.text());  // stopping
-  dns::AddressAnswer a = co_await server.policy.resolver->addresses(domain);
+  dns::AddressAnswer a = co_await resolver->addresses(domain);
   if (a.status.outcome == dns::Outcome::ok) co_return std::nullopt;
   if (temporary || a.status.outcome == dns::Outcome::temporary)
     co_return smtp::replies::sender_domain_unverified(sender.text());
@@ -451,22 +455,25 @@ struct SpfCheck {
 asio::awaitable<std::optional<smtp::Reply>> spf_verdict(Server& server, const smtp::ClientPolicy& policy,
                                                         SpfCheck& check) {
   using mailauth::SpfResultCode;
-  if (!server.policy.resolver) {
+  std::shared_ptr<dns::Resolver> resolver = server.policy.resolver;
+  if (!resolver) {
     check.result.result = SpfResultCode::temperror;
     check.result.problem = "DNS is not available";
   } else {
-    check.result = co_await mailauth::check_host(*server.policy.resolver, check.input);
+    check.result = co_await mailauth::check_host(*resolver, check.input);
   }
   const mailauth::SpfResult& r = check.result;
-  bool reject = (r.result == SpfResultCode::fail && policy.spf_policy != "header") ||
-                (r.result == SpfResultCode::softfail && policy.spf_policy == "reject_softfail");
+  // "off" with [mailauth] verify: checked for Authentication-Results and DMARC only.
+  bool enforce = policy.spf_policy == "reject_fail" || policy.spf_policy == "reject_softfail";
+  bool reject = enforce && (r.result == SpfResultCode::fail ||
+                            (r.result == SpfResultCode::softfail && policy.spf_policy == "reject_softfail"));
   if (reject) {
     std::string explanation = r.explanation;
     for (char& ch : explanation)
       if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = ' ';  // DNS text into our reply
     co_return smtp::replies::spf_refused(r.domain, check.input.ip, mailauth::to_string(r.result), explanation);
   }
-  if (r.result == SpfResultCode::temperror && policy.spf_defer_temperror)
+  if (r.result == SpfResultCode::temperror && policy.spf_defer_temperror && policy.spf_policy != "off")
     co_return smtp::replies::spf_temperror(r.domain);
   co_return std::nullopt;
 }
@@ -519,11 +526,143 @@ asio::awaitable<smtp::RecipientVerdict> lookup_recipient(Server& server, smtp::A
   co_return V::unavailable;
 }
 
+// Sends `bytes` to the queue in frames of at most chunk_size, and empties it. false when the
+// queue connection failed.
+asio::awaitable<bool> send_chunks(ipc::Channel& queue, std::string& bytes) {
+  bool ok = true;
+  for (size_t at = 0; ok && at < bytes.size(); at += chunk_size) {
+    std::string frame = ipc::encode(ipc::SubmitChunk{bytes.substr(at, chunk_size)});
+    ok = co_await queue.write(frame);
+  }
+  bytes.clear();
+  co_return ok;
+}
+
+// Mail from outside (port 25, neither authenticated nor a relay client) under [mailauth] verify:
+// what was found at MAIL, for the checks at the end of DATA.
+struct ArrivalChecks {
+  bool verify = false;
+  const SpfCheck* spf = nullptr;  // the SPF result at MAIL, when SPF was evaluated
+  bool received_spf = false;      // add Received-SPF ([spf] policy is not "off")
+  std::string client_ip;          // for arc's smtp.remote-ip
+};
+
+struct ArrivalVerdict {
+  std::vector<mailauth::MethodResult> results;  // for Authentication-Results
+  std::optional<smtp::Reply> refusal;           // DMARC p=reject under dmarc_reject = "reject"
+  bool junk = false;                            // deliver into the recipients' Junk folders
+  std::string summary;                          // "spf=pass dkim=pass ...", for the log
+};
+
+// The checks of a received message: SPF (done at MAIL), DKIM, ARC and DMARC. `message` is the
+// message as the client sent it (LF line ends); `partial`: only its start is here (it is larger
+// than max_verify_size), so signatures are not checked.
+asio::awaitable<void> check_arrival(Server& server, const Config& cfg, const std::string& message,
+                                    const ArrivalChecks& arrival, bool partial, ArrivalVerdict& verdict) {
+  std::vector<mailauth::MethodResult>& results = verdict.results;
+  if (arrival.spf) results.push_back(mailauth::spf_method_result(arrival.spf->result));
+  std::shared_ptr<dns::Resolver> resolver = server.policy.resolver;
+  std::vector<mailauth::DkimVerdict> dkim;
+  size_t header_end = mailauth::header_section_end(message);
+  mailauth::ParsedMessage head = mailauth::split_message(
+      std::string_view(message).substr(0, header_end == std::string::npos ? message.size() : header_end + 1));
+  size_t signatures = 0;
+  for (const auto& h : head.headers)
+    if (mailauth::iequals(h.name, "DKIM-Signature")) ++signatures;
+  if (signatures == 0) {
+    dkim.push_back({});
+  } else if (partial) {
+    mailauth::DkimVerdict skipped;
+    skipped.result = mailauth::DkimResult::neutral;
+    skipped.reason = "not checked: the message is larger than mailauth.max_verify_size";
+    dkim.push_back(skipped);
+  } else if (!resolver) {
+    mailauth::DkimVerdict unavailable;
+    unavailable.result = mailauth::DkimResult::temperror;
+    unavailable.reason = "DNS is not available";
+    dkim.push_back(unavailable);
+  } else {
+    mailauth::VerifyOptions options;
+    options.now = unix_now();
+    dkim = co_await mailauth::verify_message(*resolver, message, options);
+  }
+  for (const auto& d : dkim) {
+    results.push_back(mailauth::dkim_method_result(d));
+    verdict.summary += std::string(verdict.summary.empty() ? "" : " ") +
+                       "dkim=" + std::string(mailauth::to_string(d.result)) + (d.domain.empty() ? "" : "/" + d.domain);
+  }
+  if (arrival.spf)
+    verdict.summary = "spf=" + std::string(mailauth::to_string(arrival.spf->result.result)) + " " + verdict.summary;
+
+  // ARC (RFC 8617): the chain of the hops before us, if any.
+  mailauth::ArcVerdict arc;
+  bool has_arc = std::any_of(head.headers.begin(), head.headers.end(), [](const mailauth::HeaderField& h) {
+    return mailauth::iequals(h.name, "ARC-Seal") || mailauth::iequals(h.name, "ARC-Message-Signature") ||
+           mailauth::iequals(h.name, "ARC-Authentication-Results");
+  });
+  if (has_arc && partial) {
+    arc.reason = "not checked: the message is larger than mailauth.max_verify_size";
+  } else if (has_arc && !resolver) {
+    arc.result = mailauth::ArcResult::fail;
+    arc.reason = "DNS is not available";
+  } else if (has_arc) {
+    mailauth::VerifyOptions options;
+    options.now = unix_now();
+    arc = co_await mailauth::verify_chain(*resolver, message, options);
+  }
+  if (has_arc) {
+    results.push_back(mailauth::arc_method_result(arc, arrival.client_ip));
+    verdict.summary += " arc=" + std::string(mailauth::to_string(arc.result));
+  }
+
+  // DMARC (RFC 7489) over the SPF and DKIM results, then the configured disposition.
+  mailauth::FromDomain from = mailauth::from_domain(head.headers);
+  mailauth::SpfResult no_spf;
+  const mailauth::SpfResult& spf = arrival.spf ? arrival.spf->result : no_spf;
+  std::shared_ptr<const mailauth::PublicSuffixList> psl = server.policy.psl;
+  mailauth::DmarcVerdict dmarc;
+  dmarc.from_domain = from.domain;
+  if (!psl) {
+    dmarc.reason = "not checked: no Public Suffix List (install Debian's publicsuffix package)";
+  } else if (!resolver) {
+    dmarc.result = mailauth::DmarcResult::temperror;
+    dmarc.reason = "DNS is not available";
+  } else {
+    unsigned random = std::uniform_int_distribution<unsigned>(0, 99)(server.policy.random);
+    mailauth::DmarcInput input = mailauth::dmarc_input(from, spf, dkim, random);
+    dmarc = co_await mailauth::evaluate(*resolver, *psl, input);
+  }
+  std::string note;
+  if (dmarc.result == mailauth::DmarcResult::fail && dmarc.disposition != mailauth::DmarcPolicy::none) {
+    const std::string& action =
+        dmarc.disposition == mailauth::DmarcPolicy::reject ? cfg.mailauth.dmarc_reject : cfg.mailauth.dmarc_quarantine;
+    bool trusted_chain = arc.result == mailauth::ArcResult::pass &&
+                         std::find(cfg.mailauth.arc_trusted_sealers.begin(), cfg.mailauth.arc_trusted_sealers.end(),
+                                   arc.domain_of_last_seal) != cfg.mailauth.arc_trusted_sealers.end();
+    if (partial) {
+      note = "not applied: DKIM was not checked";
+    } else if (trusted_chain) {  // RFC 7489 7.2.1 local_policy: a forwarder we trust vouches for it
+      note = "not applied: arc=pass sealed by " + arc.domain_of_last_seal + ", a trusted sealer";
+    } else if (action == "reject") {
+      verdict.refusal = smtp::Reply{550, "5.7.1", "Message rejected by the DMARC policy of " + dmarc.from_domain};
+    } else if (action == "junk") {
+      verdict.junk = true;
+      note = "delivered to Junk";
+    } else {
+      note = "not applied by local policy";
+    }
+  }
+  results.push_back(mailauth::dmarc_method_result(dmarc, note));
+  verdict.summary += " dmarc=" + std::string(mailauth::to_string(dmarc.result));
+  if (verdict.refusal) verdict.summary += " (rejected)";
+  if (verdict.junk) verdict.summary += " (junk)";
+}
+
 // The DATA phase: returns false when the connection must close.
 asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection> c, smtp::Session& session,
                                       std::string& in, const std::string& client, std::shared_ptr<const Config> config,
                                       const std::string& client_name, const std::vector<std::string>& refused,
-                                      const std::string& spf_header) {
+                                      const ArrivalChecks& arrival) {
   const Config& cfg = *config;  // the session's own reference: a SIGHUP may replace server.config meanwhile
   std::optional<ipc::SubmitReady> ready;
   std::optional<ipc::SubmitResult> refused_early;  // the queue could not take it (no space, stopping)
@@ -537,6 +676,7 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
     submit.orcpt = env.orcpt;
     submit.body_8bit = env.body_8bit;
     submit.smtputf8 = env.smtputf8;
+    submit.auth = session.auth_user();
     std::string begin = ipc::encode(std::move(submit));
     // A kept connection may have died with a restarted queue: then once more on a new one.
     for (int attempt = 0; attempt < 2 && !ready && !refused_early; ++attempt) {
@@ -573,9 +713,17 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
 
   int64_t now =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  // RFC 7208 9.1: Received-SPF goes above the Received field of this hop.
-  std::string out = spf_header.empty() ? "" : spf_header + "\n";
-  out += session.received_header(ready->queue_id, smtp::rfc5322_date(now));
+  // Fields this hop adds, top down: Authentication-Results (once the checks are done),
+  // Received-SPF (RFC 7208 9.1: above the Received field of this hop), Received.
+  std::string prefix;
+  if (arrival.spf && arrival.received_spf)
+    prefix = mailauth::received_spf_header(arrival.spf->result, arrival.spf->input, cfg.hostname) + "\n";
+  prefix += session.received_header(ready->queue_id, smtp::rfc5322_date(now));
+  const std::string authserv_id = cfg.authserv_id();
+  std::string out;                // message bytes not yet sent to the queue
+  bool holding = arrival.verify;  // the whole message stays here until DKIM has checked it
+  bool started = false;           // the fields above and the header section went to the queue
+  std::string auth_summary;       // the checks' results, for the log
   smtp::DataReader reader(session.settings().max_message_size);
   bool queue_ok = true;
   while (!reader.done()) {
@@ -591,16 +739,54 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
     }
     size_t used = reader.feed(in, out);
     in.erase(0, used);
-    if (!reader.acceptable()) out.clear();  // keep reading to the end, but store nothing
-    if (queue_ok && (out.size() >= chunk_size || (reader.done() && !out.empty()))) {
-      std::string frame = ipc::encode(ipc::SubmitChunk{std::move(out)});
-      queue_ok = co_await queue->write(frame);
+    if (!reader.acceptable()) {  // keep reading to the end, but store nothing
       out.clear();
+      continue;
     }
+    if (holding && out.size() > cfg.mailauth.max_verify_size) holding = false;
+    if (holding) continue;
+    if (!started) {
+      // Authentication-Results fields claiming this server's authserv-id are forged (RFC 8601
+      // 5): removed from the header section, which is held until it is complete (or 1 MiB).
+      bool header_complete = mailauth::header_section_end(out) != std::string::npos;
+      if (!header_complete && !reader.done() && out.size() < 1024 * 1024) continue;
+      std::string first;
+      if (arrival.verify) {  // too large to check: the results known without the body
+        ArrivalVerdict verdict;
+        co_await check_arrival(server, cfg, out, arrival, true, verdict);
+        first = mailauth::authentication_results_field(authserv_id, verdict.results);
+        auth_summary = verdict.summary;
+      }
+      size_t removed = 0;
+      first += prefix + mailauth::remove_own_results(out, authserv_id, removed);
+      if (removed) log::info("forged Authentication-Results removed", {{"client", client}, {"fields", removed}});
+      out.clear();
+      started = true;
+      queue_ok = co_await send_chunks(*queue, first);
+      continue;
+    }
+    if (queue_ok && (out.size() >= chunk_size || (reader.done() && !out.empty())))
+      queue_ok = co_await send_chunks(*queue, out);
   }
   std::optional<smtp::Reply> refusal = session.check_data(reader);
+  bool junk = false;
+  if (!refusal && holding && queue_ok) {  // the whole message is here: check it, then hand it on
+    ArrivalVerdict verdict;
+    co_await check_arrival(server, cfg, out, arrival, false, verdict);
+    auth_summary = verdict.summary;
+    refusal = verdict.refusal;
+    junk = verdict.junk;
+    if (!refusal) {
+      size_t removed = 0;
+      std::string whole = mailauth::authentication_results_field(authserv_id, verdict.results) + prefix +
+                          mailauth::remove_own_results(out, authserv_id, removed);
+      if (removed) log::info("forged Authentication-Results removed", {{"client", client}, {"fields", removed}});
+      out.clear();
+      queue_ok = co_await send_chunks(*queue, whole);
+    }
+  }
   std::optional<ipc::SubmitResult> result;
-  std::string end = ipc::encode(ipc::SubmitEnd{});
+  std::string end = ipc::encode(ipc::SubmitEnd{junk ? uint8_t(1) : uint8_t(0)});
   if (!refusal && queue_ok && co_await queue->write(end)) result = co_await queue->read_message<ipc::SubmitResult>();
   if (result)
     server.queue->give(std::move(queue));  // ready for the next message
@@ -632,6 +818,7 @@ asio::awaitable<bool> receive_message(Server& server, std::shared_ptr<Connection
              {"tls", c->tls_version.empty() ? std::string("no") : c->tls_version},
              {"cipher", c->tls_cipher},
              {"auth", session.auth_user()},
+             {"checks", auth_summary},
              {"reply", std::to_string(reply.code) + " " + reply.enhanced}});
   if (reply.positive()) ++c->messages;
   session.reset_transaction();
@@ -753,7 +940,9 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
   settings.sender_login_match = cfg->smtp.sender_login_match;
   settings.max_auth_failures = cfg->smtp.max_auth_failures;
   settings.received_auth_user = cfg->smtp.received_auth_user;
-  bool spf_applies = !relay_client && c->listener == Listener::mta && policy.spf_policy != "off";
+  // [mailauth] verify: SPF, DKIM, ARC and DMARC of mail from outside, in Authentication-Results.
+  bool verify_arrivals = !relay_client && c->listener == Listener::mta && cfg->mailauth.verify;
+  bool spf_applies = !relay_client && c->listener == Listener::mta && (policy.spf_policy != "off" || verify_arrivals);
   settings.check_senders =
       !relay_client && ((bad_senders && !bad_senders->empty()) || policy.sender_domain_check != "off" || spf_applies);
   settings.max_unknown_recipients = relay_client ? 0 : cfg->smtp.max_unknown_recipients;
@@ -927,9 +1116,12 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
       }
     }
     if (r.action == smtp::Action::start_data) {
-      std::string spf_header;
-      if (spf) spf_header = mailauth::received_spf_header(spf->result, spf->input, cfg->hostname);
-      open = co_await receive_message(server, c, session, in, client, cfg, name, refused_recipients, spf_header);
+      ArrivalChecks arrival;
+      arrival.verify = verify_arrivals && !session.authenticated();
+      arrival.spf = spf ? &*spf : nullptr;
+      arrival.received_spf = policy.spf_policy != "off";
+      arrival.client_ip = client_ip;
+      open = co_await receive_message(server, c, session, in, client, cfg, name, refused_recipients, arrival);
       refused_recipients.clear();
       spf.reset();
       continue;
@@ -1019,6 +1211,12 @@ void setup_policy(Server& server) {
   else
     log::error("smtp: cannot set up DNS; block lists, sender_domain_check and host-name rules are skipped",
                {{"error", error}});
+  auto psl = mailauth::PublicSuffixList::load();
+  if (auto* list = std::get_if<mailauth::PublicSuffixList>(&psl))
+    p.psl = std::make_shared<const mailauth::PublicSuffixList>(std::move(*list));
+  else if (cfg.mailauth.verify)
+    log::error("smtp: DMARC is not checked: cannot load the Public Suffix List (install Debian's publicsuffix package)",
+               {{"error", std::get<std::string>(psl)}});
   if (!p.greylist) {
     auto greylist = std::make_unique<smtp::Greylist>(greylist_settings(cfg));
     if (greylist->open(cfg.smtp_state_dir() / "greylist", unix_now(), error))
@@ -1110,7 +1308,8 @@ int run_smtp_service(const ServiceStart& start) {
     for (auto& [a, kind] : server.acceptors) a->close(ignored);
     for (auto& c : server.connections) c->lowest().cancel(ignored);
     server.policy.cleanup_timer.cancel();
-    server.policy.resolver.reset();  // questions still open end now as temporary failures
+    if (server.policy.resolver) server.policy.resolver->shutdown();  // open questions end now as temporary
+    server.policy.resolver.reset();
   };
   signals.async_wait(on_signal);
   unblock_reload_signal();

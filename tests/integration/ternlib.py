@@ -128,8 +128,11 @@ def _toml_value(v) -> str:
 
 def render_config(cfg: dict) -> str:
     out = []
-    for section in ("server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "dns", "dnsbl",
-                    "greylist", "spf"):
+    sections = ("server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "dns", "dnsbl", "greylist",
+                "spf", "dkim", "mailauth")
+    unknown = set(cfg) - set(sections) - {"tls", "routes", "domains", "users"}  # the last two: accounts
+    assert not unknown, f"render_config does not know the section(s) {sorted(unknown)}"
+    for section in sections:
         if section in cfg:
             out.append(f"[{section}]")
             out.extend(f"{k} = {_toml_value(v)}" for k, v in cfg[section].items() if k != "access")

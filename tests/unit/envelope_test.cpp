@@ -45,3 +45,22 @@ TEST(Envelope, ServedTargetsFollowTheirRecipient) {
   EXPECT_FALSE(parse_envelope("tern-envelope 1\nid X\ndone /m\nrcpt pending 0 0 a@b.test\n"))
       << "a done line before any rcpt";
 }
+
+TEST(Envelope, JunkAuthAndForwardedRoundTrip) {
+  SpoolEnvelope e{"ID3", 5, "[192.0.2.1]", "h", "s@x.test", {}};
+  e.recipients.push_back({"a@example.test", RecipientState::pending, 0, 0, {}});
+  e.junk = true;
+  e.auth = "alice@example.test";
+  e.forwarded_by = "team@example.test";
+  std::string text = serialize(e);
+  EXPECT_EQ(text,
+            "tern-envelope 1\nid ID3\nreceived 5\nclient [192.0.2.1]\nhelo h\nsender s@x.test\njunk\n"
+            "auth alice@example.test\nforwarded team@example.test\nrcpt pending 0 0 a@example.test\n");
+  auto back = parse_envelope(text);
+  ASSERT_TRUE(back);
+  EXPECT_TRUE(back->junk);
+  EXPECT_EQ(back->auth, "alice@example.test");
+  EXPECT_EQ(back->forwarded_by, "team@example.test");
+  EXPECT_FALSE(parse_envelope("tern-envelope 1\nid X\njunk yes\nrcpt pending 0 0 a@b.test\n")) << "junk takes no value";
+  EXPECT_FALSE(parse_envelope("tern-envelope 1\nid X\nauth\nrcpt pending 0 0 a@b.test\n")) << "auth needs a user";
+}

@@ -26,8 +26,11 @@ TEST(Ipc, FramesRoundTripThroughTheSplitterInPieces) {
 TEST(Ipc, MalformedPayloadsAndLengthsAreErrors) {
   Frame f{Type::deliver_result, std::string("\x07\0\0\0\0", 5)};  // status 7 does not exist
   EXPECT_FALSE(decode<DeliverResult>(f));
-  Frame trailing{Type::submit_end, "x"};
+  Frame trailing{Type::submit_end, std::string("\1x", 2)};  // the junk flag, then a byte too many
   EXPECT_FALSE(decode<SubmitEnd>(trailing));
+  auto junk = decode<SubmitEnd>(Frame{Type::submit_end, std::string("\1", 1)});
+  ASSERT_TRUE(junk);
+  EXPECT_EQ(junk->junk, 1);
   Frame huge_list{Type::submit_begin, std::string("\0\0\0\0\0\0\0\0\0\0\0\0\xff\xff\xff\xff", 16)};
   EXPECT_FALSE(decode<SubmitBegin>(huge_list));
   FrameSplitter s;
