@@ -130,6 +130,8 @@ void publish(Written& w) {
 std::error_code ensure_folder(const std::filesystem::path& maildir, std::string_view name,
                               std::filesystem::path& folder) {
   folder = maildir / ("." + std::string(name));
+  // A mailbox that never had mail has no Maildir yet: the folder's parents first.
+  if (auto ec = files::make_dirs(maildir, 0700)) return ec;
   for (const char* sub : {"", "tmp", "new", "cur"}) {
     std::filesystem::path dir = *sub ? folder / sub : folder;
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return files::last_error();

@@ -13,7 +13,7 @@ import pytest
 
 import dnslib
 from test_relay import dns, start_dns, world_readable_dir  # noqa: F401 (fixtures)
-from ternlib import HOSTNAME, SmtpClient
+from ternlib import HOSTNAME, SmtpClient, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,116 @@ def test_mail_larger_than_max_verify_size_is_passed_on_unchecked(tern_factory, d
         "\tdkim=neutral reason=\"not checked: the message is larger than mailauth.max_verify_size\";\n"
         "\tdmarc=none reason=\"no DMARC record at _dmarc.auth.tern-test\" header.from=auth.tern-test"]
     assert delivered.endswith(body.replace("\r\n", "\n").encode())  # whole, byte for byte
+
+
+# ---------------------------------------------------------------------------------------------
+# DMARC (RFC 7489): dispositions
+
+DMARC_RECORDS = """
+_dmarc.auth                TXT "v=DMARC1; p=reject"
+quar                       TXT "v=spf1 ip4:127.0.0.0/8 -all"
+_dmarc.quar                TXT "v=DMARC1; p=quarantine"
+_dmarc.org                 TXT "v=DMARC1; p=none; sp=reject"
+sub.org                    TXT "v=spf1 -all"
+sampled                    TXT "v=spf1 -all"
+_dmarc.sampled             TXT "v=DMARC1; p=reject; pct=0"
+"""
+
+
+def junk(tern, user: str = "alice") -> list[bytes]:
+    folder = tern.maildir(user).parent / ".Junk"
+    new = folder / "new"
+    return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
+
+
+def dmarc_clause(delivered: bytes) -> str:
+    (results,) = fields(delivered, "Authentication-Results")
+    return results.split("\n\t")[-1]
+
+
+def test_dmarc_reject_pass_and_subdomain_policy(tern_factory, dns, rsa_key):
+    key, public = rsa_key
+    tern = tern_factory(dns=serve(dns, records(public, DMARC_RECORDS)))
+    # From auth.tern-test (p=reject), MAIL FROM a domain whose SPF fails, no signature: rejected.
+    reply = send(tern, message(sender="x@auth.tern-test"), sender="b@elsewhere.tern-test")
+    assert reply == "550 5.7.1 Message rejected by the DMARC policy of auth.tern-test"
+    tern.wait_log(r"message refused .*checks=\"spf=fail dkim=none dmarc=fail \(rejected\)\" reply=\"550 5\.7\.1\"")
+    # The same From with an aligned DKIM signature passes, whatever SPF says.
+    assert send(tern, sign(message(sender="x@auth.tern-test"), key), sender="b@elsewhere.tern-test").startswith("250 ")
+    # sp=reject of the organisational domain applies to sub.org.tern-test, which has no record.
+    reply = send(tern, message(sender="x@sub.org.tern-test"), sender="x@sub.org.tern-test")
+    assert reply == "550 5.7.1 Message rejected by the DMARC policy of sub.org.tern-test"
+    (delivered,) = tern.wait_messages("alice", 1)
+    assert dmarc_clause(delivered) == "dmarc=pass (p=reject dis=none) header.from=auth.tern-test"
+    wait_until(lambda: tern.spool_entries() == [], message="an empty spool")  # nothing refused was kept
+    assert len(tern.messages("alice")) == 1
+
+
+def test_dmarc_quarantine_delivers_to_junk(tern_factory, dns, rsa_key):
+    key, public = rsa_key
+    tern = tern_factory(dns=serve(dns, records(public, DMARC_RECORDS)))
+    assert send(tern, message(sender="x@quar.tern-test"), sender="b@elsewhere.tern-test").startswith("250 ")
+    assert send(tern, message(sender="x@sampled.tern-test"), sender="x@sampled.tern-test").startswith("250 ")
+    tern.wait_log(r"delivered to maildir .*to=alice@example\.test", count=2)
+    assert tern.messages("alice") == []
+    delivered = junk(tern)
+    assert len(delivered) == 2
+    clauses = sorted(dmarc_clause(m) for m in delivered)
+    assert clauses[0].startswith("dmarc=fail (p=quarantine dis=quarantine; delivered to Junk) reason=")
+    assert clauses[0].endswith(" header.from=quar.tern-test")
+    # pct=0: the reject policy is sampled out, so the failure gets the next milder disposition.
+    assert clauses[1].startswith("dmarc=fail (p=reject dis=quarantine pct=0 sampled out; delivered to Junk) reason=")
+    maildir = tern.maildir("alice").parent
+    assert (maildir / ".Junk" / "maildirfolder").is_file()
+    assert {p.name for p in (maildir / ".Junk").iterdir()} == {"tmp", "new", "cur", "maildirfolder"}
+
+
+def test_dmarc_dispositions_chosen_by_configuration(tern_factory, dns, rsa_key):
+    key, public = rsa_key
+    tern = tern_factory(dns=serve(dns, records(public, DMARC_RECORDS)),
+                        mailauth={"dmarc_reject": "junk", "dmarc_quarantine": "none"})
+    assert send(tern, message(sender="x@auth.tern-test"), sender="b@elsewhere.tern-test").startswith("250 ")
+    assert send(tern, message(sender="x@quar.tern-test"), sender="b@elsewhere.tern-test").startswith("250 ")
+    tern.wait_log(r"delivered to maildir .*to=alice@example\.test", count=2)
+    (inbox,) = tern.messages("alice")
+    assert dmarc_clause(inbox).startswith("dmarc=fail (p=quarantine dis=quarantine; not applied by local policy)")
+    (junked,) = junk(tern)
+    assert dmarc_clause(junked).startswith("dmarc=fail (p=reject dis=reject; delivered to Junk)")
+    tern.reload(mailauth={"dmarc_reject": "none"})
+    assert send(tern, message(sender="x@auth.tern-test"), sender="b@elsewhere.tern-test").startswith("250 ")
+    inbox = tern.wait_messages("alice", 2)
+    assert len(junk(tern)) == 1
+    assert any(dmarc_clause(m).startswith("dmarc=fail (p=reject dis=reject; not applied by local policy)")
+               for m in inbox)
+
+
+def arc_sealed(key: bytes, sender: str) -> bytes:
+    """A message as forwarder.tern-test would pass it on: its own results, sealed (i=1, cv=none)."""
+    msg = (b"Authentication-Results: forwarder.tern-test; spf=pass smtp.mailfrom=x@auth.tern-test\r\n" +
+           message(sender=sender))
+    seal = dkim.arc_sign(msg, b"sel", b"forwarder.tern-test", key, b"forwarder.tern-test",
+                         include_headers=[b"from", b"to", b"subject"])
+    return b"".join(seal) + msg
+
+
+def test_arc_chain_from_a_trusted_sealer_excuses_a_dmarc_failure(tern_factory, dns, rsa_key):
+    key, public = rsa_key
+    extra = DMARC_RECORDS + f'sel._domainkey.forwarder     TXT "v=DKIM1; k=rsa; p={public}"\n'
+    tern = tern_factory(dns=serve(dns, records(public, extra)))
+    sealed = arc_sealed(key, "x@auth.tern-test")
+    reply = send(tern, sealed, sender="b@elsewhere.tern-test")
+    assert reply == "550 5.7.1 Message rejected by the DMARC policy of auth.tern-test"  # not trusted yet
+    tern.reload(mailauth={"arc_trusted_sealers": ["forwarder.tern-test"]})
+    assert send(tern, sealed, sender="b@elsewhere.tern-test").startswith("250 ")
+    (delivered,) = tern.wait_messages("alice", 1)
+    ours, theirs = fields(delivered, "Authentication-Results")
+    assert theirs == "Authentication-Results: forwarder.tern-test; spf=pass smtp.mailfrom=x@auth.tern-test"
+    clauses = ours.split("\n\t")[1:]
+    assert clauses[2] == "arc=pass (i=1 d=forwarder.tern-test) smtp.remote-ip=127.0.0.1;"
+    assert clauses[3].startswith("dmarc=fail (p=reject dis=reject; not applied: arc=pass sealed by "
+                                 "forwarder.tern-test, a trusted sealer) reason=")
+    # A broken chain is reported as such and excuses nothing.
+    broken = sealed.replace(b"Hello.", b"Hullo.")
+    assert send(tern, broken, sender="b@elsewhere.tern-test") == \
+        "550 5.7.1 Message rejected by the DMARC policy of auth.tern-test"
+    tern.wait_log(r"message refused .*checks=\"spf=fail dkim=none arc=fail dmarc=fail \(rejected\)\"")
