@@ -6,7 +6,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   clang libclang-rt-14-dev           # libFuzzer targets (the fuzz build)
   libboost1.81-dev libssl-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
-  libcli11-dev libgtest-dev libcrypt-dev libsqlite3-dev libpq-dev nlohmann-json3-dev libidn2-dev
+  libcli11-dev libgtest-dev libcrypt-dev libsqlite3-dev libpq-dev nlohmann-json3-dev libidn2-dev zlib1g-dev
   postgresql-15 sqlite3             # PostgreSQL server for the directory backend tests
   libunbound-dev unbound ldnsutils dnsutils  # DNS resolver; the test DNS server (scripts/test-dns.sh)
   openssl swaks libnet-ssleay-perl python3 python3-pytest procps passwd  # Net::SSLeay: swaks --tls

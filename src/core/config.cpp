@@ -323,7 +323,8 @@ void parse_spf_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& c
   if (const toml::table* m = c.table(root, "mailauth")) {
     c.known_keys(*m, "mailauth",
                  {"verify", "authserv_id", "max_verify_size", "dmarc_reject", "dmarc_quarantine", "arc_trusted_sealers",
-                  "dmarc_reports", "report_from", "report_org"});
+                  "dmarc_reports", "report_from", "report_org", "report_interval"});
+    c.integer(*m, "mailauth", "report_interval", cfg.mailauth.report_interval, 10, 7 * 86400, "seconds");
     c.boolean(*m, "mailauth", "verify", cfg.mailauth.verify);
     if (auto id = c.string(*m, "mailauth", "authserv_id", "\"mx.example.org\"")) {
       if (!valid_domain(*id))
@@ -341,6 +342,8 @@ void parse_spf_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& c
                            ? ""
                            : "'" + d + "' is not a domain; write the d= of the sealer's ARC-Seal, e.g. \"google.com\"";
               });
+    for (std::string& d : cfg.mailauth.arc_trusted_sealers)  // compared with a lowercased d=
+      std::transform(d.begin(), d.end(), d.begin(), [](unsigned char ch) { return std::tolower(ch); });
     c.boolean(*m, "mailauth", "dmarc_reports", cfg.mailauth.dmarc_reports);
     if (auto from = c.string(*m, "mailauth", "report_from", "\"dmarc-reports@example.org\"")) {
       if (!valid_address(*from))

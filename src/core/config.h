@@ -206,7 +206,11 @@ struct Config {
     bool dmarc_reports = false;                    // send daily aggregate reports to the rua= of policies
     std::string report_from;                       // "" = dmarc-reports@server.hostname
     std::string report_org;                        // "" = server.hostname
+    uint32_t report_interval = 86400;              // seconds per report period (RFC 7489's ri default)
   } mailauth;
+  std::string dmarc_report_from() const {
+    return mailauth.report_from.empty() ? "dmarc-reports@" + hostname : mailauth.report_from;
+  }
   std::string authserv_id() const { return mailauth.authserv_id.empty() ? hostname : mailauth.authserv_id; }
 
   std::filesystem::path spool_dir() const { return data_dir / "spool"; }

@@ -59,9 +59,11 @@ struct SubmitBegin {
   uint8_t smtputf8 = 0;        // SMTPUTF8 was declared
   std::string auth{};          // the SMTP AUTH user, "" when the client did not authenticate
   std::string forwarded_by{};  // a forward made by deliver: the hosted address that forwards it
+  uint8_t sign = 0;            // tern's own mail (a DMARC report): the relay DKIM-signs it
   template <typename A>
   void fields(A& a) {
-    a(client_address, helo, sender, recipients, envid, ret, notify, orcpt, body_8bit, smtputf8, auth, forwarded_by);
+    a(client_address, helo, sender, recipients, envid, ret, notify, orcpt, body_8bit, smtputf8, auth, forwarded_by,
+      sign);
   }
 };
 

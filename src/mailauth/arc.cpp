@@ -423,7 +423,8 @@ class ChainCheck {
 
 // Folds a header field at 78 columns where it may: the space after a "; " becomes CRLF TAB, which
 // relaxed canonicalisation (the only one ARC fields are hashed with here) turns back into that
-// space. Longer pieces (b= values) stay whole.
+// space. Longer pieces (b= values) stay whole. Never before "i=": dkimpy finds a set's fields by
+// the text " i=N;", so the instance tag must follow a space, not a line break.
 std::string fold(std::string_view field) {
   std::vector<std::string_view> pieces;
   size_t start = 0;
@@ -439,7 +440,7 @@ std::string fold(std::string_view field) {
   std::string out(pieces[0]);
   size_t column = out.size();
   for (size_t k = 1; k < pieces.size(); ++k) {
-    if (column + 1 + pieces[k].size() > 78) {
+    if (column + 1 + pieces[k].size() > 78 && !pieces[k].starts_with("i=")) {
       out += "\r\n\t";
       column = 1;
     } else {

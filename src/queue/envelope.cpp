@@ -61,6 +61,7 @@ std::string serialize(const SpoolEnvelope& e) {
   if (e.held) out += "hold\n";
   if (e.delay_warned) out += "warned\n";
   if (e.junk) out += "junk\n";
+  if (e.sign) out += "sign\n";
   if (!e.auth.empty()) out += "auth " + clean(e.auth) + "\n";
   if (!e.forwarded_by.empty()) out += "forwarded " + clean(e.forwarded_by) + "\n";
   if (e.kind == MessageKind::bounce) out += "kind bounce\n";
@@ -130,9 +131,13 @@ std::optional<SpoolEnvelope> parse_envelope(std::string_view text) {
     } else if (key == "body") {
       if (rest != "8bit") return std::nullopt;
       e.body_8bit = true;
-    } else if (key == "smtputf8" || key == "hold" || key == "warned" || key == "junk") {
+    } else if (key == "smtputf8" || key == "hold" || key == "warned" || key == "junk" || key == "sign") {
       if (!rest.empty()) return std::nullopt;
-      (key == "smtputf8" ? e.smtputf8 : key == "hold" ? e.held : key == "junk" ? e.junk : e.delay_warned) = true;
+      (key == "smtputf8" ? e.smtputf8
+       : key == "hold"   ? e.held
+       : key == "junk"   ? e.junk
+       : key == "sign"   ? e.sign
+                         : e.delay_warned) = true;
     } else if (key == "auth" || key == "forwarded") {
       if (rest.empty()) return std::nullopt;
       (key == "auth" ? e.auth : e.forwarded_by) = std::string(rest);

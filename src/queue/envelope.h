@@ -16,7 +16,8 @@
 //            kind bounce|double-bounce (a DSN tern made: its failures are not bounced again),
 //            junk (deliver into the Junk folder: a DMARC quarantine), auth USER (submitted by
 //            this authenticated user: the relay DKIM-signs it), forwarded ADDRESS (a forward
-//            made for this hosted address: the relay ARC-seals it)
+//            made for this hosted address: the relay ARC-seals it), sign (tern's own mail, such
+//            as a DMARC report: the relay DKIM-signs it)
 //   after a rcpt line: route local|remote, notify N (NotifyFlags), orcpt X, error TEXT (the last
 //            failure, for the DSN), mta HOST (the remote server that gave it), reported (a DSN
 //            for this recipient's final state was queued)
@@ -69,6 +70,7 @@ struct SpoolEnvelope {
   bool junk = false;           // local deliveries go to the Junk folder
   std::string auth{};          // the SMTP AUTH user who submitted it; "" when none
   std::string forwarded_by{};  // the hosted address whose forward this is; "" when none
+  bool sign = false;           // tern's own mail: DKIM-sign it as it leaves
 
   bool finished() const;  // no recipient pending
 };

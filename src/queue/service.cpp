@@ -104,6 +104,7 @@ queue::SpoolEnvelope envelope_for(const ipc::SubmitBegin& begin, const std::stri
   env.smtputf8 = begin.smtputf8 != 0;
   env.auth = begin.auth;
   env.forwarded_by = begin.forwarded_by;
+  env.sign = begin.sign != 0;
   for (size_t i = 0; i < begin.recipients.size(); ++i) {
     queue::SpoolRecipient r{begin.recipients[i], queue::RecipientState::pending, 0, 0, {}};
     if (i < begin.notify.size()) r.notify = static_cast<uint8_t>(begin.notify[i]);
@@ -391,7 +392,7 @@ asio::awaitable<void> relay_one(Queue& q, std::string id, std::vector<size_t> in
     request.ret = m.envelope.ret;
     request.body_8bit = m.envelope.body_8bit;
     request.smtputf8 = m.envelope.smtputf8;
-    request.sign = !m.envelope.auth.empty() || m.envelope.kind != queue::MessageKind::normal;
+    request.sign = !m.envelope.auth.empty() || m.envelope.sign || m.envelope.kind != queue::MessageKind::normal;
     if (size_t at = m.envelope.forwarded_by.rfind('@'); at != std::string::npos)
       request.arc_domain = m.envelope.forwarded_by.substr(at + 1);
     for (size_t i : indexes) {

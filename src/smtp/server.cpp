@@ -14,6 +14,7 @@
 #include <boost/asio/ssl.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <random>
@@ -21,6 +22,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "core/files.h"
 #include "core/ipc_channel.h"
 #include "core/log.h"
 #include "core/network.h"
@@ -33,6 +35,7 @@
 #include "mailauth/dmarc.h"
 #include "mailauth/spf.h"
 #include "smtp/access_rules.h"
+#include "smtp/dmarc_reports.h"
 #include "smtp/greylist.h"
 #include "smtp/policy.h"
 #include "smtp/session.h"
@@ -123,7 +126,8 @@ struct Policy {
   std::shared_ptr<const mailauth::PublicSuffixList> psl;  // DMARC's organizational domains; nullptr: missing
   std::mt19937 random{std::random_device{}()};            // DMARC pct sampling
   asio::steady_timer cleanup_timer;                       // cancelled at stop
-  explicit Policy(asio::io_context& io) : cleanup_timer(io) {}
+  asio::steady_timer report_timer;                        // DMARC aggregate reports; cancelled at stop
+  explicit Policy(asio::io_context& io) : cleanup_timer(io), report_timer(io) {}
 };
 
 struct Server {
@@ -653,6 +657,18 @@ asio::awaitable<void> check_arrival(Server& server, const Config& cfg, const std
     }
   }
   results.push_back(mailauth::dmarc_method_result(dmarc, note));
+  if (cfg.mailauth.dmarc_reports && !dmarc.policy_domain.empty() && !dmarc.rua.empty()) {
+    mailauth::DmarcEvaluation row = mailauth::report_row(dmarc, unix_now(), arrival.client_ip, dkim, spf);
+    // What was done, which may differ from what the policy asked (RFC 7489 7.2 PolicyOverride).
+    row.disposition = verdict.refusal ? mailauth::DmarcPolicy::reject
+                      : verdict.junk  ? mailauth::DmarcPolicy::quarantine
+                                      : mailauth::DmarcPolicy::none;
+    if (row.disposition != dmarc.disposition && row.override_reason.empty())
+      row.override_reason = note.find("trusted sealer") != std::string::npos ? "trusted_forwarder" : "local_policy";
+    if (auto ec = smtp::record_evaluation(cfg.smtp_state_dir() / "dmarc-reports", row))
+      log::warn("cannot record a DMARC evaluation for the aggregate report",
+                {{"domain", dmarc.policy_domain}, {"error", ec.message()}});
+  }
   verdict.summary += " dmarc=" + std::string(mailauth::to_string(dmarc.result));
   if (verdict.refusal) verdict.summary += " (rejected)";
   if (verdict.junk) verdict.summary += " (junk)";
@@ -1235,6 +1251,138 @@ void setup_policy(Server& server) {
   refresh_policy_files(server);
 }
 
+// A message tern makes itself (a DMARC report) handed to the queue like a client's: the reply, or
+// nullopt when the queue could not be reached.
+asio::awaitable<std::optional<ipc::SubmitResult>> submit_local(Server& server, ipc::SubmitBegin begin,
+                                                               const std::string& message) {
+  std::string begin_frame = ipc::encode(std::move(begin));
+  for (int attempt = 0; attempt < 2; ++attempt) {  // a kept connection may have died with the queue
+    bool reused = false;
+    std::unique_ptr<ipc::Channel> queue = co_await server.queue->take(reused);
+    if (!queue) co_return std::nullopt;
+    std::optional<ipc::Frame> answer;
+    if (co_await queue->write(begin_frame)) answer = co_await queue->read();
+    if (!answer) {
+      if (reused) continue;
+      co_return std::nullopt;
+    }
+    if (auto refused = ipc::decode<ipc::SubmitResult>(*answer)) {
+      server.queue->give(std::move(queue));
+      co_return refused;
+    }
+    std::string copy = message;
+    bool ok = co_await send_chunks(*queue, copy);
+    std::string end = ipc::encode(ipc::SubmitEnd{});
+    std::optional<ipc::SubmitResult> result;
+    if (ok && co_await queue->write(end)) result = co_await queue->read_message<ipc::SubmitResult>();
+    if (result) server.queue->give(std::move(queue));
+    co_return result;
+  }
+  co_return std::nullopt;
+}
+
+// RFC 7489 7.2: one aggregate report per policy domain for the period that just ended, from the
+// journal the sessions wrote, to the rua= mailboxes that may receive it (7.1). The journal is
+// renamed first, so sessions start a new one; a report that cannot be queued stays in the
+// renamed file and goes out with the next period's.
+asio::awaitable<void> send_dmarc_reports(Server& server, std::shared_ptr<const Config> config, int64_t begin,
+                                         int64_t end) {
+  const Config& cfg = *config;
+  std::filesystem::path journal = cfg.smtp_state_dir() / "dmarc-reports";
+  std::filesystem::path sending = cfg.smtp_state_dir() / "dmarc-reports.sending";
+  std::error_code ec;
+  if (!std::filesystem::exists(sending, ec)) {
+    if (::rename(journal.c_str(), sending.c_str()) != 0) {
+      if (errno != ENOENT) log::warn("cannot rotate the DMARC report journal", {{"error", std::strerror(errno)}});
+      co_return;
+    }
+  }
+  std::string text;
+  if (auto read_error = files::read_file(sending, text)) {
+    log::warn("cannot read the DMARC report journal", {{"file", sending.string()}, {"error", read_error.message()}});
+    co_return;
+  }
+  size_t skipped = 0;
+  auto by_domain = smtp::read_evaluations(text, skipped);
+  if (skipped) log::warn("DMARC report journal: damaged lines skipped", {{"lines", skipped}});
+  std::shared_ptr<dns::Resolver> resolver = server.policy.resolver;
+  std::shared_ptr<const mailauth::PublicSuffixList> psl = server.policy.psl;
+  bool all_queued = true;
+  for (auto& [domain, rows] : by_domain) {
+    if (!resolver || !psl) {
+      all_queued = false;
+      break;
+    }
+    std::string id = std::to_string(end) + "." + std::to_string(server.policy.random() % 1000000);
+    mailauth::ReportMetadata meta{cfg.mailauth.report_org.empty() ? cfg.hostname : cfg.mailauth.report_org,
+                                  cfg.dmarc_report_from(),
+                                  "",
+                                  id,
+                                  begin,
+                                  end,
+                                  {}};
+    std::string xml = mailauth::aggregate_report_xml(meta, rows);
+    std::string file_name = mailauth::report_file_name(cfg.hostname, domain, begin, end);
+    std::string gz = smtp::gzip(xml);
+    std::vector<std::string> to;
+    for (const mailauth::DmarcUri& uri : rows.back().rua) {
+      auto destination = mailauth::mailto_domain(uri);
+      if (!destination) continue;  // only mailto: is supported (RFC 7489 7.2.1.1)
+      if (uri.max_size && gz.size() > *uri.max_size) {
+        log::info("DMARC report larger than the destination accepts; not sent there",
+                  {{"domain", domain}, {"to", uri.uri}, {"size", gz.size()}});
+        continue;
+      }
+      mailauth::ReportDestination verdict = co_await mailauth::check_report_destination(*resolver, *psl, domain, uri);
+      if (verdict == mailauth::ReportDestination::same_organization ||
+          verdict == mailauth::ReportDestination::authorized) {
+        std::string address = uri.uri.substr(7);  // after "mailto:"
+        if (size_t q = address.find('?'); q != std::string::npos) address.resize(q);
+        to.push_back(address);
+      } else {
+        log::info("DMARC report destination not authorised; not sent there",
+                  {{"domain", domain}, {"to", uri.uri}, {"check", mailauth::to_string(verdict)}});
+      }
+    }
+    if (to.empty()) continue;
+    smtp::ReportMessage m{
+        cfg.dmarc_report_from(), to, meta.org_name, domain, id, cfg.hostname, file_name, gz, begin, end, unix_now()};
+    ipc::SubmitBegin submit{"[local]", cfg.hostname, cfg.dmarc_report_from(), to};
+    submit.sign = 1;  // the relay DKIM-signs it like a user's mail
+    std::string message = smtp::report_message(m);
+    std::optional<ipc::SubmitResult> result = co_await submit_local(server, std::move(submit), message);
+    if (!result || result->status != ipc::Status::ok) {
+      log::warn("DMARC report not queued; it goes out with the next period's",
+                {{"domain", domain}, {"reason", result ? result->text : "queue unavailable"}});
+      all_queued = false;
+      continue;
+    }
+    std::string recipients;
+    for (const std::string& a : to) recipients += (recipients.empty() ? "" : ",") + a;
+    log::info("DMARC aggregate report queued", {{"domain", domain},
+                                                {"id", result->queue_id},
+                                                {"report_id", id},
+                                                {"to", recipients},
+                                                {"messages", rows.size()}});
+  }
+  if (all_queued) std::filesystem::remove(sending, ec);
+}
+
+// Sends the reports at the end of each period (report_interval, UTC-aligned: daily at midnight).
+asio::awaitable<void> dmarc_report_loop(Server& server) {
+  while (!server.stopping) {
+    std::shared_ptr<const Config> cfg = server.config;
+    int64_t interval = cfg->mailauth.report_interval;
+    int64_t now = unix_now();
+    int64_t next = (now / interval + 1) * interval;
+    server.policy.report_timer.expires_after(std::chrono::seconds(next - now));
+    auto [ec] = co_await server.policy.report_timer.async_wait(use);
+    if (ec || server.stopping) continue;
+    cfg = server.config;
+    if (cfg->mailauth.dmarc_reports) co_await send_dmarc_reports(server, cfg, next - interval, next - 1);
+  }
+}
+
 // Expired greylisting entries are dropped and the journal compacted every hour (no cron job).
 asio::awaitable<void> greylist_cleanup(Server& server) {
   while (!server.stopping) {
@@ -1290,6 +1438,7 @@ int run_smtp_service(const ServiceStart& start) {
   load_tls(server);
   setup_policy(server);
   asio::co_spawn(server.io, greylist_cleanup(server), asio::detached);
+  asio::co_spawn(server.io, dmarc_report_loop(server), asio::detached);
   for (auto& [a, kind] : server.acceptors) asio::co_spawn(server.io, accept_loop(server, *a, kind), asio::detached);
 
   asio::signal_set signals(server.io, SIGTERM, SIGINT, SIGHUP);
@@ -1308,6 +1457,7 @@ int run_smtp_service(const ServiceStart& start) {
     for (auto& [a, kind] : server.acceptors) a->close(ignored);
     for (auto& c : server.connections) c->lowest().cancel(ignored);
     server.policy.cleanup_timer.cancel();
+    server.policy.report_timer.cancel();
     if (server.policy.resolver) server.policy.resolver->shutdown();  // open questions end now as temporary
     server.policy.resolver.reset();
   };
