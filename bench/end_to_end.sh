@@ -88,6 +88,8 @@ max_connections = 1000
 max_message_size = $size_limit
 [queue]
 concurrency_local = $concurrency
+[mailauth]
+verify = false  # Postfix runs without a DKIM/DMARC milter here: the same work on both sides
 TOML
 hash=$(echo bench | "$tern" hash-password)
 "$tern" domain add example.test --config "$work/tern.toml" >/dev/null

@@ -29,6 +29,8 @@ listen = ["127.0.0.1:$port"]
 max_connections = 1000
 [queue]
 concurrency_local = 20
+[mailauth]
+verify = false  # the peer does no DKIM/DMARC checks either
 TOML
 if [ "$(id -u)" -eq 0 ]; then
   for u in tern-smtp tern-queue tern-vmail tern-dir; do

@@ -324,7 +324,6 @@ void parse_spf_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& c
     c.known_keys(*m, "mailauth",
                  {"verify", "authserv_id", "max_verify_size", "dmarc_reject", "dmarc_quarantine", "arc_trusted_sealers",
                   "dmarc_reports", "report_from", "report_org", "report_interval"});
-    c.integer(*m, "mailauth", "report_interval", cfg.mailauth.report_interval, 10, 7 * 86400, "seconds");
     c.boolean(*m, "mailauth", "verify", cfg.mailauth.verify);
     if (auto id = c.string(*m, "mailauth", "authserv_id", "\"mx.example.org\"")) {
       if (!valid_domain(*id))
@@ -360,6 +359,7 @@ void parse_spf_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& c
       else
         cfg.mailauth.report_org = *org;
     }
+    c.integer(*m, "mailauth", "report_interval", cfg.mailauth.report_interval, 10, 7 * 86400, "seconds");
   }
   if (const toml::table* d = c.table(root, "dnsbl")) {
     c.known_keys(*d, "dnsbl", {"zones", "allow_zones", "allow_networks", "permanent", "fail_closed"});

@@ -36,6 +36,11 @@ sel._domainkey.elsewhere   TXT "v=DKIM1; k=rsa; p={public_key}"
 """
 
 
+def checking(tern_factory, dns_section: dict, mailauth: dict | None = None, **sections):
+    """A tern with the arrival checks on (ternlib's default configuration turns them off)."""
+    return tern_factory(dns=dns_section, mailauth={"verify": True, **(mailauth or {})}, **sections)
+
+
 def serve(dns_server: dnslib.DnsServer, text: str) -> dict:
     start_dns(dns_server, text)
     return {"forwarders": [dns_server.forwarder], "trust_anchor": str(dns_server.anchor)}
@@ -68,7 +73,7 @@ def fields(delivered: bytes, name: str) -> list[str]:
 
 def test_signed_mail_gets_authentication_results(tern_factory, dns, rsa_key):
     key, public = rsa_key
-    tern = tern_factory(dns=serve(dns, records(public)))
+    tern = checking(tern_factory, serve(dns, records(public)))
     assert send(tern, sign(message(), key)).startswith("250 ")
     (delivered,) = tern.wait_messages("alice", 1)
     lines = delivered.split(b"\n")
@@ -85,7 +90,7 @@ def test_signed_mail_gets_authentication_results(tern_factory, dns, rsa_key):
 
 def test_broken_signature_and_unsigned_mail(tern_factory, dns, rsa_key):
     key, public = rsa_key
-    tern = tern_factory(dns=serve(dns, records(public)))
+    tern = checking(tern_factory, serve(dns, records(public)))
     tampered = sign(message(), key).replace(b"Hello.", b"Hullo.")
     assert send(tern, tampered).startswith("250 ")
     assert send(tern, message(sender="b@elsewhere.tern-test"), sender="b@elsewhere.tern-test").startswith("250 ")
@@ -105,7 +110,7 @@ def test_broken_signature_and_unsigned_mail(tern_factory, dns, rsa_key):
 
 def test_forged_results_are_removed_and_foreign_ones_kept(tern_factory, dns, rsa_key):
     key, public = rsa_key
-    tern = tern_factory(dns=serve(dns, records(public)))
+    tern = checking(tern_factory, serve(dns, records(public)))
     forged = (f"Authentication-Results: {HOSTNAME.upper()}; dkim=pass header.d=bank.example\r\n"
               f"Authentication-Results: (comment) {HOSTNAME};\r\n\tspf=pass smtp.mailfrom=bank.example\r\n"
               "Authentication-Results: other.example; spf=pass smtp.mailfrom=x@other.example\r\n")
@@ -121,7 +126,7 @@ def test_forged_results_are_removed_and_foreign_ones_kept(tern_factory, dns, rsa
 
 def test_verify_off_adds_nothing_but_still_removes_forgeries(tern_factory, dns, rsa_key):
     key, public = rsa_key
-    tern = tern_factory(dns=serve(dns, records(public)), mailauth={"verify": False})
+    tern = checking(tern_factory, serve(dns, records(public)), mailauth={"verify": False})
     forged = f"Authentication-Results: {HOSTNAME}; dkim=pass header.d=bank.example\r\n"
     assert send(tern, sign(message(extra_headers=forged), key)).startswith("250 ")
     (delivered,) = tern.wait_messages("alice", 1)
@@ -131,7 +136,7 @@ def test_verify_off_adds_nothing_but_still_removes_forgeries(tern_factory, dns, 
 
 def test_mail_larger_than_max_verify_size_is_passed_on_unchecked(tern_factory, dns, rsa_key):
     key, public = rsa_key
-    tern = tern_factory(dns=serve(dns, records(public)), mailauth={"max_verify_size": 65536},
+    tern = checking(tern_factory, serve(dns, records(public)), mailauth={"max_verify_size": 65536},
                         smtp={"max_message_size": 1000000})
     body = ("x" * 70 + "\r\n") * 2000  # 144 KB
     data = sign(message(body=body), key)
@@ -172,7 +177,7 @@ def dmarc_clause(delivered: bytes) -> str:
 
 def test_dmarc_reject_pass_and_subdomain_policy(tern_factory, dns, rsa_key):
     key, public = rsa_key
-    tern = tern_factory(dns=serve(dns, records(public, DMARC_RECORDS)))
+    tern = checking(tern_factory, serve(dns, records(public, DMARC_RECORDS)))
     # From auth.tern-test (p=reject), MAIL FROM a domain whose SPF fails, no signature: rejected.
     reply = send(tern, message(sender="x@auth.tern-test"), sender="b@elsewhere.tern-test")
     assert reply == "550 5.7.1 Message rejected by the DMARC policy of auth.tern-test"
@@ -190,7 +195,7 @@ def test_dmarc_reject_pass_and_subdomain_policy(tern_factory, dns, rsa_key):
 
 def test_dmarc_quarantine_delivers_to_junk(tern_factory, dns, rsa_key):
     key, public = rsa_key
-    tern = tern_factory(dns=serve(dns, records(public, DMARC_RECORDS)))
+    tern = checking(tern_factory, serve(dns, records(public, DMARC_RECORDS)))
     assert send(tern, message(sender="x@quar.tern-test"), sender="b@elsewhere.tern-test").startswith("250 ")
     assert send(tern, message(sender="x@sampled.tern-test"), sender="x@sampled.tern-test").startswith("250 ")
     tern.wait_log(r"delivered to maildir .*to=alice@example\.test", count=2)
@@ -209,7 +214,7 @@ def test_dmarc_quarantine_delivers_to_junk(tern_factory, dns, rsa_key):
 
 def test_dmarc_dispositions_chosen_by_configuration(tern_factory, dns, rsa_key):
     key, public = rsa_key
-    tern = tern_factory(dns=serve(dns, records(public, DMARC_RECORDS)),
+    tern = checking(tern_factory, serve(dns, records(public, DMARC_RECORDS)),
                         mailauth={"dmarc_reject": "junk", "dmarc_quarantine": "none"})
     assert send(tern, message(sender="x@auth.tern-test"), sender="b@elsewhere.tern-test").startswith("250 ")
     assert send(tern, message(sender="x@quar.tern-test"), sender="b@elsewhere.tern-test").startswith("250 ")
@@ -238,7 +243,7 @@ def arc_sealed(key: bytes, sender: str) -> bytes:
 def test_arc_chain_from_a_trusted_sealer_excuses_a_dmarc_failure(tern_factory, dns, rsa_key):
     key, public = rsa_key
     extra = DMARC_RECORDS + f'sel._domainkey.forwarder     TXT "v=DKIM1; k=rsa; p={public}"\n'
-    tern = tern_factory(dns=serve(dns, records(public, extra)))
+    tern = checking(tern_factory, serve(dns, records(public, extra)))
     sealed = arc_sealed(key, "x@auth.tern-test")
     reply = send(tern, sealed, sender="b@elsewhere.tern-test")
     assert reply == "550 5.7.1 Message rejected by the DMARC policy of auth.tern-test"  # not trusted yet

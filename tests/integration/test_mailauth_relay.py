@@ -63,6 +63,7 @@ def relay_server(tern_factory, dns, mx: SmtpReceiver, **sections):
     start_dns(dns, ZONE)
     sub = free_port()
     smtp = {"submission_listen": [f"127.0.0.1:{sub}"], "allow_insecure_auth": True, **sections.pop("smtp", {})}
+    sections["mailauth"] = {"verify": True, **sections.get("mailauth", {})}  # ternlib's default is off
     tern = tern_factory(smtp=smtp, queue={"retry_initial": 1, "retry_max": 1},
                         relay={"port": mx.port, "connect_timeout": 5},
                         dns={"forwarders": [dns.forwarder], "trust_anchor": str(dns.anchor)}, **sections)

@@ -214,6 +214,68 @@ TEST(Config, DkimKeyDirAndSelector) {
                 "(at most 55), e.g. selector = \"tern2027\""}));
 }
 
+TEST(Config, MailauthAndSigning) {
+  ConfigResult r = parse_config(good, "t.toml", "/etc/tern");
+  ASSERT_TRUE(r.config);
+  const Config& d = *r.config;
+  EXPECT_TRUE(d.mailauth.verify);
+  EXPECT_EQ(d.authserv_id(), d.hostname);
+  EXPECT_EQ(d.mailauth.max_verify_size, 32u * 1024 * 1024);
+  EXPECT_EQ(d.mailauth.dmarc_reject, "reject");
+  EXPECT_EQ(d.mailauth.dmarc_quarantine, "junk");
+  EXPECT_FALSE(d.mailauth.dmarc_reports);
+  EXPECT_EQ(d.dmarc_report_from(), "dmarc-reports@" + d.hostname);
+  EXPECT_EQ(d.mailauth.report_interval, 86400u);
+  EXPECT_TRUE(d.dkim.sign);
+  EXPECT_TRUE(d.dkim.arc_seal);
+  ConfigResult s = parse_config(std::string(good) +
+                                    "[mailauth]\nverify = false\nauthserv_id = \"mx.example.org\"\n"
+                                    "max_verify_size = 65536\ndmarc_reject = \"junk\"\ndmarc_quarantine = \"none\"\n"
+                                    "arc_trusted_sealers = [\"Lists.Example.NET\"]\ndmarc_reports = true\n"
+                                    "report_from = \"dmarc@example.org\"\nreport_org = \"Example Org\"\n"
+                                    "report_interval = 3600\n[dkim]\nsign = false\narc_seal = false\n",
+                                "t.toml", "/etc/tern");
+  ASSERT_TRUE(s.config) << format_problem(s.problems.at(0));
+  const Config& c = *s.config;
+  EXPECT_FALSE(c.mailauth.verify);
+  EXPECT_EQ(c.authserv_id(), "mx.example.org");
+  EXPECT_EQ(c.mailauth.max_verify_size, 65536u);
+  EXPECT_EQ(c.mailauth.dmarc_reject, "junk");
+  EXPECT_EQ(c.mailauth.dmarc_quarantine, "none");
+  EXPECT_EQ(c.mailauth.arc_trusted_sealers, std::vector<std::string>{"lists.example.net"});
+  EXPECT_TRUE(c.mailauth.dmarc_reports);
+  EXPECT_EQ(c.dmarc_report_from(), "dmarc@example.org");
+  EXPECT_EQ(c.mailauth.report_org, "Example Org");
+  EXPECT_EQ(c.mailauth.report_interval, 3600u);
+  EXPECT_FALSE(c.dkim.sign);
+  EXPECT_FALSE(c.dkim.arc_seal);
+  EXPECT_EQ(problems(std::string(good) +
+                     "[mailauth]\nverify = \"yes\"\nauthserv_id = \"mx example\"\nmax_verify_size = 10\n"
+                     "dmarc_reject = \"quarantine\"\ndmarc_quarantine = \"reject\"\narc_trusted_sealers = [\"com\"]\n"
+                     "report_from = \"nobody\"\nreport_org = \"A <b>\"\nreport_interval = 5\nsurprise = 1\n"),
+            (std::vector<std::string>{
+                "t.toml:23: mailauth.surprise: unknown key; valid keys here are: verify, authserv_id, "
+                "max_verify_size, dmarc_reject, dmarc_quarantine, arc_trusted_sealers, dmarc_reports, report_from, "
+                "report_org, report_interval",
+                "t.toml:14: mailauth.verify: expected true or false, e.g. verify = true",
+                "t.toml:15: mailauth.authserv_id: 'mx example' is not a host name; write this server's name, e.g. "
+                "authserv_id = \"mx.example.org\"",
+                "t.toml:16: mailauth.max_verify_size: expected a whole number of bytes from 65536 to 4294967296, "
+                "write for example max_verify_size = 33554432",
+                "t.toml:17: mailauth.dmarc_reject: 'quarantine' is not a choice; write one of \"reject\", \"junk\", "
+                "\"none\", e.g. dmarc_reject = \"reject\"",
+                "t.toml:18: mailauth.dmarc_quarantine: 'reject' is not a choice; write one of \"junk\", \"none\", "
+                "e.g. dmarc_quarantine = \"junk\"",
+                "t.toml:19: mailauth.arc_trusted_sealers: 'com' is not a domain; write the d= of the sealer's "
+                "ARC-Seal, e.g. \"google.com\"",
+                "t.toml:20: mailauth.report_from: 'nobody' is not an address; write e.g. report_from = "
+                "\"dmarc-reports@example.org\"",
+                "t.toml:21: mailauth.report_org: write the organisation's name in plain text (no line breaks, < > "
+                "or &), e.g. report_org = \"Example Org\"",
+                "t.toml:22: mailauth.report_interval: expected a whole number of seconds from 10 to 604800, write "
+                "for example report_interval = 86400"}));
+}
+
 TEST(Config, SubmissionPortsTlsAndSni) {
   ConfigResult r = parse_config(R"(
 [server]
