@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mailauth/arc.h"
+#include "mailauth/auth_results_parse.h"
 #include "mailauth/dkim.h"
 #include "mailauth/dmarc.h"
 #include "mailauth/spf.h"
@@ -35,20 +36,5 @@ MethodResult dmarc_method_result(const DmarcVerdict& dmarc, std::string_view not
 // The whole header field, "Authentication-Results: ID;" and one clause per line after it,
 // folded with LF TAB, ending in LF. With no clause it says "ID; none" (RFC 8601 2.2).
 std::string authentication_results_field(std::string_view authserv_id, const std::vector<MethodResult>& results);
-
-// The authserv-id of an Authentication-Results (or ARC-Authentication-Results after its i=)
-// field value: the first token, comments and white space skipped, lowercased. "" when absent.
-std::string authserv_id_of(std::string_view value);
-
-// The message (LF or CRLF line ends) without the Authentication-Results fields of its header
-// section whose authserv-id is `authserv_id` (case-insensitive). `message` may be only the start
-// of a message: fields are looked for up to the end of the header section or of `message`,
-// whichever comes first, and a field cut off at the end of `message` is kept. `removed` counts
-// the fields taken out.
-std::string remove_own_results(std::string_view message, std::string_view authserv_id, size_t& removed);
-
-// Where the header section ends: the offset of the empty line's first byte, or npos when the
-// empty line is not in `message` yet.
-size_t header_section_end(std::string_view message);
 
 }  // namespace tern::mailauth

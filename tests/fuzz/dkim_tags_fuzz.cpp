@@ -1,13 +1,15 @@
 // libFuzzer target: the DKIM tag-list parsers (src/mailauth/dkim_parse.cpp) must accept any bytes
 // without reading out of bounds, and what they accept must hold what RFC 6376 3.2, 3.5 and 3.6.1
-// promise. The first byte picks the parser (tag list, DKIM-Signature, key record, base64); the
-// rest is its input. Links only the pure mail-authentication library.
+// promise. The first byte picks the parser (tag list, DKIM-Signature, key record, base64, the ARC
+// fields, Authentication-Results removal); the rest is its input. Links only the pure
+// mail-authentication library.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 #include <variant>
 
+#include "mailauth/auth_results_parse.h"
 #include "mailauth/dkim_parse.h"
 
 using namespace tern::mailauth;
@@ -89,12 +91,41 @@ void check_base64(std::string_view text) {
   if (decode_base64(encode_base64(bytes)) != bytes) std::abort();
 }
 
+void check_arc(std::string_view text) {
+  if (auto i = parse_arc_instance(text); i && (*i < 1 || *i > 50)) std::abort();  // RFC 8617 4.2.1
+  for (SignatureField f : {SignatureField::arc_message_signature, SignatureField::arc_seal}) {
+    auto parsed = parse_signature(text, false, f);
+    if (auto* error = std::get_if<std::string>(&parsed)) {
+      if (error->empty()) std::abort();
+      continue;
+    }
+    const Signature& sig = std::get<Signature>(parsed);
+    if (sig.b.empty() || sig.domain.empty() || sig.selector.empty()) std::abort();
+    if (sig.instance < 1 || sig.instance > 50) std::abort();
+  }
+}
+
+// Removing the fields of one authserv-id: what is left has none of them, keeps every other byte
+// in order, and a second pass removes nothing.
+void check_results_removal(std::string_view text) {
+  std::string id = authserv_id_of(text.substr(0, text.find('\n')));
+  size_t removed = 0;
+  std::string out = remove_own_results(text, "mx.example.org", removed);
+  if (out.size() > text.size() || (removed == 0) != (out == text)) std::abort();
+  size_t again = 0;
+  if (remove_own_results(out, "mx.example.org", again) != out || again != 0) std::abort();
+  size_t end = header_section_end(text);
+  if (end != std::string_view::npos && end > text.size()) std::abort();
+  for (char c : id)
+    if (c >= 'A' && c <= 'Z') std::abort();  // lowercased
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::string_view text(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 6) {
     case 0:
       check_tag_list(text);
       break;
@@ -106,6 +137,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     case 3:
       check_base64(text);
+      break;
+    case 4:
+      check_arc(text);
+      break;
+    case 5:
+      check_results_removal(text);
       break;
   }
   return 0;
