@@ -1307,22 +1307,26 @@ asio::awaitable<void> send_dmarc_reports(Server& server, std::shared_ptr<const C
   if (skipped) log::warn("DMARC report journal: damaged lines skipped", {{"lines", skipped}});
   std::shared_ptr<dns::Resolver> resolver = server.policy.resolver;
   std::shared_ptr<const mailauth::PublicSuffixList> psl = server.policy.psl;
-  bool all_queued = true;
+  std::string unsent;  // the journal lines of reports that could not be queued, for the next period
+  auto keep = [&unsent](const std::vector<mailauth::DmarcEvaluation>& rows) {
+    for (const auto& row : rows) unsent += row.to_line() + "\n";
+  };
   for (auto& [domain, rows] : by_domain) {
     if (!resolver || !psl) {
-      all_queued = false;
-      break;
+      keep(rows);
+      continue;
+    }
+    // Rows left over from an earlier period widen the range to when they were recorded.
+    int64_t first = begin, last = end;
+    for (const auto& row : rows) {
+      first = std::min(first, row.time);
+      last = std::max(last, row.time);
     }
     std::string id = std::to_string(end) + "." + std::to_string(server.policy.random() % 1000000);
-    mailauth::ReportMetadata meta{cfg.mailauth.report_org.empty() ? cfg.hostname : cfg.mailauth.report_org,
-                                  cfg.dmarc_report_from(),
-                                  "",
-                                  id,
-                                  begin,
-                                  end,
-                                  {}};
+    std::string org = cfg.mailauth.report_org.empty() ? cfg.hostname : cfg.mailauth.report_org;
+    mailauth::ReportMetadata meta{org, cfg.dmarc_report_from(), "", id, first, last, {}};
     std::string xml = mailauth::aggregate_report_xml(meta, rows);
-    std::string file_name = mailauth::report_file_name(cfg.hostname, domain, begin, end);
+    std::string file_name = mailauth::report_file_name(cfg.hostname, domain, first, last);
     std::string gz = smtp::gzip(xml);
     std::vector<std::string> to;
     for (const mailauth::DmarcUri& uri : rows.back().rua) {
@@ -1346,7 +1350,7 @@ asio::awaitable<void> send_dmarc_reports(Server& server, std::shared_ptr<const C
     }
     if (to.empty()) continue;
     smtp::ReportMessage m{
-        cfg.dmarc_report_from(), to, meta.org_name, domain, id, cfg.hostname, file_name, gz, begin, end, unix_now()};
+        cfg.dmarc_report_from(), to, meta.org_name, domain, id, cfg.hostname, file_name, gz, first, last, unix_now()};
     ipc::SubmitBegin submit{"[local]", cfg.hostname, cfg.dmarc_report_from(), to};
     submit.sign = 1;  // the relay DKIM-signs it like a user's mail
     std::string message = smtp::report_message(m);
@@ -1354,7 +1358,7 @@ asio::awaitable<void> send_dmarc_reports(Server& server, std::shared_ptr<const C
     if (!result || result->status != ipc::Status::ok) {
       log::warn("DMARC report not queued; it goes out with the next period's",
                 {{"domain", domain}, {"reason", result ? result->text : "queue unavailable"}});
-      all_queued = false;
+      keep(rows);
       continue;
     }
     std::string recipients;
@@ -1365,7 +1369,12 @@ asio::awaitable<void> send_dmarc_reports(Server& server, std::shared_ptr<const C
                                                 {"to", recipients},
                                                 {"messages", rows.size()}});
   }
-  if (all_queued) std::filesystem::remove(sending, ec);
+  if (unsent.empty()) {
+    std::filesystem::remove(sending, ec);
+  } else if (auto write_error = files::write_atomic(cfg.smtp_state_dir(), sending.filename().string(), unsent)) {
+    log::warn("cannot rewrite the DMARC report journal; its reports may be sent twice",
+              {{"file", sending.string()}, {"error", write_error.message()}});
+  }
 }
 
 // Sends the reports at the end of each period (report_interval, UTC-aligned: daily at midnight).

@@ -261,3 +261,30 @@ def test_arc_chain_from_a_trusted_sealer_excuses_a_dmarc_failure(tern_factory, d
     assert send(tern, broken, sender="b@elsewhere.tern-test") == \
         "550 5.7.1 Message rejected by the DMARC policy of auth.tern-test"
     tern.wait_log(r"message refused .*checks=\"spf=fail dkim=none arc=fail dmarc=fail \(rejected\)\"")
+
+
+ALIGNMENT_RECORDS = """
+strict                     TXT "v=spf1 -all"
+_dmarc.strict              TXT "v=DMARC1; p=reject; aspf=s; adkim=s"
+mail.strict                TXT "v=spf1 ip4:127.0.0.0/8 -all"
+relaxed                    TXT "v=spf1 -all"
+_dmarc.relaxed             TXT "v=DMARC1; p=reject"
+mail.relaxed               TXT "v=spf1 ip4:127.0.0.0/8 -all"
+sel._domainkey.mail.strict TXT "v=DKIM1; k=rsa; p={public}"
+"""
+
+
+def test_dmarc_relaxed_and_strict_alignment(tern_factory, dns, rsa_key):
+    key, public = rsa_key
+    tern = checking(tern_factory, serve(dns, records(public, ALIGNMENT_RECORDS.format(public=public))))
+    # SPF passes for mail.relaxed.tern-test: the same organisational domain as relaxed.tern-test.
+    assert send(tern, message(sender="x@relaxed.tern-test"), sender="a@mail.relaxed.tern-test").startswith("250 ")
+    # aspf=s: SPF for a subdomain does not align with strict.tern-test.
+    assert send(tern, message(sender="x@strict.tern-test"), sender="a@mail.strict.tern-test") == \
+        "550 5.7.1 Message rejected by the DMARC policy of strict.tern-test"
+    # adkim=s: a signature of mail.strict.tern-test does not align either.
+    signed = sign(message(sender="x@strict.tern-test"), key, domain="mail.strict.tern-test")
+    assert send(tern, signed, sender="a@mail.strict.tern-test") == \
+        "550 5.7.1 Message rejected by the DMARC policy of strict.tern-test"
+    (delivered,) = tern.wait_messages("alice", 1)
+    assert dmarc_clause(delivered) == "dmarc=pass (p=reject dis=none) header.from=relaxed.tern-test"
