@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "mailauth/dkim_parse.h"
+#include "txt_resolver.h"
 
 using namespace tern::mailauth;
 namespace dns = tern::dns;
@@ -41,59 +42,7 @@ constexpr int64_t kNow = 1700000000;
 
 // ---- keys and lookups ----
 
-// TXT answers by name (lowercased, no final dot); every other question is unexpected.
-class TestResolver : public dns::Resolver {
- public:
-  std::map<std::string, dns::TxtAnswer> answers;
-  std::vector<std::string> asked;
-
-  void add(const std::string& name, const std::string& text) {
-    answers[name].status.outcome = dns::Outcome::ok;
-    answers[name].texts.push_back(text);
-  }
-  void set(const std::string& name, dns::Outcome outcome, const std::string& why = "") {
-    answers[name].status.outcome = outcome;
-    answers[name].status.why = why;
-  }
-  dns::TxtAnswer lookup(std::string name) const {
-    if (name.ends_with(".")) name.pop_back();
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    auto it = answers.find(name);
-    if (it != answers.end()) return it->second;
-    dns::TxtAnswer none;
-    none.status.outcome = dns::Outcome::nxdomain;
-    return none;
-  }
-
-  asio::awaitable<dns::TxtAnswer> txt(std::string name) override {
-    asked.push_back(name);
-    co_return lookup(name);
-  }
-  asio::awaitable<dns::MxAnswer> mx(std::string) override {
-    ADD_FAILURE() << "unexpected MX question";
-    co_return dns::MxAnswer{};
-  }
-  asio::awaitable<dns::AddressAnswer> addresses(std::string) override {
-    ADD_FAILURE() << "unexpected address question";
-    co_return dns::AddressAnswer{};
-  }
-  asio::awaitable<dns::AddressAnswer> a(std::string) override {
-    ADD_FAILURE() << "unexpected A question";
-    co_return dns::AddressAnswer{};
-  }
-  asio::awaitable<dns::AddressAnswer> aaaa(std::string) override {
-    ADD_FAILURE() << "unexpected AAAA question";
-    co_return dns::AddressAnswer{};
-  }
-  asio::awaitable<dns::TlsaAnswer> tlsa(std::string) override {
-    ADD_FAILURE() << "unexpected TLSA question";
-    co_return dns::TlsaAnswer{};
-  }
-  asio::awaitable<dns::PtrAnswer> ptr(std::string) override {
-    ADD_FAILURE() << "unexpected PTR question";
-    co_return dns::PtrAnswer{};
-  }
-};
+using TestResolver = tern::testing::TxtResolver;
 
 VerifyOptions options_at(int64_t now = kNow) {
   VerifyOptions o;

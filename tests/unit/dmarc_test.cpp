@@ -12,6 +12,8 @@
 #include <boost/asio/use_future.hpp>
 #include <map>
 
+#include "txt_resolver.h"
+
 using namespace tern::mailauth;
 
 namespace tern::mailauth {
@@ -57,55 +59,7 @@ std::string uri_error(std::string_view text) {
   return std::holds_alternative<std::string>(parsed) ? std::get<std::string>(parsed) : "(parsed)";
 }
 
-// TXT answers from a map; every other question is a test failure.
-class TestResolver : public dns::Resolver {
- public:
-  std::map<std::string, dns::TxtAnswer> answers;
-  std::vector<std::string> asked;
-
-  void add(const std::string& name, const std::string& text) {
-    answers[name].status.outcome = dns::Outcome::ok;
-    answers[name].texts.push_back(text);
-  }
-  void set(const std::string& name, dns::Outcome outcome, const std::string& why = "") {
-    answers[name].status.outcome = outcome;
-    answers[name].status.why = why;
-  }
-
-  asio::awaitable<dns::TxtAnswer> txt(std::string name) override {
-    if (name.ends_with(".")) name.pop_back();
-    asked.push_back(name);
-    auto it = answers.find(name);
-    if (it != answers.end()) co_return it->second;
-    dns::TxtAnswer none;
-    none.status.outcome = dns::Outcome::nxdomain;
-    co_return none;
-  }
-  asio::awaitable<dns::MxAnswer> mx(std::string) override {
-    ADD_FAILURE() << "unexpected MX question";
-    co_return dns::MxAnswer{};
-  }
-  asio::awaitable<dns::AddressAnswer> addresses(std::string) override {
-    ADD_FAILURE() << "unexpected address question";
-    co_return dns::AddressAnswer{};
-  }
-  asio::awaitable<dns::AddressAnswer> a(std::string) override {
-    ADD_FAILURE() << "unexpected A question";
-    co_return dns::AddressAnswer{};
-  }
-  asio::awaitable<dns::AddressAnswer> aaaa(std::string) override {
-    ADD_FAILURE() << "unexpected AAAA question";
-    co_return dns::AddressAnswer{};
-  }
-  asio::awaitable<dns::TlsaAnswer> tlsa(std::string) override {
-    ADD_FAILURE() << "unexpected TLSA question";
-    co_return dns::TlsaAnswer{};
-  }
-  asio::awaitable<dns::PtrAnswer> ptr(std::string) override {
-    ADD_FAILURE() << "unexpected PTR question";
-    co_return dns::PtrAnswer{};
-  }
-};
+using TestResolver = tern::testing::TxtResolver;
 
 DmarcVerdict run(TestResolver& resolver, const DmarcInput& input) {
   asio::io_context io;
