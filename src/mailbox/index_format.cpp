@@ -1,0 +1,213 @@
+#include "mailbox/index_format.h"
+
+#include <algorithm>
+#include <limits>
+#include <set>
+
+namespace tern::mailbox {
+namespace {
+
+constexpr uint32_t uid_max = std::numeric_limits<uint32_t>::max();
+
+std::optional<uint64_t> parse_u64(std::string_view digits) {
+  if (digits.empty() || digits.size() > 20) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    unsigned digit = static_cast<unsigned>(c - '0');
+    if (value > (std::numeric_limits<uint64_t>::max() - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+  }
+  return value;
+}
+
+// Splits off the word before the next single space; false when there is no space.
+bool take_word(std::string_view& rest, std::string_view& word) {
+  size_t space = rest.find(' ');
+  if (space == std::string_view::npos) return false;
+  word = rest.substr(0, space);
+  rest.remove_prefix(space + 1);
+  return true;
+}
+
+bool valid_keyword(std::string_view keyword) {
+  if (keyword.empty() || keyword[0] == ':') return false;
+  for (char c : keyword)
+    if (c <= ' ' || c > '~') return false;
+  return true;
+}
+
+Parsed<IndexState> fail(size_t line, std::string message) { return {std::nullopt, {line, std::move(message)}}; }
+
+}  // namespace
+
+Parsed<IndexState> parse_index(std::string_view text) {
+  if (text.empty()) return fail(1, "empty file");
+  if (text.back() != '\n')
+    return fail(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) + 1, "truncated line");
+  IndexState state;
+  size_t line_number = 0;
+  std::set<std::string_view> bases;
+  uint32_t last_uid = 0;
+  while (!text.empty()) {
+    size_t lf = text.find('\n');
+    std::string_view line = text.substr(0, lf);
+    text.remove_prefix(lf + 1);
+    ++line_number;
+    std::string_view word;
+    if (line_number == 1) {
+      std::string_view rest = line;
+      std::optional<uint64_t> uidvalidity, next_uid, highest;
+      if (!take_word(rest, word) || word != "tern-index" || !take_word(rest, word) || word != "1")
+        return fail(1, "not a tern-index version 1 header");
+      if (take_word(rest, word)) uidvalidity = parse_u64(word);
+      if (take_word(rest, word)) next_uid = parse_u64(word);
+      highest = parse_u64(rest);
+      if (!uidvalidity || !next_uid || !highest || *uidvalidity == 0 || *uidvalidity > uid_max || *next_uid == 0 ||
+          *next_uid > uid_max)
+        return fail(1, "invalid header values");
+      state.uidvalidity = static_cast<uint32_t>(*uidvalidity);
+      state.next_uid = static_cast<uint32_t>(*next_uid);
+      state.highest_modseq = *highest;
+      continue;
+    }
+    IndexEntry entry;
+    std::string_view rest = line;
+    std::optional<uint64_t> uid, modseq, size;
+    if (take_word(rest, word)) uid = parse_u64(word);
+    if (!uid || *uid == 0 || *uid <= last_uid || *uid >= state.next_uid)
+      return fail(line_number, "UID missing, not ascending or not below the next UID");
+    last_uid = static_cast<uint32_t>(*uid);
+    if (take_word(rest, word)) modseq = parse_u64(word);
+    if (!modseq || *modseq == 0 || *modseq > state.highest_modseq) return fail(line_number, "invalid MODSEQ");
+    if (take_word(rest, word)) size = parse_u64(word);
+    if (!size) return fail(line_number, "invalid size");
+    if (!take_word(rest, word) || word.empty()) return fail(line_number, "no flag letters");
+    auto flags = word == "-" ? std::optional<MaildirFlags>(MaildirFlags{}) : parse_flag_letters(word);
+    if (!flags || (word != "-" && format_flag_letters(*flags) != word))
+      return fail(line_number, "invalid or unsorted flag letters");
+    while (!rest.empty() && rest[0] != ':') {
+      if (!take_word(rest, word) || !valid_keyword(word)) return fail(line_number, "invalid keyword");
+      entry.keywords.emplace_back(word);
+    }
+    if (rest.empty()) return fail(line_number, "no base name");
+    rest.remove_prefix(1);
+    if (!valid_base_name(rest)) return fail(line_number, "invalid base name");
+    if (!bases.insert(rest).second) return fail(line_number, "base name listed twice");
+    entry.uid = last_uid;
+    entry.modseq = *modseq;
+    entry.size = *size;
+    entry.flags = std::move(*flags);
+    entry.base = std::string(rest);
+    state.entries.push_back(std::move(entry));
+  }
+  return {std::move(state), {}};
+}
+
+std::string format_index(const IndexState& state) {
+  std::string text = "tern-index 1 " + std::to_string(state.uidvalidity) + " " + std::to_string(state.next_uid) + " " +
+                     std::to_string(state.highest_modseq) + "\n";
+  for (const auto& entry : state.entries) {
+    std::string letters = format_flag_letters(entry.flags);
+    text += std::to_string(entry.uid) + " " + std::to_string(entry.modseq) + " " + std::to_string(entry.size) + " " +
+            (letters.empty() ? "-" : letters);
+    for (const auto& keyword : entry.keywords) text += " " + keyword;
+    text += " :" + entry.base + "\n";
+  }
+  return text;
+}
+
+MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, uint32_t fresh_uidvalidity) {
+  // One file per base name, cur/ before new/ (false < true).
+  std::sort(files.begin(), files.end(), [](const ListedFile& a, const ListedFile& b) {
+    if (a.name.base != b.name.base) return a.name.base < b.name.base;
+    return a.in_new < b.in_new;
+  });
+  files.erase(std::unique(files.begin(), files.end(),
+                          [](const ListedFile& a, const ListedFile& b) { return a.name.base == b.name.base; }),
+              files.end());
+  auto location = [](const ListedFile& file) { return (file.in_new ? "new/" : "cur/") + file.file_name; };
+
+  MergeResult result;
+  IndexState& state = result.state;
+  state.uidvalidity = old.uidvalidity;
+  state.next_uid = old.next_uid;
+  const uint64_t modseq = old.highest_modseq + 1;
+  std::vector<bool> taken(files.size(), false);
+  for (const auto& entry : old.entries) {
+    auto found =
+        std::lower_bound(files.begin(), files.end(), entry.base,
+                         [](const ListedFile& file, const std::string& base) { return file.name.base < base; });
+    if (found == files.end() || found->name.base != entry.base) {
+      result.expunged.push_back(entry.uid);
+      continue;
+    }
+    taken[static_cast<size_t>(found - files.begin())] = true;
+    IndexEntry kept = entry;
+    kept.flags = found->name.flags;
+    kept.size = found->size;
+    kept.location = location(*found);
+    if (kept.flags != entry.flags || kept.size != entry.size || entry.modseq == 0) {
+      kept.modseq = modseq;
+      result.changed.push_back(kept.uid);
+    }
+    state.entries.push_back(std::move(kept));
+  }
+
+  std::vector<const ListedFile*> fresh;
+  for (size_t i = 0; i < files.size(); ++i)
+    if (!taken[i]) fresh.push_back(&files[i]);
+  std::sort(fresh.begin(), fresh.end(), [](const ListedFile* a, const ListedFile* b) {
+    auto ta = delivery_time(a->name.base).value_or(std::numeric_limits<int64_t>::max());
+    auto tb = delivery_time(b->name.base).value_or(std::numeric_limits<int64_t>::max());
+    if (ta != tb) return ta < tb;
+    return a->name.base < b->name.base;
+  });
+
+  // UIDs go up to 2^32-2 (Dovecot never uses 2^32-1 either).
+  if (uint64_t{state.next_uid} + fresh.size() > uid_max) {
+    result.renumbered = true;
+    result.expunged.clear();
+    result.changed.clear();
+    for (const auto& entry : old.entries) result.expunged.push_back(entry.uid);
+    state.uidvalidity = fresh_uidvalidity;
+    state.next_uid = 1;
+    for (auto& entry : state.entries) {
+      entry.uid = state.next_uid++;
+      entry.modseq = modseq;
+      result.added.push_back(entry.uid);
+    }
+  }
+  for (const ListedFile* file : fresh) {
+    IndexEntry entry;
+    entry.uid = state.next_uid++;
+    entry.modseq = modseq;
+    entry.size = file->size;
+    entry.flags = file->name.flags;
+    entry.base = file->name.base;
+    entry.location = location(*file);
+    result.added.push_back(entry.uid);
+    state.entries.push_back(std::move(entry));
+  }
+  state.highest_modseq = result.modified() ? modseq : old.highest_modseq;
+  return result;
+}
+
+IndexState state_from_uidlist(const UidList& list) {
+  IndexState state;
+  state.uidvalidity = list.uidvalidity;
+  state.next_uid = list.next_uid;
+  std::set<std::string_view> seen;
+  // Later lines win: walk backwards, keep the first sighting, then restore UID order.
+  for (auto it = list.entries.rbegin(); it != list.entries.rend(); ++it) {
+    if (!seen.insert(it->base).second) continue;
+    IndexEntry entry;
+    entry.uid = it->uid;
+    entry.base = it->base;
+    state.entries.push_back(std::move(entry));
+  }
+  std::reverse(state.entries.begin(), state.entries.end());
+  return state;
+}
+
+}  // namespace tern::mailbox

@@ -1,0 +1,672 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mailbox/index.h"
+#include "mailbox/index_format.h"
+#include "mailbox/maildir_name.h"
+#include "mailbox/uidlist.h"
+
+using namespace tern::mailbox;
+namespace fs = std::filesystem;
+
+namespace {
+
+MaildirFlags letters(std::string_view text) { return parse_flag_letters(text).value(); }
+
+ListedFile listed(std::string_view file_name, bool in_new = false, uint64_t size = 100) {
+  ListedFile file;
+  file.in_new = in_new;
+  file.file_name = std::string(file_name);
+  file.name = parse_maildir_name(file_name).value();
+  file.size = file.name.size.value_or(size);
+  return file;
+}
+
+std::vector<uint32_t> uids(const IndexState& state) {
+  std::vector<uint32_t> result;
+  for (const auto& entry : state.entries) result.push_back(entry.uid);
+  return result;
+}
+
+const IndexEntry* by_base(const IndexState& state, std::string_view base) {
+  for (const auto& entry : state.entries)
+    if (entry.base == base) return &entry;
+  return nullptr;
+}
+
+}  // namespace
+
+// ---- Maildir names ----
+
+TEST(MaildirName, ParsesTernsOwnNames) {
+  auto name = parse_maildir_name("1764031559.M123456P4242Q7.mx.example,S=512");
+  ASSERT_TRUE(name);
+  EXPECT_EQ(name->base, "1764031559.M123456P4242Q7.mx.example,S=512");
+  EXPECT_EQ(name->info, 0);
+  EXPECT_EQ(name->flags, MaildirFlags{});
+  EXPECT_EQ(name->size, 512u);
+  EXPECT_EQ(name->vsize, std::nullopt);
+  EXPECT_EQ(delivery_time(name->base), 1764031559);
+}
+
+TEST(MaildirName, ParsesFlagsSizesAndDovecotKeywordLetters) {
+  auto name = parse_maildir_name(
+      "1491941793.M41850P8566V0000000000000015I0000000004F3030E_0.mx1.example.com,S=10956,W=11200:2,STln");
+  ASSERT_TRUE(name);
+  EXPECT_EQ(name->base, "1491941793.M41850P8566V0000000000000015I0000000004F3030E_0.mx1.example.com,S=10956,W=11200");
+  EXPECT_EQ(name->info, '2');
+  EXPECT_EQ(name->flags.system, flag_seen | flag_trashed);
+  EXPECT_EQ(name->flags.keyword_letters, (1u << 11) | (1u << 13));  // l = keyword 11, n = 13
+  EXPECT_EQ(name->size, 10956u);
+  EXPECT_EQ(name->vsize, 11200u);
+}
+
+TEST(MaildirName, KeepsUnknownLettersAndDovecotExtra) {
+  auto name = parse_maildir_name("1.2.h:2,ZSAF,Xfoo");
+  ASSERT_TRUE(name);
+  EXPECT_EQ(name->flags.system, flag_seen | flag_flagged);
+  EXPECT_EQ(name->flags.other_upper, "AZ");
+  EXPECT_EQ(name->extra, "Xfoo");
+  EXPECT_EQ(format_flag_letters(name->flags), "AFSZ");
+  EXPECT_EQ(name_with_flags(*name, name->flags), "1.2.h:2,AFSZ,Xfoo");
+}
+
+TEST(MaildirName, ExperimentalInfoAndEmptyFlags) {
+  auto one = parse_maildir_name("1.2.h:1,whatever");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->info, '1');
+  EXPECT_EQ(one->extra, "whatever");
+  EXPECT_EQ(name_with_flags(*one, letters("S")), "1.2.h:2,S");
+  auto none = parse_maildir_name("1.2.h:2,");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->info, '2');
+  EXPECT_EQ(none->flags, MaildirFlags{});
+}
+
+TEST(MaildirName, RewritesFlagsSorted) {
+  auto name = parse_maildir_name("1.2.h,S=5:2,TS");
+  ASSERT_TRUE(name);
+  EXPECT_EQ(name_with_flags(*name, letters("SRbaFD")), "1.2.h,S=5:2,DFRSab");
+  EXPECT_EQ(name_with_flags(*name, {}), "1.2.h,S=5:2,");
+  EXPECT_EQ(format_flag_letters(letters("SSSS")), "S");
+}
+
+TEST(MaildirName, RejectsWhatIsNotAName) {
+  for (std::string_view bad : {"", ".hidden", ":2,S", "a/b", "1.2.h:3,S", "1.2.h:2,S1", "1.2.h:2,S ",
+                               "1.2.h:", "1.2.h:2", "1.2.h:x,", "1.2.h:2,\n"})
+    EXPECT_FALSE(parse_maildir_name(bad)) << bad;
+  EXPECT_FALSE(parse_maildir_name(std::string_view("1.2\0.h", 6)));
+  EXPECT_FALSE(parse_maildir_name(std::string(256, 'a')));
+  EXPECT_TRUE(parse_maildir_name(std::string(255, 'a')));
+}
+
+TEST(MaildirName, SizeFieldsNeedDigits) {
+  EXPECT_EQ(parse_maildir_name("1.2.h,S=")->size, std::nullopt);
+  EXPECT_EQ(parse_maildir_name("1.2.h,S=12x")->size, std::nullopt);
+  EXPECT_EQ(parse_maildir_name("1.2.h,S=99999999999999999999")->size, std::nullopt);
+  EXPECT_EQ(parse_maildir_name("1.2.h,W=7,S=8")->size, 8u);
+  EXPECT_EQ(parse_maildir_name("1.2.h,W=7,S=8")->vsize, 7u);
+  EXPECT_EQ(parse_maildir_name("1.2.hS=8")->size, std::nullopt);
+}
+
+TEST(MaildirName, DeliveryTime) {
+  EXPECT_EQ(delivery_time("1764031559.M1P2.h"), 1764031559);
+  EXPECT_EQ(delivery_time("x.M1P2.h"), std::nullopt);
+  EXPECT_EQ(delivery_time("1764031559"), std::nullopt);
+  EXPECT_EQ(delivery_time(".1"), std::nullopt);
+  EXPECT_EQ(delivery_time("9999999999999999999.h"), std::nullopt);
+}
+
+TEST(MaildirName, ImapFlagNames) {
+  EXPECT_EQ(imap_flag_name(flag_replied), "\\Answered");
+  EXPECT_EQ(imap_flag_name(flag_passed), "$Forwarded");
+  EXPECT_EQ(imap_flag_names(letters("DFPRST").system),
+            (std::vector<std::string_view>{"\\Draft", "\\Flagged", "$Forwarded", "\\Answered", "\\Seen", "\\Deleted"}));
+  EXPECT_EQ(system_flag_from_imap("\\SEEN"), flag_seen);
+  EXPECT_EQ(system_flag_from_imap("\\deleted"), flag_trashed);
+  EXPECT_EQ(system_flag_from_imap("$forwarded"), flag_passed);
+  EXPECT_EQ(system_flag_from_imap("\\Recent"), std::nullopt);
+  EXPECT_EQ(system_flag_from_imap("$Junk"), std::nullopt);
+  EXPECT_FALSE(parse_flag_letters("S,"));
+}
+
+// ---- dovecot-uidlist and courierimapuiddb ----
+
+TEST(Uidlist, DovecotVersion3) {
+  // As Dovecot 2.3 writes it: extension fields before ':', the last known name with its flags.
+  auto list = parse_dovecot_uidlist(
+      "3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n"
+      "25006 :1276528487.M364837P9451.kurkku,S=1355,W=1394:2,\n"
+      "25017 W2481 :1276533073.M242911P3632.kurkku:2,F\n"
+      "25020 G00112233445566778899aabbccddeeff P1a2b W99 :1276533099.M1P2.kurkku,S=7\n");
+  ASSERT_TRUE(list) << list.error.message;
+  EXPECT_EQ(list.value->uidvalidity, 1275660208u);
+  EXPECT_EQ(list.value->next_uid, 25022u);
+  EXPECT_EQ(list.value->entries, (std::vector<UidEntry>{{25006, "1276528487.M364837P9451.kurkku,S=1355,W=1394"},
+                                                        {25017, "1276533073.M242911P3632.kurkku"},
+                                                        {25020, "1276533099.M1P2.kurkku,S=7"}}));
+}
+
+TEST(Uidlist, DovecotHeaderFieldsInAnyOrderAndUnknownOnesIgnored) {
+  auto list = parse_dovecot_uidlist("3 Gabc N5 X99 V42\n1 :a.b.c\n");
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list.value->uidvalidity, 42u);
+  EXPECT_EQ(list.value->next_uid, 5u);
+  // An empty folder's list is just the header, with or without its LF.
+  EXPECT_TRUE(parse_dovecot_uidlist("3 V1655390361 N1 Gbe88b9389940ab62f7580b00ce89bbd1\n"));
+  EXPECT_TRUE(parse_dovecot_uidlist("3 V1655390361 N1"));
+}
+
+TEST(Uidlist, DovecotVersion1AndCourier) {
+  auto v1 = parse_dovecot_uidlist("1 1100000000 4\n1 1099999000.1234_1.host:2,S\n3 1099999001.1235_1.host\n");
+  ASSERT_TRUE(v1) << v1.error.message;
+  EXPECT_EQ(v1.value->uidvalidity, 1100000000u);
+  EXPECT_EQ(v1.value->entries, (std::vector<UidEntry>{{1, "1099999000.1234_1.host"}, {3, "1099999001.1235_1.host"}}));
+
+  auto courier = parse_courier_uiddb(
+      "1 1051203520 6\n"
+      "1 1051203458.27812_0.mail.example.org\n"
+      "2 1051203460.27820_0.mail.example.org\n"
+      "5 1051204001.M1P2V3I4_0.mail.example.org,S=2048\n");
+  ASSERT_TRUE(courier) << courier.error.message;
+  EXPECT_EQ(courier.value->uidvalidity, 1051203520u);
+  EXPECT_EQ(courier.value->next_uid, 6u);
+  ASSERT_EQ(courier.value->entries.size(), 3u);
+  EXPECT_EQ(courier.value->entries[2], (UidEntry{5, "1051204001.M1P2V3I4_0.mail.example.org,S=2048"}));
+  // A fresh Courier folder.
+  EXPECT_TRUE(parse_courier_uiddb("1 1234567890 1\n"));
+}
+
+TEST(Uidlist, NextUidRaisedPastTheHighestUidAndBlankLinesSkipped) {
+  auto list = parse_courier_uiddb("1 7 2\n\n9 a.b.c\n");
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list.value->next_uid, 10u);
+}
+
+TEST(Uidlist, MalformedInputNamesTheLine) {
+  struct Case {
+    std::string_view text;
+    size_t line;
+  };
+  for (auto [text, line] : std::initializer_list<Case>{
+           {"", 1},
+           {"2 V1 N1\n", 1},
+           {"3 N5\n", 1},
+           {"3 V0 N5\n", 1},
+           {"3 Vx N5\n", 1},
+           {"3 V1 N99999999999\n", 1},
+           {"3V1 N5\n", 1},
+           {"3 V1 N5\n1 :a.b.c\nx :d.e.f\n", 3},
+           {"3 V1 N5\n1 :a.b.c\n0 :d.e.f\n", 3},
+           {"3 V1 N5\n2 :a.b.c\n2 :d.e.f\n", 3},
+           {"3 V1 N5\n2 :a.b.c\n1 :d.e.f\n", 3},
+           {"3 V1 N5\n1 W5 a.b.c\n", 2},
+           {"3 V1 N5\n1 :\n", 2},
+           {"3 V1 N5\n1 :dir/a.b.c\n", 2},
+           {"3 V1 N5\n1 :.hidden\n", 2},
+           {"3 V1 N5\n4294967295 :a.b.c\n", 2},
+           {"3 V1 N5\n1\n", 2},
+           {"1 5\n", 1},
+           {"1 5 x\n", 1},
+           {"1 5 5\n1 a.b.c:9,\n", 2},
+       }) {
+    auto list = parse_dovecot_uidlist(text);
+    EXPECT_FALSE(list) << text;
+    EXPECT_EQ(list.error.line, line) << text;
+    EXPECT_FALSE(list.error.message.empty());
+  }
+  EXPECT_FALSE(parse_courier_uiddb("3 V1 N5\n"));
+  EXPECT_FALSE(parse_courier_uiddb("1 1 5\n1 \n"));
+  EXPECT_EQ(parse_courier_uiddb("1 1 5\n1 a.b.c\n2 a/b\n").error.line, 3u);
+}
+
+// ---- tern-index text ----
+
+TEST(IndexFormat, RoundTrips) {
+  IndexState state;
+  state.uidvalidity = 1764000000;
+  state.next_uid = 8;
+  state.highest_modseq = 12;
+  state.entries.push_back({3, 5, 512, letters("S"), {}, "1764000001.M1P2Q1.mx,S=512", ""});
+  state.entries.push_back({7, 12, 40, letters("FSa"), {"$Junk", "work"}, "1764000002.M2P2Q2.mx", ""});
+  std::string text = format_index(state);
+  EXPECT_EQ(text,
+            "tern-index 1 1764000000 8 12\n"
+            "3 5 512 S :1764000001.M1P2Q1.mx,S=512\n"
+            "7 12 40 FSa $Junk work :1764000002.M2P2Q2.mx\n");
+  auto parsed = parse_index(text);
+  ASSERT_TRUE(parsed) << parsed.error.message;
+  EXPECT_EQ(parsed.value->uidvalidity, state.uidvalidity);
+  EXPECT_EQ(parsed.value->next_uid, state.next_uid);
+  EXPECT_EQ(parsed.value->highest_modseq, state.highest_modseq);
+  EXPECT_EQ(parsed.value->entries, state.entries);
+
+  IndexState empty;
+  empty.uidvalidity = 1;
+  EXPECT_EQ(format_index(empty), "tern-index 1 1 1 0\n");
+  EXPECT_TRUE(parse_index(format_index(empty)));
+  auto none = parse_index("tern-index 1 1 2 1\n1 1 0 - :a.b.c\n");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none.value->entries[0].flags, MaildirFlags{});
+}
+
+TEST(IndexFormat, DamageIsAnErrorWithItsLine) {
+  const std::string header = "tern-index 1 100 10 5\n";
+  struct Case {
+    std::string text;
+    size_t line;
+  };
+  for (const auto& [text, line] : std::vector<Case>{
+           {"", 1},
+           {"tern-index 1 100 10 5", 1},
+           {"tern-index 2 100 10 5\n", 1},
+           {"tern-index 1 0 10 5\n", 1},
+           {"tern-index 1 100 0 5\n", 1},
+           {"tern-index 1 100 10\n", 1},
+           {"tern-index 1 100 10 5 \n", 1},
+           {"tern-index 1 4294967296 10 5\n", 1},
+           {header + "1 1 1 S :a.b.c", 2},
+           {header + "1 1 1 S :a.b.c\n2 1 1 S :d.e.f", 3},
+           {header + "10 1 1 S :a.b.c\n", 2},
+           {header + "2 1 1 S :a.b.c\n2 1 1 S :d.e.f\n", 3},
+           {header + "0 1 1 S :a.b.c\n", 2},
+           {header + "1 0 1 S :a.b.c\n", 2},
+           {header + "1 6 1 S :a.b.c\n", 2},
+           {header + "1 1 x S :a.b.c\n", 2},
+           {header + "1 1 1 SF :a.b.c\n", 2},
+           {header + "1 1 1 S! :a.b.c\n", 2},
+           {header + "1 1 1  :a.b.c\n", 2},
+           {header + "1 1 1 S kw\n", 2},
+           {header + "1 1 1 S :\n", 2},
+           {header + "1 1 1 S :a/b\n", 2},
+           {header + "1 1 1 S :a.b.c\n2 1 1 S :a.b.c\n", 3},
+           {header + "1 1 1 S k\x01w :a.b.c\n", 2},
+           {header + "\n", 2},
+       }) {
+    auto parsed = parse_index(text);
+    EXPECT_FALSE(parsed) << text;
+    EXPECT_EQ(parsed.error.line, line) << text;
+  }
+}
+
+// ---- the merge ----
+
+TEST(Merge, NumbersNewFilesByDeliveryTimeThenName) {
+  IndexState old;
+  old.uidvalidity = 77;
+  std::vector<ListedFile> files = {listed("1700000300.M1P1.h,S=30", true), listed("1700000100.M9P1.h,S=10", true),
+                                   listed("1700000100.M1P1.h,S=11", true), listed("odd-name", true, 4),
+                                   listed("1700000200.M1P1.h:2,S", false, 20)};
+  MergeResult merged = merge_listing(old, files, 78);
+  EXPECT_EQ(merged.state.uidvalidity, 77u);
+  EXPECT_EQ(merged.added, (std::vector<uint32_t>{1, 2, 3, 4, 5}));
+  EXPECT_TRUE(merged.expunged.empty());
+  EXPECT_EQ(merged.state.next_uid, 6u);
+  EXPECT_EQ(merged.state.highest_modseq, 1u);
+  std::vector<std::string> bases;
+  for (const auto& entry : merged.state.entries) bases.push_back(entry.base);
+  EXPECT_EQ(bases, (std::vector<std::string>{"1700000100.M1P1.h,S=11", "1700000100.M9P1.h,S=10", "1700000200.M1P1.h",
+                                             "1700000300.M1P1.h,S=30", "odd-name"}));
+  EXPECT_EQ(merged.state.entries[0].size, 11u);
+  EXPECT_EQ(merged.state.entries[0].location, "new/1700000100.M1P1.h,S=11");
+  EXPECT_EQ(merged.state.entries[2].location, "cur/1700000200.M1P1.h:2,S");
+  EXPECT_EQ(merged.state.entries[2].flags.system, flag_seen);
+  EXPECT_EQ(merged.state.entries[4].size, 4u);
+  for (const auto& entry : merged.state.entries) EXPECT_EQ(entry.modseq, 1u);
+}
+
+TEST(Merge, MoveToCurKeepsUidAndFlagChangeBumpsModseq) {
+  IndexState old;
+  old.uidvalidity = 5;
+  MergeResult first = merge_listing(old, {listed("1.M1.h,S=9", true), listed("2.M1.h,S=9", true)}, 6);
+  ASSERT_EQ(uids(first.state), (std::vector<uint32_t>{1, 2}));
+
+  // A reader moved the first to cur/ without flags, and flagged the second \Seen.
+  MergeResult second = merge_listing(first.state, {listed("1.M1.h,S=9:2,"), listed("2.M1.h,S=9:2,S")}, 6);
+  EXPECT_EQ(uids(second.state), (std::vector<uint32_t>{1, 2}));
+  EXPECT_TRUE(second.added.empty());
+  EXPECT_TRUE(second.expunged.empty());
+  EXPECT_EQ(second.changed, (std::vector<uint32_t>{2}));
+  EXPECT_EQ(second.state.entries[0].modseq, 1u);
+  EXPECT_EQ(second.state.entries[0].location, "cur/1.M1.h,S=9:2,");
+  EXPECT_EQ(second.state.entries[1].modseq, 2u);
+  EXPECT_EQ(second.state.highest_modseq, 2u);
+  EXPECT_TRUE(second.modified());
+
+  // Nothing changed: nothing to write, MODSEQ stays.
+  MergeResult third = merge_listing(second.state, {listed("1.M1.h,S=9:2,"), listed("2.M1.h,S=9:2,S")}, 6);
+  EXPECT_FALSE(third.modified());
+  EXPECT_EQ(third.state.highest_modseq, 2u);
+}
+
+TEST(Merge, VanishedFilesAreExpungedAndUidsNeverReused) {
+  IndexState old;
+  old.uidvalidity = 5;
+  MergeResult first = merge_listing(old, {listed("1.a.h", true), listed("2.a.h", true), listed("3.a.h", true)}, 6);
+  MergeResult second = merge_listing(first.state, {listed("1.a.h", true), listed("4.a.h", true)}, 6);
+  EXPECT_EQ(second.expunged, (std::vector<uint32_t>{2, 3}));
+  EXPECT_EQ(second.added, (std::vector<uint32_t>{4}));
+  EXPECT_EQ(uids(second.state), (std::vector<uint32_t>{1, 4}));
+  EXPECT_EQ(second.state.highest_modseq, 2u);
+  // Reappearing (restored from a backup) is a new message.
+  MergeResult third = merge_listing(second.state, {listed("1.a.h", true), listed("2.a.h", true)}, 6);
+  EXPECT_EQ(third.expunged, (std::vector<uint32_t>{4}));
+  EXPECT_EQ(third.added, (std::vector<uint32_t>{5}));
+}
+
+TEST(Merge, KeepsKeywordNamesAndPrefersCurWhenListedTwice) {
+  IndexState old;
+  old.uidvalidity = 5;
+  old.next_uid = 10;
+  old.highest_modseq = 3;
+  old.entries.push_back({9, 3, 9, letters("S"), {"$Label1"}, "1.a.h", ""});
+  MergeResult merged = merge_listing(old, {listed("1.a.h", true, 9), listed("1.a.h:2,S", false, 9)}, 6);
+  EXPECT_FALSE(merged.modified());
+  ASSERT_EQ(merged.state.entries.size(), 1u);
+  EXPECT_EQ(merged.state.entries[0].keywords, (std::vector<std::string>{"$Label1"}));
+  EXPECT_EQ(merged.state.entries[0].location, "cur/1.a.h:2,S");
+}
+
+TEST(Merge, AdoptionKeepsUidvalidityAndUids) {
+  auto list = parse_dovecot_uidlist(
+      "3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n"
+      "25006 :1276528487.M364837P9451.kurkku,S=1355,W=1394:2,\n"
+      "25017 W2481 :1276533073.M242911P3632.kurkku:2,F\n"
+      "25018 :1276533080.M1P1.kurkku:2,S\n");
+  ASSERT_TRUE(list);
+  // On disk: the first two (flags changed since Dovecot last wrote the list), the third gone, and
+  // one delivered after Dovecot stopped.
+  MergeResult merged = merge_listing(
+      state_from_uidlist(*list.value),
+      {listed("1276528487.M364837P9451.kurkku,S=1355,W=1394:2,RS"),
+       listed("1276533073.M242911P3632.kurkku:2,F", false, 2400), listed("1276600000.M1P1.kurkku,S=50", true)},
+      999);
+  EXPECT_EQ(merged.state.uidvalidity, 1275660208u);
+  EXPECT_EQ(uids(merged.state), (std::vector<uint32_t>{25006, 25017, 25022}));
+  EXPECT_EQ(merged.state.next_uid, 25023u);
+  EXPECT_EQ(merged.expunged, (std::vector<uint32_t>{25018}));
+  const IndexEntry* first = by_base(merged.state, "1276528487.M364837P9451.kurkku,S=1355,W=1394");
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->flags.system, flag_replied | flag_seen);
+  EXPECT_EQ(first->size, 1355u);
+  for (const auto& entry : merged.state.entries) EXPECT_EQ(entry.modseq, 1u);  // every entry is written once
+  EXPECT_TRUE(parse_index(format_index(merged.state)));
+
+  // Courier: same rules, and a base name listed twice keeps its later UID.
+  auto courier = parse_courier_uiddb("1 1051203520 9\n1 100.a.h\n2 200.b.h\n7 100.a.h\n");
+  ASSERT_TRUE(courier);
+  MergeResult adopted =
+      merge_listing(state_from_uidlist(*courier.value), {listed("100.a.h:2,S"), listed("200.b.h")}, 1);
+  EXPECT_EQ(adopted.state.uidvalidity, 1051203520u);
+  EXPECT_EQ(uids(adopted.state), (std::vector<uint32_t>{2, 7}));
+  EXPECT_EQ(by_base(adopted.state, "100.a.h")->uid, 7u);
+}
+
+TEST(Merge, RunningOutOfUidsStartsANewUidvalidity) {
+  IndexState old;
+  old.uidvalidity = 5;
+  old.next_uid = 4294967294u;  // the last usable UID
+  old.highest_modseq = 1;
+  old.entries.push_back({4294967293u, 1, 1, {}, {}, "1.a.h", ""});
+  MergeResult fits = merge_listing(old, {listed("1.a.h", true, 1), listed("2.a.h", true)}, 6);
+  EXPECT_FALSE(fits.renumbered);
+  EXPECT_EQ(fits.state.next_uid, 4294967295u);
+  MergeResult full =
+      merge_listing(fits.state, {listed("1.a.h", true, 1), listed("2.a.h", true), listed("3.a.h", true)}, 6);
+  EXPECT_TRUE(full.renumbered);
+  EXPECT_EQ(full.state.uidvalidity, 6u);
+  EXPECT_EQ(uids(full.state), (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ(full.state.next_uid, 4u);
+}
+
+// ---- the index on disk ----
+
+class StoreFolder : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/tern-store-XXXXXX";
+    ASSERT_TRUE(::mkdtemp(pattern));
+    root_ = pattern;
+    for (const char* sub : {"tmp", "new", "cur"}) fs::create_directory(root_ / sub);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  void write(const fs::path& relative, std::string_view content) {
+    std::ofstream out(root_ / relative, std::ios::binary);
+    out << content;
+  }
+  std::string read(const fs::path& relative) {
+    std::ifstream in(root_ / relative, std::ios::binary);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+  }
+
+  fs::path root_;
+};
+
+TEST_F(StoreFolder, FirstSyncNumbersMessagesAndWritesTheIndex) {
+  write("new/1700000002.M1P1Q1.h,S=5", "hello");
+  write("new/1700000001.M1P1Q1.h", "123");
+  write("cur/1700000003.M1P1Q1.h:2,FS", "abcd");
+  write("tmp/1700000004.M1P1Q1.h", "in progress");
+  write("new/.hidden", "x");
+  fs::create_directory(root_ / "new/1700000005.dir.h");
+
+  FolderIndex index(root_);
+  SyncReport report;
+  ASSERT_FALSE(index.sync(1764000000, &report));
+  EXPECT_EQ(report.source, SyncReport::Source::rebuilt);
+  EXPECT_EQ(index.uidvalidity(), 1764000000u);
+  EXPECT_EQ(index.next_uid(), 4u);
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{1, 2, 3}));
+  ASSERT_EQ(index.messages().size(), 3u);
+  EXPECT_EQ(index.messages()[0].base, "1700000001.M1P1Q1.h");
+  EXPECT_EQ(index.messages()[0].size, 3u);  // from stat
+  EXPECT_EQ(index.messages()[1].size, 5u);  // from S=
+  EXPECT_EQ(index.messages()[2].flags.system, flag_flagged | flag_seen);
+  EXPECT_EQ(index.path_of(index.messages()[2]), root_ / "cur/1700000003.M1P1Q1.h:2,FS");
+  EXPECT_TRUE(fs::exists(root_ / "tern-index"));
+  EXPECT_TRUE(fs::exists(root_ / "tern-index.lock"));
+  EXPECT_FALSE(fs::exists(root_ / "tern-index.tmp"));
+  EXPECT_EQ(read("tern-index"),
+            "tern-index 1 1764000000 4 1\n"
+            "1 1 3 - :1700000001.M1P1Q1.h\n"
+            "2 1 5 - :1700000002.M1P1Q1.h,S=5\n"
+            "3 1 4 FS :1700000003.M1P1Q1.h\n");
+
+  // Another session sees the same UIDs; a later one keeps UIDVALIDITY.
+  FolderIndex other(root_);
+  ASSERT_FALSE(other.sync(1764009999, &report));
+  EXPECT_EQ(report.source, SyncReport::Source::index);
+  EXPECT_EQ(other.uidvalidity(), 1764000000u);
+  EXPECT_EQ(other.messages(), index.messages());
+}
+
+TEST_F(StoreFolder, ReportsWhatOthersChanged) {
+  write("new/1.a.h", "1");
+  write("new/2.a.h", "2");
+  FolderIndex first(root_), second(root_);
+  ASSERT_FALSE(first.sync(100));
+  ASSERT_FALSE(second.sync(100));
+
+  // The second session flags UID 1 and expunges UID 2; a delivery arrives.
+  ASSERT_FALSE(second.set_flags(1, letters("S"), 100));
+  std::vector<uint32_t> removed;
+  ASSERT_FALSE(second.expunge({2, 99}, 100, &removed));
+  EXPECT_EQ(removed, (std::vector<uint32_t>{2}));
+  EXPECT_FALSE(fs::exists(root_ / "new/2.a.h"));
+  EXPECT_TRUE(fs::exists(root_ / "cur/1.a.h:2,S"));
+  write("new/3.a.h", "3");
+
+  SyncReport report;
+  ASSERT_FALSE(first.sync(100, &report));
+  EXPECT_FALSE(report.uidvalidity_changed);
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{3}));
+  EXPECT_EQ(report.expunged, (std::vector<uint32_t>{2}));
+  EXPECT_EQ(report.changed, (std::vector<uint32_t>{1}));
+  EXPECT_EQ(first.find(1)->flags.system, flag_seen);
+  EXPECT_EQ(first.find(1)->location, "cur/1.a.h:2,S");
+  EXPECT_EQ(first.find(2), nullptr);
+  EXPECT_GT(first.highest_modseq(), 1u);
+
+  // Flags changed by another Maildir program (mutt) keep the UID.
+  fs::rename(root_ / "cur/1.a.h:2,S", root_ / "cur/1.a.h:2,RS");
+  ASSERT_FALSE(first.sync(100, &report));
+  EXPECT_EQ(report.changed, (std::vector<uint32_t>{1}));
+  EXPECT_EQ(first.find(1)->flags.system, flag_replied | flag_seen);
+
+  EXPECT_EQ(first.set_flags(2, letters("S"), 100), std::errc::no_such_file_or_directory);
+}
+
+TEST_F(StoreFolder, SetFlagsSurvivesARenameBehindItsBack) {
+  write("new/1.a.h,S=1", "1");
+  FolderIndex index(root_);
+  ASSERT_FALSE(index.sync(100));
+  fs::rename(root_ / "new/1.a.h,S=1", root_ / "cur/1.a.h,S=1:2,F");  // after the sync's listing
+  ASSERT_FALSE(index.set_flags(1, letters("FT"), 100));
+  EXPECT_TRUE(fs::exists(root_ / "cur/1.a.h,S=1:2,FT"));
+  EXPECT_EQ(index.find(1)->flags.system, flag_flagged | flag_trashed);
+}
+
+TEST_F(StoreFolder, AdoptsDovecotThenCourier) {
+  write("cur/1276528487.M364837P9451.kurkku,S=5:2,S", "hello");
+  write("new/1276600000.M1P1.kurkku", "new");
+  write("dovecot-uidlist", "3 V1275660208 N25022 Gabc\n25006 :1276528487.M364837P9451.kurkku,S=5:2,\n");
+  write("courierimapuiddb", "1 555 3\n1 1276528487.M364837P9451.kurkku,S=5\n");
+  FolderIndex index(root_);
+  SyncReport report;
+  ASSERT_FALSE(index.sync(1764000000, &report));
+  EXPECT_EQ(report.source, SyncReport::Source::dovecot_uidlist);
+  EXPECT_EQ(index.uidvalidity(), 1275660208u);
+  EXPECT_EQ(index.messages()[0].uid, 25006u);
+  EXPECT_EQ(index.messages()[1].uid, 25022u);
+  EXPECT_EQ(read("dovecot-uidlist").substr(0, 14), "3 V1275660208 ");  // never written
+
+  // Once tern has used the folder, a lost index is not rebuilt from a list (tern may have
+  // numbered messages past it): a new UIDVALIDITY.
+  fs::remove(root_ / "tern-index");
+  FolderIndex lost(root_);
+  ASSERT_FALSE(lost.sync(1764000000, &report));
+  EXPECT_EQ(report.source, SyncReport::Source::rebuilt);
+  EXPECT_EQ(lost.uidvalidity(), 1764000000u);
+
+  fs::remove(root_ / "tern-index");
+  fs::remove(root_ / "tern-index.lock");
+  fs::remove(root_ / "dovecot-uidlist");
+  FolderIndex courier(root_);
+  ASSERT_FALSE(courier.sync(1764000000, &report));
+  EXPECT_EQ(report.source, SyncReport::Source::courier_uiddb);
+  EXPECT_EQ(courier.uidvalidity(), 555u);
+  EXPECT_EQ(courier.messages()[0].uid, 1u);
+  EXPECT_EQ(courier.messages()[1].uid, 3u);
+}
+
+TEST_F(StoreFolder, DamagedIndexIsRebuilt) {
+  write("new/1.a.h", "1");
+  write("new/2.a.h", "2");
+  FolderIndex index(root_);
+  ASSERT_FALSE(index.sync(1000));
+  ASSERT_FALSE(index.expunge({2}, 1000));
+  write("new/3.a.h", "3");
+
+  // The header still reads: UIDVALIDITY must change, because no list proves which UIDs were used.
+  std::string text = read("tern-index");
+  write("tern-index", text.substr(0, text.size() - 3));
+  FolderIndex after(root_);
+  SyncReport report;
+  ASSERT_FALSE(after.sync(2000, &report));
+  EXPECT_EQ(report.source, SyncReport::Source::rebuilt);
+  EXPECT_EQ(after.uidvalidity(), 2000u);
+  EXPECT_TRUE(parse_index(read("tern-index")));
+
+  // The same UIDVALIDITY in a Dovecot list: adopted, next UID the higher of both.
+  write("dovecot-uidlist", "3 V2000 N2\n1 :1.a.h\n");
+  write("tern-index", "tern-index 1 2000 9 4\ngarbage\n");
+  FolderIndex adopted(root_);
+  ASSERT_FALSE(adopted.sync(3000, &report));
+  EXPECT_EQ(report.source, SyncReport::Source::dovecot_uidlist);
+  EXPECT_EQ(adopted.uidvalidity(), 2000u);
+  EXPECT_EQ(adopted.find(1)->base, "1.a.h");
+  EXPECT_GE(adopted.messages().back().uid, 9u);
+
+  // A session that saw the old UIDVALIDITY learns that its view is void.
+  write("tern-index", "nonsense\n");
+  fs::remove(root_ / "dovecot-uidlist");
+  ASSERT_FALSE(adopted.sync(3000, &report));
+  EXPECT_TRUE(report.uidvalidity_changed);
+  EXPECT_EQ(adopted.uidvalidity(), 3000u);
+}
+
+TEST_F(StoreFolder, MissingMaildirIsAnError) {
+  FolderIndex index(root_ / "nope");
+  EXPECT_TRUE(index.sync(1));
+  fs::remove(root_ / "cur");
+  FolderIndex no_cur(root_);
+  EXPECT_EQ(no_cur.sync(1), std::errc::no_such_file_or_directory);
+}
+
+TEST_F(StoreFolder, ConcurrentSyncersNeverShareAUid) {
+  constexpr int processes = 4, rounds = 25;
+  std::vector<pid_t> children;
+  for (int p = 0; p < processes; ++p) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // Each child delivers files and syncs its own FolderIndex in between.
+      FolderIndex index(root_);
+      for (int r = 0; r < rounds; ++r) {
+        std::string name =
+            std::to_string(1700000000 + r) + ".M" + std::to_string(p) + "P" + std::to_string(::getpid()) + ".h";
+        int fd = ::open((root_ / "tmp" / name).c_str(), O_WRONLY | O_CREAT, 0600);
+        if (fd < 0 || ::write(fd, "x", 1) != 1 || ::close(fd) != 0) ::_exit(2);
+        if (::rename((root_ / "tmp" / name).c_str(), (root_ / "new" / name).c_str()) != 0) ::_exit(3);
+        if (index.sync(1764000000)) ::_exit(4);
+      }
+      ::_exit(0);
+    }
+    children.push_back(pid);
+  }
+  // Threads of this process at the same time (each FolderIndex opens its own lock descriptor).
+  std::vector<std::thread> threads;
+  std::atomic<int> failures = 0;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&] {
+      FolderIndex index(root_);
+      for (int r = 0; r < rounds; ++r)
+        if (index.sync(1764000000)) ++failures;
+    });
+  for (auto& thread : threads) thread.join();
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  EXPECT_EQ(failures, 0);
+
+  FolderIndex final_view(root_);
+  ASSERT_FALSE(final_view.sync(1764000000));
+  ASSERT_EQ(final_view.messages().size(), size_t{processes * rounds});
+  std::set<uint32_t> seen;
+  std::set<std::string> bases;
+  for (const auto& entry : final_view.messages()) {
+    EXPECT_TRUE(seen.insert(entry.uid).second) << entry.uid;
+    bases.insert(entry.base);
+  }
+  EXPECT_EQ(bases.size(), size_t{processes * rounds});
+  // Nobody lost the index: UIDs were handed out exactly once each.
+  EXPECT_EQ(final_view.next_uid(), uint32_t{processes * rounds + 1});
+  EXPECT_EQ(final_view.uidvalidity(), 1764000000u);
+}
