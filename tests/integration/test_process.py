@@ -335,9 +335,9 @@ def test_unexpected_user_is_refused(tern):
     resolve = _frame(20, "alice@example.test")
     auth = _frame(22, "alice@example.test", "wrong password", "[test]", "test")
     # SubmitBegin: client, helo, sender, recipients, envid, ret (u8), notify (empty list of u64),
-    # orcpt (empty list), body_8bit (u8), smtputf8 (u8).
+    # orcpt (empty list), body_8bit (u8), smtputf8 (u8), auth, forwarded_by, sign (u8).
     submit = _frame(1, "127.0.0.1", "client.test", "bob@example.org", ["alice@example.test"], "", b"\x00",
-                    struct.pack(">I", 0), [], b"\x00", b"\x00")
+                    struct.pack(">I", 0), [], b"\x00", b"\x00", "", "", b"\x00")
     nobody = pwd.getpwnam("nobody").pw_uid
 
     assert _ask(run / "directory.sock", resolve, None).startswith("answer 00000"), "root gets a resolution"
