@@ -78,7 +78,7 @@ void make_room(Map& map, Time now) {
 }  // namespace
 
 asio::awaitable<StsFetchResult> fetch_sts_policy(asio::any_io_executor executor,
-                                                 std::unique_ptr<dns::Resolver>& resolver,
+                                                 std::shared_ptr<dns::Resolver>& resolver,
                                                  std::shared_ptr<ssl::context> context, std::string domain,
                                                  const StsFetchOptions& options) {
   StsFetchResult out;
@@ -235,7 +235,7 @@ std::optional<StsPolicyCache::Entry> StsPolicyCache::live(const std::string& dom
 }
 
 asio::awaitable<StsLookup> StsPolicyCache::lookup(asio::any_io_executor executor,
-                                                  std::unique_ptr<dns::Resolver>& resolver,
+                                                  std::shared_ptr<dns::Resolver>& resolver,
                                                   std::shared_ptr<ssl::context> context, std::string domain,
                                                   const StsFetchOptions& options, std::string queue_id) {
   StsLookup out;

@@ -44,7 +44,7 @@ struct StsFetchResult {
 // answer with Content-Type text/plain and a body of at most 64 KiB that parse_sts_policy()
 // accepts gives a policy; redirects are not followed (RFC 8461 3.3).
 boost::asio::awaitable<StsFetchResult> fetch_sts_policy(boost::asio::any_io_executor executor,
-                                                        std::unique_ptr<dns::Resolver>& resolver,
+                                                        std::shared_ptr<dns::Resolver>& resolver,
                                                         std::shared_ptr<boost::asio::ssl::context> context,
                                                         std::string domain, const StsFetchOptions& options);
 
@@ -67,7 +67,7 @@ class StsPolicyCache {
  public:
   using Clock = std::chrono::steady_clock;
   boost::asio::awaitable<StsLookup> lookup(boost::asio::any_io_executor executor,
-                                           std::unique_ptr<dns::Resolver>& resolver,
+                                           std::shared_ptr<dns::Resolver>& resolver,
                                            std::shared_ptr<boost::asio::ssl::context> context, std::string domain,
                                            const StsFetchOptions& options, std::string queue_id);
 

@@ -84,7 +84,9 @@ struct Relay {
   asio::io_context io;
   std::shared_ptr<const Config> config;
   std::string config_path;
-  std::unique_ptr<dns::Resolver> resolver;
+  // Shared: a check of several questions (ARC) holds it, so a SIGHUP that replaces it cannot
+  // free it under them.
+  std::shared_ptr<dns::Resolver> resolver;
   std::shared_ptr<ssl::context> tls_context;
   std::multimap<std::string, std::unique_ptr<Connection>> idle;
   size_t active = 0;
@@ -810,8 +812,9 @@ asio::awaitable<std::string> arc_seal(Relay& r, const Config& cfg, const ipc::Re
   mailauth::ArcVerdict chain;
   mailauth::VerifyOptions verify;
   verify.now = unix_now();
-  if (r.resolver) {
-    chain = co_await mailauth::verify_chain(*r.resolver, message, verify);
+  std::shared_ptr<dns::Resolver> resolver = r.resolver;
+  if (resolver) {
+    chain = co_await mailauth::verify_chain(*resolver, message, verify);
   } else {
     chain.result = mailauth::ArcResult::fail;
     chain.reason = "DNS is not available";
@@ -1125,6 +1128,8 @@ int run_relay_service(const ServiceStart& start) {
   auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (r.active > 0 && std::chrono::steady_clock::now() < grace) r.io.run_one_for(std::chrono::milliseconds(100));
   if (r.active > 0) log::warn("stopping: dropping transactions still in progress", {{"active", r.active}});
+  // Questions still open end now, so no coroutine holding the resolver outlives the event loop.
+  if (r.resolver) r.resolver->shutdown();
   sweep_idle(r, true);
   if (r.active == 0)
     r.io.run();

@@ -1,0 +1,26 @@
+// SASL PLAIN for POP3 AUTH (RFC 5034, RFC 4616): the base64 decoding and the message's split.
+// Pure.
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tern::pop3 {
+
+// RFC 4648 base64, strict: only the alphabet, a length that is a multiple of 4, padding only at
+// the end. nullopt for anything else.
+std::optional<std::string> decode_base64(std::string_view in);
+
+struct PlainCredentials {
+  std::string authzid;  // empty when the client acts for itself
+  std::string authcid;
+  std::string password;
+};
+
+enum class PlainError { none, bad_base64, malformed };
+
+// A PLAIN response (base64 of "[authzid] NUL authcid NUL password"). The authcid and the
+// password must not be empty and must not contain NUL.
+PlainError decode_plain(std::string_view base64, PlainCredentials& out);
+
+}  // namespace tern::pop3
