@@ -224,9 +224,11 @@ struct RelayRequest {
   uint64_t size = 0;         // the spool file's size in bytes (LF line ends)
   uint8_t sign = 0;          // DKIM-sign it as it leaves: an authenticated user's mail, or tern's own report
   std::string arc_domain{};  // a forward: ARC-seal it as this (the forwarding address's) domain
+  std::string auth{};        // the SMTP AUTH user who sent it ("" for tern's own mail)
   template <typename A>
   void fields(A& a) {
-    a(queue_id, sender, domain, recipients, notify, orcpt, envid, ret, body_8bit, smtputf8, size, sign, arc_domain);
+    a(queue_id, sender, domain, recipients, notify, orcpt, envid, ret, body_8bit, smtputf8, size, sign, arc_domain,
+      auth);
   }
 };
 

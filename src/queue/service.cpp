@@ -393,6 +393,7 @@ asio::awaitable<void> relay_one(Queue& q, std::string id, std::vector<size_t> in
     request.body_8bit = m.envelope.body_8bit;
     request.smtputf8 = m.envelope.smtputf8;
     request.sign = !m.envelope.auth.empty() || m.envelope.sign || m.envelope.kind != queue::MessageKind::normal;
+    request.auth = m.envelope.auth;
     if (size_t at = m.envelope.forwarded_by.rfind('@'); at != std::string::npos)
       request.arc_domain = m.envelope.forwarded_by.substr(at + 1);
     for (size_t i : indexes) {

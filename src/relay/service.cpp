@@ -754,6 +754,22 @@ std::string dkim_signature(const Config& cfg, const ipc::RelayRequest& req, int 
     log::info("not DKIM-signed: no From domain to sign for", {{"id", req.queue_id}, {"reason", from.error}});
     return "";
   }
+  // A user's mail is signed only for a domain that is theirs: their login's, or the envelope
+  // sender's (which smtp.sender_login_match ties to the login). Otherwise one hosted domain's
+  // user could have mail in another hosted domain's name signed with that domain's key.
+  if (!req.auth.empty()) {
+    auto domain_of = [](const std::string& address) {
+      size_t at = address.rfind('@');
+      std::string d = at == std::string::npos ? "" : address.substr(at + 1);
+      std::transform(d.begin(), d.end(), d.begin(), [](unsigned char c) { return std::tolower(c); });
+      return d;
+    };
+    if (from.domain != domain_of(req.auth) && from.domain != domain_of(req.sender)) {
+      log::info("not DKIM-signed: the From domain is neither the login's nor the envelope sender's",
+                {{"id", req.queue_id}, {"from", from.domain}, {"auth", req.auth}, {"sender", req.sender}});
+      return "";
+    }
+  }
   std::vector<mailauth::SigningKey> keys;
   for (const mailauth::KeyFile& f : mailauth::key_files(cfg.dkim.key_dir / from.domain, cfg.dkim.selector)) {
     auto key = mailauth::read_key_file(f.path);

@@ -234,6 +234,20 @@ def test_no_key_for_the_from_domain_sends_unsigned_and_logs(tern_factory, dns):
                       rf"id={queue_id} domain=example\.test selector=tern$")
 
 
+def test_a_from_domain_that_is_not_the_users_is_not_signed(tern_factory, dns):
+    """alice@example.test may not have mail in another hosted domain's name signed with its key."""
+    with SmtpReceiver() as mx:
+        tern = relay_server(tern_factory, dns, mx)
+        keygen(tern, "other.test")
+        data = message("someone else's name").replace(f"From: Sender <{ALICE}>".encode(),
+                                                      b"From: Boss <boss@other.test>")
+        queue_id = submit(tern.sub, data)
+        (msg,) = mx.wait_for(1, timeout=20)
+        assert_unsigned(msg)
+        tern.wait_log(rf"relay info not DKIM-signed: the From domain is neither the login's nor the envelope "
+                      rf"sender's id={queue_id} from=other\.test auth=alice@example\.test sender=alice@example\.test$")
+
+
 # ---------------------------------------------------------------------------------------------
 # DKIM signing of tern's bounces
 
