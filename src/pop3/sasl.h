@@ -7,10 +7,6 @@
 
 namespace tern::pop3 {
 
-// RFC 4648 base64, strict: only the alphabet, a length that is a multiple of 4, padding only at
-// the end. nullopt for anything else.
-std::optional<std::string> decode_base64(std::string_view in);
-
 struct PlainCredentials {
   std::string authzid;  // empty when the client acts for itself
   std::string authcid;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <ctime>
 
+#include "core/base64.h"
 #include "relay/client_protocol.h"
 
 namespace tern::smtp {
@@ -11,44 +12,6 @@ namespace {
 std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// RFC 4648 base64, strict: padding only at the end, nothing but the alphabet.
-std::optional<std::string> decode_base64(std::string_view in) {
-  if (in.size() % 4 != 0) return std::nullopt;
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t pad = 0;
-  for (size_t i = 0; i < in.size(); ++i) {
-    char c = in[i];
-    int v;
-    if (c >= 'A' && c <= 'Z')
-      v = c - 'A';
-    else if (c >= 'a' && c <= 'z')
-      v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9')
-      v = c - '0' + 52;
-    else if (c == '+')
-      v = 62;
-    else if (c == '/')
-      v = 63;
-    else if (c == '=' && i + 2 >= in.size()) {
-      ++pad;
-      continue;
-    } else {
-      return std::nullopt;
-    }
-    if (pad) return std::nullopt;  // data after padding
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  if (pad > 2 || (pad == 2 && bits != 4) || (pad == 1 && bits != 2)) return std::nullopt;
   return out;
 }
 
@@ -218,7 +181,7 @@ Response Session::auth_response(std::string_view line) {
     forget_credentials();
     return count_error({replies::auth_cancelled()});
   }
-  std::optional<std::string> decoded = decode_base64(line);
+  std::optional<std::string> decoded = decode_base64_strict(line);
   if (!decoded) {
     forget_credentials();
     return count_error({replies::auth_bad_base64()});

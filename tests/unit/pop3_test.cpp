@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base64.h"
 #include "pop3/command.h"
 #include "pop3/render.h"
 #include "pop3/sasl.h"
@@ -90,11 +91,11 @@ TEST(Pop3Command, Errors) {
 }
 
 TEST(Pop3Sasl, Base64AndPlain) {
-  EXPECT_EQ(decode_base64("YWJj"), "abc");
-  EXPECT_EQ(decode_base64("YWI="), "ab");
-  EXPECT_FALSE(decode_base64("YWI").has_value());
-  EXPECT_FALSE(decode_base64("YW=j").has_value());
-  EXPECT_FALSE(decode_base64("YW J").has_value());
+  EXPECT_EQ(tern::decode_base64_strict("YWJj"), "abc");
+  EXPECT_EQ(tern::decode_base64_strict("YWI="), "ab");
+  EXPECT_FALSE(tern::decode_base64_strict("YWI").has_value());
+  EXPECT_FALSE(tern::decode_base64_strict("YW=j").has_value());
+  EXPECT_FALSE(tern::decode_base64_strict("YW J").has_value());
   PlainCredentials c;
   EXPECT_EQ(decode_plain("AGFsaWNlAHNlY3JldA==", c), PlainError::none);  // "\0alice\0secret"
   EXPECT_EQ(c.authcid, "alice");
