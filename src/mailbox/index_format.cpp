@@ -9,18 +9,6 @@ namespace {
 
 constexpr uint32_t uid_max = std::numeric_limits<uint32_t>::max();
 
-std::optional<uint64_t> parse_u64(std::string_view digits) {
-  if (digits.empty() || digits.size() > 20) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : digits) {
-    if (c < '0' || c > '9') return std::nullopt;
-    unsigned digit = static_cast<unsigned>(c - '0');
-    if (value > (std::numeric_limits<uint64_t>::max() - digit) / 10) return std::nullopt;
-    value = value * 10 + digit;
-  }
-  return value;
-}
-
 // Splits off the word before the next single space; false when there is no space.
 bool take_word(std::string_view& rest, std::string_view& word) {
   size_t space = rest.find(' ');
@@ -60,9 +48,9 @@ Parsed<IndexState> parse_index(std::string_view text) {
       std::optional<uint64_t> uidvalidity, next_uid, highest;
       if (!take_word(rest, word) || word != "tern-index" || !take_word(rest, word) || word != "1")
         return fail(1, "not a tern-index version 1 header");
-      if (take_word(rest, word)) uidvalidity = parse_u64(word);
-      if (take_word(rest, word)) next_uid = parse_u64(word);
-      highest = parse_u64(rest);
+      if (take_word(rest, word)) uidvalidity = parse_decimal<uint64_t>(word);
+      if (take_word(rest, word)) next_uid = parse_decimal<uint64_t>(word);
+      highest = parse_decimal<uint64_t>(rest);
       if (!uidvalidity || !next_uid || !highest || *uidvalidity == 0 || *uidvalidity > uid_max || *next_uid == 0 ||
           *next_uid > uid_max)
         return fail(1, "invalid header values");
@@ -74,13 +62,13 @@ Parsed<IndexState> parse_index(std::string_view text) {
     IndexEntry entry;
     std::string_view rest = line;
     std::optional<uint64_t> uid, modseq, size;
-    if (take_word(rest, word)) uid = parse_u64(word);
+    if (take_word(rest, word)) uid = parse_decimal<uint64_t>(word);
     if (!uid || *uid == 0 || *uid <= last_uid || *uid >= state.next_uid)
       return fail(line_number, "UID missing, not ascending or not below the next UID");
     last_uid = static_cast<uint32_t>(*uid);
-    if (take_word(rest, word)) modseq = parse_u64(word);
+    if (take_word(rest, word)) modseq = parse_decimal<uint64_t>(word);
     if (!modseq || *modseq == 0 || *modseq > state.highest_modseq) return fail(line_number, "invalid MODSEQ");
-    if (take_word(rest, word)) size = parse_u64(word);
+    if (take_word(rest, word)) size = parse_decimal<uint64_t>(word);
     if (!size) return fail(line_number, "invalid size");
     if (!take_word(rest, word) || word.empty()) return fail(line_number, "no flag letters");
     auto flags = word == "-" ? std::optional<MaildirFlags>(MaildirFlags{}) : parse_flag_letters(word);

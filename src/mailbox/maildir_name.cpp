@@ -22,17 +22,6 @@ constexpr std::array<SystemLetter, 6> system_letters{{
 }};
 
 // Decimal digits only, no sign, no overflow.
-std::optional<uint64_t> parse_decimal(std::string_view digits) {
-  if (digits.empty()) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : digits) {
-    if (c < '0' || c > '9') return std::nullopt;
-    unsigned digit = static_cast<unsigned>(c - '0');
-    if (value > (std::numeric_limits<uint64_t>::max() - digit) / 10) return std::nullopt;
-    value = value * 10 + digit;
-  }
-  return value;
-}
 
 // The value of the first ",<key>=" field of a base name.
 std::optional<uint64_t> base_field(std::string_view base, char key) {
@@ -40,7 +29,7 @@ std::optional<uint64_t> base_field(std::string_view base, char key) {
   while (comma != std::string_view::npos) {
     size_t next = base.find(',', comma + 1);
     std::string_view field = base.substr(comma + 1, next == std::string_view::npos ? next : next - comma - 1);
-    if (field.size() >= 2 && field[0] == key && field[1] == '=') return parse_decimal(field.substr(2));
+    if (field.size() >= 2 && field[0] == key && field[1] == '=') return parse_decimal<uint64_t>(field.substr(2));
     comma = next;
   }
   return std::nullopt;
@@ -142,7 +131,7 @@ std::string name_with_flags(const MaildirName& name, const MaildirFlags& flags) 
 std::optional<int64_t> delivery_time(std::string_view base) {
   size_t dot = base.find('.');
   if (dot == std::string_view::npos || dot > 18) return std::nullopt;  // 18 digits cannot overflow
-  auto seconds = parse_decimal(base.substr(0, dot));
+  auto seconds = parse_decimal<uint64_t>(base.substr(0, dot));
   if (!seconds) return std::nullopt;
   return static_cast<int64_t>(*seconds);
 }

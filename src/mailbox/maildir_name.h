@@ -11,6 +11,7 @@
 //
 // Pure: no I/O, no exceptions; a byte string that is not a usable name is nullopt.
 #pragma once
+#include <charconv>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -18,6 +19,17 @@
 #include <vector>
 
 namespace tern::mailbox {
+
+// Plain decimal digits that fit `Int` (no sign, no space), as every number in a Maildir name, a
+// UID list and tern-index is written; nullopt for anything else.
+template <typename Int>
+std::optional<Int> parse_decimal(std::string_view digits) {
+  Int value{};
+  if (digits.empty() || digits.front() < '0' || digits.front() > '9') return std::nullopt;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc{} || end != digits.data() + digits.size()) return std::nullopt;
+  return value;
+}
 
 // The Maildir spec's flags as bits; IMAP names in imap_flag_name().
 enum SystemFlag : uint8_t {

@@ -9,18 +9,6 @@ namespace {
 
 constexpr uint32_t uid_max = std::numeric_limits<uint32_t>::max();
 
-// Decimal digits that fit 32 bits, nothing else.
-std::optional<uint32_t> parse_u32(std::string_view digits) {
-  if (digits.empty() || digits.size() > 10) return std::nullopt;
-  uint64_t value = 0;
-  for (char c : digits) {
-    if (c < '0' || c > '9') return std::nullopt;
-    value = value * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (value > uid_max) return std::nullopt;
-  return static_cast<uint32_t>(value);
-}
-
 // The next space-separated word of `rest` (several spaces count as one).
 std::string_view next_word(std::string_view& rest) {
   size_t start = rest.find_first_not_of(' ');
@@ -66,7 +54,7 @@ Parsed<UidList> parse_records(Lines& lines, UidList list, Format format) {
     if (line.find_first_not_of(' ') == std::string_view::npos) continue;
     size_t space = line.find(' ');
     if (space == std::string_view::npos) return fail(lines.number(), "no file name after the UID");
-    auto uid = parse_u32(line.substr(0, space));
+    auto uid = parse_decimal<uint32_t>(line.substr(0, space));
     if (!uid || *uid == 0 || *uid == uid_max) return fail(lines.number(), "invalid UID");
     if (*uid <= last_uid) return fail(lines.number(), "UIDs not ascending");
     last_uid = *uid;
@@ -93,8 +81,8 @@ Parsed<UidList> parse_records(Lines& lines, UidList list, Format format) {
 
 Parsed<UidList> parse_v1(Lines& lines, std::string_view header, Format format) {
   std::string_view rest = header.substr(1);
-  auto uidvalidity = parse_u32(next_word(rest));
-  auto next_uid = parse_u32(next_word(rest));
+  auto uidvalidity = parse_decimal<uint32_t>(next_word(rest));
+  auto next_uid = parse_decimal<uint32_t>(next_word(rest));
   // Dovecot reads the header with sscanf("%u %u"): further words are ignored.
   if (!uidvalidity || !next_uid) return fail(1, "invalid version 1 header");
   if (*uidvalidity == 0 || *next_uid == 0) return fail(1, "UIDVALIDITY or next UID is 0");
@@ -114,10 +102,10 @@ Parsed<UidList> parse_dovecot_uidlist(std::string_view text) {
   std::string_view rest = header.substr(2);
   for (std::string_view field = next_word(rest); !field.empty(); field = next_word(rest)) {
     if (field[0] == 'V') {
-      uidvalidity = parse_u32(field.substr(1));
+      uidvalidity = parse_decimal<uint32_t>(field.substr(1));
       if (!uidvalidity) return fail(1, "invalid UIDVALIDITY");
     } else if (field[0] == 'N') {
-      next_uid = parse_u32(field.substr(1));
+      next_uid = parse_decimal<uint32_t>(field.substr(1));
       if (!next_uid) return fail(1, "invalid next UID");
     }
   }
