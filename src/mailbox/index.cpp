@@ -98,9 +98,31 @@ std::error_code list_subdir(const std::filesystem::path& folder, bool in_new, st
     } else {
       file.size = *name->size;
     }
+    file.vsize = name->vsize.value_or(0);
     file.name = std::move(*name);
     out.push_back(std::move(file));
   }
+}
+
+// The size of the file with CRLF line ends (index_format.h's vsize); nullopt when it cannot
+// be read (it vanished: the next sync drops it).
+std::optional<uint64_t> count_vsize(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return std::nullopt;
+  CrlfSize counter;
+  char buffer[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      return std::nullopt;
+    }
+    if (n == 0) break;
+    counter.feed(std::string_view(buffer, static_cast<size_t>(n)));
+  }
+  ::close(fd);
+  return counter.size();
 }
 
 // A UIDVALIDITY from the clock that differs from `avoid`.
@@ -223,6 +245,14 @@ std::error_code FolderIndex::sync_locked(int64_t now, SyncReport* report, bool f
   std::vector<ListedFile> files;
   if (auto error = list_maildir(folder_, files)) return error;
   MergeResult merged = merge_listing(base, std::move(files), uidvalidity_from(now, base.uidvalidity));
+  // Sizes with CRLF line ends are counted once per message and kept in the index.
+  for (auto& entry : merged.state.entries) {
+    if (entry.vsize != 0 || entry.size == 0) continue;
+    if (auto vsize = count_vsize(folder_ / entry.location)) {
+      entry.vsize = *vsize;
+      must_write = true;
+    }
+  }
   if (merged.modified() || must_write)
     if (auto error = write_index(merged.state)) return error;
 

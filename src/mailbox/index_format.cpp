@@ -61,7 +61,7 @@ Parsed<IndexState> parse_index(std::string_view text) {
     }
     IndexEntry entry;
     std::string_view rest = line;
-    std::optional<uint64_t> uid, modseq, size;
+    std::optional<uint64_t> uid, modseq, size, vsize;
     if (take_word(rest, word)) uid = parse_decimal<uint64_t>(word);
     if (!uid || *uid == 0 || *uid <= last_uid || *uid >= state.next_uid)
       return fail(line_number, "UID missing, not ascending or not below the next UID");
@@ -70,6 +70,8 @@ Parsed<IndexState> parse_index(std::string_view text) {
     if (!modseq || *modseq == 0 || *modseq > state.highest_modseq) return fail(line_number, "invalid MODSEQ");
     if (take_word(rest, word)) size = parse_decimal<uint64_t>(word);
     if (!size) return fail(line_number, "invalid size");
+    if (take_word(rest, word)) vsize = parse_decimal<uint64_t>(word);
+    if (!vsize) return fail(line_number, "invalid vsize");
     if (!take_word(rest, word) || word.empty()) return fail(line_number, "no flag letters");
     auto flags = word == "-" ? std::optional<MaildirFlags>(MaildirFlags{}) : parse_flag_letters(word);
     if (!flags || (word != "-" && format_flag_letters(*flags) != word))
@@ -85,6 +87,7 @@ Parsed<IndexState> parse_index(std::string_view text) {
     entry.uid = last_uid;
     entry.modseq = *modseq;
     entry.size = *size;
+    entry.vsize = *vsize;
     entry.flags = std::move(*flags);
     entry.base = std::string(rest);
     state.entries.push_back(std::move(entry));
@@ -98,7 +101,7 @@ std::string format_index(const IndexState& state) {
   for (const auto& entry : state.entries) {
     std::string letters = format_flag_letters(entry.flags);
     text += std::to_string(entry.uid) + " " + std::to_string(entry.modseq) + " " + std::to_string(entry.size) + " " +
-            (letters.empty() ? "-" : letters);
+            std::to_string(entry.vsize) + " " + (letters.empty() ? "-" : letters);
     for (const auto& keyword : entry.keywords) text += " " + keyword;
     text += " :" + entry.base + "\n";
   }
@@ -134,6 +137,8 @@ MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, 
     IndexEntry kept = entry;
     kept.flags = found->name.flags;
     kept.size = found->size;
+    // The counted vsize stays valid while the file keeps its size (Maildir files never change).
+    kept.vsize = found->vsize ? found->vsize : found->size == entry.size ? entry.vsize : 0;
     kept.location = location(*found);
     if (kept.flags != entry.flags || kept.size != entry.size || entry.modseq == 0) {
       kept.modseq = modseq;
@@ -171,6 +176,7 @@ MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, 
     entry.uid = state.next_uid++;
     entry.modseq = modseq;
     entry.size = file->size;
+    entry.vsize = file->vsize;
     entry.flags = file->name.flags;
     entry.base = file->name.base;
     entry.location = location(*file);

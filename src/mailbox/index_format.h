@@ -4,11 +4,14 @@
 // The file "tern-index" in the Maildir folder:
 //
 //   tern-index 1 <uidvalidity> <next-uid> <highest-modseq> LF
-//   *( <uid> SP <modseq> SP <size> SP <letters> *(SP <keyword>) SP ":" <base-name> LF )
+//   *( <uid> SP <modseq> SP <size> SP <vsize> SP <letters> *(SP <keyword>) SP ":" <base-name> LF )
 //
 //   uid         1 .. 2^32-2, strictly ascending, below next-uid
 //   modseq      1 .. highest-modseq: when the entry last changed (RFC 7162 CONDSTORE)
 //   size        bytes of the message file (",S=" of the name, else the file's size)
+//   vsize       bytes with every bare LF counted as CRLF: IMAP's RFC822.SIZE and POP3's size
+//               (",W=" of the name, else counted by reading the file once); 0 with a size
+//               above 0 means not counted yet
 //   letters     the flag letters of the file name in ASCII order ("FS", "Sa"), "-" for none
 //   keyword     IMAP keyword names the Maildir letters cannot hold (printable ASCII, not
 //               starting with ':'); kept as they are by the merge
@@ -36,6 +39,7 @@ struct IndexEntry {
   uint32_t uid = 0;
   uint64_t modseq = 0;
   uint64_t size = 0;
+  uint64_t vsize = 0;  // with CRLF line ends; 0 while size > 0: not known yet
   MaildirFlags flags;
   std::vector<std::string> keywords;
   std::string base;
@@ -61,6 +65,7 @@ struct ListedFile {
   std::string file_name;  // as listed
   MaildirName name;       // parse_maildir_name(file_name)
   uint64_t size = 0;      // ",S=" of the name, else the file's size
+  uint64_t vsize = 0;     // ",W=" of the name, else 0 (not known)
 };
 
 struct MergeResult {
@@ -83,6 +88,23 @@ struct MergeResult {
 // highest_modseq too. A base name listed twice (in new/ and cur/ during another program's
 // rename) counts once, the cur/ file winning. When the new UIDs would reach 2^32-1, every message
 // is numbered again from 1 under `fresh_uidvalidity` (which must differ from the old one).
+// Counts a message's size with CRLF line ends (a bare LF counts 2, CRLF stays 2) over its bytes
+// fed in order, as IMAP's RFC822.SIZE and POP3's LIST count it; nothing is added at the end.
+class CrlfSize {
+ public:
+  void feed(std::string_view chunk) {
+    for (char c : chunk) {
+      size_ += c == '\n' && !after_cr_ ? 2 : 1;
+      after_cr_ = c == '\r';
+    }
+  }
+  uint64_t size() const { return size_; }
+
+ private:
+  uint64_t size_ = 0;
+  bool after_cr_ = false;
+};
+
 MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, uint32_t fresh_uidvalidity);
 
 // An index to merge with a listing, from another server's UID list: its UIDVALIDITY, next UID

@@ -239,13 +239,13 @@ TEST(IndexFormat, RoundTrips) {
   state.uidvalidity = 1764000000;
   state.next_uid = 8;
   state.highest_modseq = 12;
-  state.entries.push_back({3, 5, 512, letters("S"), {}, "1764000001.M1P2Q1.mx,S=512", ""});
-  state.entries.push_back({7, 12, 40, letters("FSa"), {"$Junk", "work"}, "1764000002.M2P2Q2.mx", ""});
+  state.entries.push_back({3, 5, 512, 530, letters("S"), {}, "1764000001.M1P2Q1.mx,S=512", ""});
+  state.entries.push_back({7, 12, 40, 42, letters("FSa"), {"$Junk", "work"}, "1764000002.M2P2Q2.mx", ""});
   std::string text = format_index(state);
   EXPECT_EQ(text,
             "tern-index 1 1764000000 8 12\n"
-            "3 5 512 S :1764000001.M1P2Q1.mx,S=512\n"
-            "7 12 40 FSa $Junk work :1764000002.M2P2Q2.mx\n");
+            "3 5 512 530 S :1764000001.M1P2Q1.mx,S=512\n"
+            "7 12 40 42 FSa $Junk work :1764000002.M2P2Q2.mx\n");
   auto parsed = parse_index(text);
   ASSERT_TRUE(parsed) << parsed.error.message;
   EXPECT_EQ(parsed.value->uidvalidity, state.uidvalidity);
@@ -257,7 +257,7 @@ TEST(IndexFormat, RoundTrips) {
   empty.uidvalidity = 1;
   EXPECT_EQ(format_index(empty), "tern-index 1 1 1 0\n");
   EXPECT_TRUE(parse_index(format_index(empty)));
-  auto none = parse_index("tern-index 1 1 2 1\n1 1 0 - :a.b.c\n");
+  auto none = parse_index("tern-index 1 1 2 1\n1 1 0 0 - :a.b.c\n");
   ASSERT_TRUE(none);
   EXPECT_EQ(none.value->entries[0].flags, MaildirFlags{});
 }
@@ -277,22 +277,24 @@ TEST(IndexFormat, DamageIsAnErrorWithItsLine) {
            {"tern-index 1 100 10\n", 1},
            {"tern-index 1 100 10 5 \n", 1},
            {"tern-index 1 4294967296 10 5\n", 1},
-           {header + "1 1 1 S :a.b.c", 2},
-           {header + "1 1 1 S :a.b.c\n2 1 1 S :d.e.f", 3},
-           {header + "10 1 1 S :a.b.c\n", 2},
-           {header + "2 1 1 S :a.b.c\n2 1 1 S :d.e.f\n", 3},
-           {header + "0 1 1 S :a.b.c\n", 2},
-           {header + "1 0 1 S :a.b.c\n", 2},
-           {header + "1 6 1 S :a.b.c\n", 2},
-           {header + "1 1 x S :a.b.c\n", 2},
-           {header + "1 1 1 SF :a.b.c\n", 2},
-           {header + "1 1 1 S! :a.b.c\n", 2},
-           {header + "1 1 1  :a.b.c\n", 2},
-           {header + "1 1 1 S kw\n", 2},
-           {header + "1 1 1 S :\n", 2},
-           {header + "1 1 1 S :a/b\n", 2},
-           {header + "1 1 1 S :a.b.c\n2 1 1 S :a.b.c\n", 3},
-           {header + "1 1 1 S k\x01w :a.b.c\n", 2},
+           {header + "1 1 1 9 S :a.b.c", 2},
+           {header + "1 1 1 9 S :a.b.c\n2 1 1 9 S :d.e.f", 3},
+           {header + "10 1 1 9 S :a.b.c\n", 2},
+           {header + "2 1 1 9 S :a.b.c\n2 1 1 9 S :d.e.f\n", 3},
+           {header + "0 1 1 9 S :a.b.c\n", 2},
+           {header + "1 0 1 9 S :a.b.c\n", 2},
+           {header + "1 6 1 9 S :a.b.c\n", 2},
+           {header + "1 1 x 9 S :a.b.c\n", 2},
+           {header + "1 1 1 x S :a.b.c\n", 2},
+           {header + "1 1 1 S :a.b.c\n", 2},
+           {header + "1 1 1 9 SF :a.b.c\n", 2},
+           {header + "1 1 1 9 S! :a.b.c\n", 2},
+           {header + "1 1 1 9  :a.b.c\n", 2},
+           {header + "1 1 1 9 S kw\n", 2},
+           {header + "1 1 1 9 S :\n", 2},
+           {header + "1 1 1 9 S :a/b\n", 2},
+           {header + "1 1 1 9 S :a.b.c\n2 1 1 9 S :a.b.c\n", 3},
+           {header + "1 1 1 9 S k\x01w :a.b.c\n", 2},
            {header + "\n", 2},
        }) {
     auto parsed = parse_index(text);
@@ -371,7 +373,7 @@ TEST(Merge, KeepsKeywordNamesAndPrefersCurWhenListedTwice) {
   old.uidvalidity = 5;
   old.next_uid = 10;
   old.highest_modseq = 3;
-  old.entries.push_back({9, 3, 9, letters("S"), {"$Label1"}, "1.a.h", ""});
+  old.entries.push_back({9, 3, 9, 9, letters("S"), {"$Label1"}, "1.a.h", ""});
   MergeResult merged = merge_listing(old, {listed("1.a.h", true, 9), listed("1.a.h:2,S", false, 9)}, 6);
   EXPECT_FALSE(merged.modified());
   ASSERT_EQ(merged.state.entries.size(), 1u);
@@ -419,7 +421,7 @@ TEST(Merge, RunningOutOfUidsStartsANewUidvalidity) {
   old.uidvalidity = 5;
   old.next_uid = 4294967294u;  // the last usable UID
   old.highest_modseq = 1;
-  old.entries.push_back({4294967293u, 1, 1, {}, {}, "1.a.h", ""});
+  old.entries.push_back({4294967293u, 1, 1, 1, {}, {}, "1.a.h", ""});
   MergeResult fits = merge_listing(old, {listed("1.a.h", true, 1), listed("2.a.h", true)}, 6);
   EXPECT_FALSE(fits.renumbered);
   EXPECT_EQ(fits.state.next_uid, 4294967295u);
@@ -483,9 +485,9 @@ TEST_F(StoreFolder, FirstSyncNumbersMessagesAndWritesTheIndex) {
   EXPECT_FALSE(fs::exists(root_ / "tern-index.tmp"));
   EXPECT_EQ(read("tern-index"),
             "tern-index 1 1764000000 4 1\n"
-            "1 1 3 - :1700000001.M1P1Q1.h\n"
-            "2 1 5 - :1700000002.M1P1Q1.h,S=5\n"
-            "3 1 4 FS :1700000003.M1P1Q1.h\n");
+            "1 1 3 3 - :1700000001.M1P1Q1.h\n"
+            "2 1 5 5 - :1700000002.M1P1Q1.h,S=5\n"
+            "3 1 4 4 FS :1700000003.M1P1Q1.h\n");
 
   // Another session sees the same UIDs; a later one keeps UIDVALIDITY.
   FolderIndex other(root_);
@@ -493,6 +495,24 @@ TEST_F(StoreFolder, FirstSyncNumbersMessagesAndWritesTheIndex) {
   EXPECT_EQ(report.source, SyncReport::Source::index);
   EXPECT_EQ(other.uidvalidity(), 1764000000u);
   EXPECT_EQ(other.messages(), index.messages());
+}
+
+TEST_F(StoreFolder, SizesWithCrlfAreCountedOnceOrTakenFromTheName) {
+  write("new/1700000001.M1P1Q1.h", "a: b\n\nline\r\nlast\n");  // 3 bare LFs, one CRLF
+  write("new/1700000002.M1P1Q1.h,S=3,W=99", "x\ny");           // W= is believed, not counted
+  write("new/1700000003.M1P1Q1.h", "");
+  FolderIndex index(root_);
+  ASSERT_FALSE(index.sync(1764000000));
+  ASSERT_EQ(index.messages().size(), 3u);
+  EXPECT_EQ(index.messages()[0].size, 17u);
+  EXPECT_EQ(index.messages()[0].vsize, 20u);
+  EXPECT_EQ(index.messages()[1].vsize, 99u);
+  EXPECT_EQ(index.messages()[2].vsize, 0u);
+  // Kept in the index: a later sync does not read the file again (same size, other bytes).
+  write("new/1700000001.M1P1Q1.h", std::string(17, 'x'));
+  FolderIndex other(root_);
+  ASSERT_FALSE(other.sync(1764000001));
+  EXPECT_EQ(other.messages()[0].vsize, 20u);
 }
 
 TEST_F(StoreFolder, ReportsWhatOthersChanged) {
