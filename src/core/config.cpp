@@ -394,6 +394,42 @@ void parse_spf_dnsbl_and_greylist(Checker& c, const toml::table& root, Config& c
 }
 }  // namespace
 
+// An optional list of listening addresses, `table`.`key`; `port` is the usual one, for examples.
+void listen_list(Checker& c, const toml::table& table, std::string_view section, const char* key, const char* port,
+                 std::vector<ListenAddress>& out) {
+  const toml::node* n = table.get(key);
+  if (!n) return;
+  std::string name = std::string(section) + "." + key;
+  std::string example = std::string(key) + " = [\"0.0.0.0:" + port + "\"]";
+  const toml::array* arr = n->as_array();
+  if (!arr) c.problem(n, name, "expected a list of addresses, e.g. " + example);
+  for (size_t i = 0; arr && i < arr->size(); ++i) {
+    auto s = (*arr)[i].value<std::string>();
+    auto a = s ? parse_listen(*s) : std::nullopt;
+    if (!a)
+      c.problem(&(*arr)[i], name, "expected \"address:port\" with a numeric address, e.g. " + example);
+    else
+      out.push_back(*a);
+  }
+}
+
+void parse_pop3(Checker& c, const toml::table& root, Config& cfg) {
+  const toml::table* pop3 = c.table(root, "pop3");
+  if (!pop3) return;
+  c.known_keys(*pop3, "pop3",
+               {"listen", "pop3s_listen", "plaintext_auth_without_tls", "max_connections", "max_connections_per_ip",
+                "login_timeout", "idle_timeout", "max_auth_failures"});
+  listen_list(c, *pop3, "pop3", "listen", "110", cfg.pop3.listen);
+  listen_list(c, *pop3, "pop3", "pop3s_listen", "995", cfg.pop3.pop3s_listen);
+  c.boolean(*pop3, "pop3", "plaintext_auth_without_tls", cfg.pop3.plaintext_auth_without_tls);
+  c.integer(*pop3, "pop3", "max_connections", cfg.pop3.max_connections, 1, 1000000, "connections");
+  c.integer(*pop3, "pop3", "max_connections_per_ip", cfg.pop3.max_connections_per_ip, 0, 1000000, "connections");
+  c.integer(*pop3, "pop3", "login_timeout", cfg.pop3.login_timeout, 1, 3600, "seconds");
+  // RFC 1939 3: an autologout timer of at least 10 minutes.
+  c.integer(*pop3, "pop3", "idle_timeout", cfg.pop3.idle_timeout, 600, 86400, "seconds");
+  c.integer(*pop3, "pop3", "max_auth_failures", cfg.pop3.max_auth_failures, 1, 100, "failures");
+}
+
 ConfigResult parse_config(std::string_view text, std::string_view filename, const std::filesystem::path& base_dir) {
   ConfigResult result;
   toml::table root;
@@ -414,8 +450,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     return (fp.is_absolute() ? fp : base_dir / fp).lexically_normal().string();
   };
   c.known_keys(root, "",
-               {"server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "route", "dns", "dkim", "tls",
-                "sni", "dnsbl", "greylist", "spf", "mailauth"});
+               {"server", "run_as", "smtp", "pop3", "queue", "directory", "delivery", "relay", "route", "dns", "dkim",
+                "tls", "sni", "dnsbl", "greylist", "spf", "mailauth"});
 
   if (const toml::table* server = c.table(root, "server")) {
     c.known_keys(*server, "server", {"hostname", "data_dir"});
@@ -499,23 +535,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
         }
       }
     }
-    for (auto [key, port, slot] : {std::tuple{"submission_listen", "587", &cfg.smtp.submission_listen},
-                                   std::tuple{"smtps_listen", "465", &cfg.smtp.smtps_listen}}) {
-      const toml::node* n = smtp->get(key);
-      if (!n) continue;
-      std::string example = std::string(key) + " = [\"0.0.0.0:" + port + "\"]";
-      const toml::array* arr = n->as_array();
-      if (!arr) c.problem(n, std::string("smtp.") + key, "expected a list of addresses, e.g. " + example);
-      for (size_t i = 0; arr && i < arr->size(); ++i) {
-        auto s = (*arr)[i].value<std::string>();
-        auto a = s ? parse_listen(*s) : std::nullopt;
-        if (!a)
-          c.problem(&(*arr)[i], std::string("smtp.") + key,
-                    "expected \"address:port\" with a numeric address, e.g. " + example);
-        else
-          slot->push_back(*a);
-      }
-    }
+    listen_list(c, *smtp, "smtp", "submission_listen", "587", cfg.smtp.submission_listen);
+    listen_list(c, *smtp, "smtp", "smtps_listen", "465", cfg.smtp.smtps_listen);
     for (auto [key, slot] : {std::pair{"allow_insecure_auth", &cfg.smtp.allow_insecure_auth},
                              std::pair{"sender_login_match", &cfg.smtp.sender_login_match},
                              std::pair{"received_auth_user", &cfg.smtp.received_auth_user}}) {
@@ -537,13 +558,17 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   }
   if (cfg.smtp.listen.empty() && !(root.get("smtp") && root["smtp"]["listen"]))
     c.problem(root.get("smtp"), "smtp.listen", "missing; add listen = [\"0.0.0.0:25\"] under [smtp]");
+  parse_pop3(c, root, cfg);
   {  // Every address once, whichever list it is in.
     std::vector<std::string> seen;
-    for (const auto* list : {&cfg.smtp.listen, &cfg.smtp.submission_listen, &cfg.smtp.smtps_listen})
+    for (const auto* list : {&cfg.smtp.listen, &cfg.smtp.submission_listen, &cfg.smtp.smtps_listen, &cfg.pop3.listen,
+                             &cfg.pop3.pop3s_listen})
       for (const ListenAddress& a : *list) {
         if (std::find(seen.begin(), seen.end(), a.text()) != seen.end())
           c.problem(root.get("smtp"), "smtp.listen",
-                    a.text() + " appears twice in listen, submission_listen and smtps_listen; keep one");
+                    a.text() +
+                        " appears twice in the listen lists of [smtp] and [pop3]; each address and port serves one "
+                        "protocol: keep one");
         seen.push_back(a.text());
       }
   }
@@ -596,6 +621,13 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   if (!cfg.smtp.smtps_listen.empty() && cfg.tls.certificate.empty())
     c.problem(root.get("smtp"), "smtp.smtps_listen",
               "port 465 is implicit TLS and needs a certificate: add certificate and key under [tls]");
+  if (!cfg.pop3.pop3s_listen.empty() && cfg.tls.certificate.empty())
+    c.problem(root.get("pop3"), "pop3.pop3s_listen",
+              "port 995 is implicit TLS and needs a certificate: add certificate and key under [tls]");
+  if (!cfg.pop3.listen.empty() && cfg.tls.certificate.empty() && !cfg.pop3.plaintext_auth_without_tls)
+    c.problem(root.get("pop3"), "pop3.listen",
+              "POP3 logins need TLS (STLS): add certificate and key under [tls] (or, on a private network "
+              "only, plaintext_auth_without_tls = true)");
   if (!cfg.smtp.submission_listen.empty() && cfg.tls.certificate.empty() && !cfg.smtp.allow_insecure_auth)
     c.problem(root.get("smtp"), "smtp.submission_listen",
               "submission needs AUTH, which needs TLS: add certificate and key under [tls] (or, on a "
@@ -904,6 +936,10 @@ data_dir = "."            # relative to this file: the ./var directory
 listen = ["127.0.0.1:2525"]
 submission_listen = ["127.0.0.1:2587"]   # STARTTLS, then AUTH as alice@example.test
 smtps_listen = ["127.0.0.1:2465"]        # implicit TLS
+
+[pop3]
+listen = ["127.0.0.1:1110"]         # STLS, then USER/PASS or AUTH PLAIN as alice@example.test
+pop3s_listen = ["127.0.0.1:1995"]   # implicit TLS
 
 [tls]
 certificate = "tls/cert.pem"   # the self-signed certificate tern made at first start

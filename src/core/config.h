@@ -86,6 +86,18 @@ struct Config {
 
   // SPF at MAIL FROM (RFC 7208; the combined patch's SPFBEHAVIOR) for clients that are neither
   // authenticated nor relay clients, on port 25.
+  // The pop3 service (docs/pop3.md). Both lists empty: no POP3.
+  struct Pop3 {
+    std::vector<ListenAddress> listen;        // port 110: plain text, STLS (RFC 2595)
+    std::vector<ListenAddress> pop3s_listen;  // port 995: implicit TLS (RFC 8314)
+    bool plaintext_auth_without_tls = false;  // USER/PASS and AUTH PLAIN before STLS
+    uint32_t max_connections = 500;
+    uint32_t max_connections_per_ip = 20;  // 0 = no limit
+    uint32_t login_timeout = 60;           // seconds idle before login
+    uint32_t idle_timeout = 600;           // seconds idle after login (RFC 1939 3: at least 600)
+    uint32_t max_auth_failures = 3;        // failed logins in one connection, then it is closed
+  } pop3;
+
   struct Spf {
     std::string policy = "off";    // "off", "header" (Received-SPF only), "reject_fail", "reject_softfail"
     bool defer_temperror = false;  // a DNS error answers 451 4.4.3 instead of accepting

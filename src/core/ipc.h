@@ -172,9 +172,13 @@ struct AuthResult {
   uint8_t outcome = 0;  // AuthOutcome
   std::string address;  // the canonical account address when ok
   std::string text;     // for the log (never says whether the user exists to the client)
+  // When ok: the account's Maildir (absolute) and quota (0 = no limit), for imap and pop3.
+  std::string maildir{};
+  uint64_t quota_bytes = 0;
+  uint64_t quota_messages = 0;
   template <typename A>
   void fields(A& a) {
-    a(outcome, address, text);
+    a(outcome, address, text, maildir, quota_bytes, quota_messages);
   }
 };
 

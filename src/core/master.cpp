@@ -219,6 +219,20 @@ std::string Master::prepare() {
   relay_child.identity = relay;
   children_ = {std::move(directory_child), std::move(smtp_child), std::move(queue_child), std::move(deliver_child),
                std::move(relay_child)};
+  // POP3 (110 with STLS, 995 implicit TLS), when configured: it reads the mail store, so it runs
+  // as deliver's user; it tells its two kinds of socket apart by their addresses.
+  if (!config_.pop3.listen.empty() || !config_.pop3.pop3s_listen.empty()) {
+    Child pop3_child;
+    pop3_child.name = "pop3";
+    for (const auto* list : {&config_.pop3.listen, &config_.pop3.pop3s_listen})
+      for (const ListenAddress& a : *list) {
+        int fd = bind_tcp(a, error);
+        if (fd < 0) return error;
+        pop3_child.listen_fds.push_back(fd);
+      }
+    pop3_child.identity = vmail;
+    children_.push_back(std::move(pop3_child));
+  }
   return "";
 }
 
@@ -334,7 +348,8 @@ void Master::reload() {
   }
   auto addresses = [](const Config& c) {
     std::string out;
-    for (const auto* list : {&c.smtp.listen, &c.smtp.submission_listen, &c.smtp.smtps_listen}) {
+    for (const auto* list :
+         {&c.smtp.listen, &c.smtp.submission_listen, &c.smtp.smtps_listen, &c.pop3.listen, &c.pop3.pop3s_listen}) {
       for (const ListenAddress& a : *list) out += a.text() + ",";
       out += ";";
     }
@@ -345,8 +360,7 @@ void Master::reload() {
     log::error("configuration not reloaded: server.data_dir changed; restart tern to move the data directory");
     return;
   }
-  if (listen_changed)
-    log::warn("smtp.listen, smtp.submission_listen and smtp.smtps_listen take effect only at the next start");
+  if (listen_changed) log::warn("the listen lists of [smtp] and [pop3] take effect only at the next start");
   config_ = std::move(*r.config);
   for (Child& c : children_)
     if (c.pid > 0) ::kill(c.pid, SIGHUP);
@@ -373,9 +387,10 @@ int Master::run() {
     ::setrlimit(RLIMIT_NOFILE, &files);
   }
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < 2 * rlim_t{config_.smtp.max_connections} + 64)
-    log::warn("the open-file limit is low for smtp.max_connections; raise it (LimitNOFILE= in the systemd unit) "
-              "or lower max_connections",
-              {{"limit", static_cast<uint64_t>(files.rlim_cur)}, {"max_connections", config_.smtp.max_connections}});
+    log::warn(
+        "the open-file limit is low for smtp.max_connections; raise it (LimitNOFILE= in the systemd unit) "
+        "or lower max_connections",
+        {{"limit", static_cast<uint64_t>(files.rlim_cur)}, {"max_connections", config_.smtp.max_connections}});
 
   for (Child& c : children_) start(c);
   auto joined = [](const std::vector<ListenAddress>& list) {
@@ -388,12 +403,14 @@ int Master::run() {
                              {"smtp", joined(config_.smtp.listen)},
                              {"submission", joined(config_.smtp.submission_listen)},
                              {"smtps", joined(config_.smtp.smtps_listen)},
+                             {"pop3", joined(config_.pop3.listen)},
+                             {"pop3s", joined(config_.pop3.pop3s_listen)},
                              {"pid", static_cast<long>(::getpid())}});
 
   // Stopping goes in stages, each one waiting (up to 30 s, then SIGKILL) for the previous:
   // smtp (no new mail), the queue (finishes deliveries in progress), then the services the
   // queue's deliveries use. So no service waits on one that has already gone.
-  const std::vector<std::vector<const char*>> stages = {{"smtp"}, {"queue"}, {"deliver", "directory", "relay"}};
+  const std::vector<std::vector<const char*>> stages = {{"smtp", "pop3"}, {"queue"}, {"deliver", "directory", "relay"}};
   Clock::time_point deadline{};  // during stop: when to SIGKILL the current stage
   size_t stage = 0;
   auto alive = [&](const std::vector<const char*>& names) {
@@ -413,7 +430,7 @@ int Master::run() {
     while (::read(sfd, &si, sizeof si) == sizeof si) {
       if (si.ssi_signo == SIGHUP && !stopping_) reload();
       if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && !stopping_) {
-        log::info("stopping: smtp first, then the queue, then deliver, directory and relay");
+        log::info("stopping: smtp and pop3 first, then the queue, then deliver, directory and relay");
         stopping_ = true;
         deadline = Clock::now() + std::chrono::seconds(30);
         stop_children(stages[0]);

@@ -230,7 +230,10 @@ std::error_code current_usage(const std::filesystem::path& maildir, const Quota&
   return recalculate(root, quota, out);
 }
 
-std::error_code record_delivery(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes) {
+namespace {
+
+// Appends one usage line to maildirsize (see record_delivery and record_removal).
+std::error_code append_usage_line(const std::filesystem::path& maildir, const Quota& quota, const std::string& line) {
   if (quota.unlimited()) return {};
   fs::path path = quota_root(maildir) / "maildirsize";
   int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -241,7 +244,6 @@ std::error_code record_delivery(const std::filesystem::path& maildir, const Quot
     ec = files::last_error();
   } else if (S_ISREG(st.st_mode)) {
     // One write with O_APPEND: concurrent deliveries' lines never interleave.
-    std::string line = std::to_string(bytes) + " 1\n";
     ssize_t n;
     do n = ::write(fd, line.data(), line.size());
     while (n < 0 && errno == EINTR);
@@ -252,6 +254,18 @@ std::error_code record_delivery(const std::filesystem::path& maildir, const Quot
   }
   if (::close(fd) != 0 && !ec) ec = files::last_error();
   return ec;
+}
+
+}  // namespace
+
+std::error_code record_delivery(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes) {
+  return append_usage_line(maildir, quota, std::to_string(bytes) + " 1\n");
+}
+
+std::error_code record_removal(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes,
+                               uint64_t messages) {
+  if (messages == 0) return {};
+  return append_usage_line(maildir, quota, "-" + std::to_string(bytes) + " -" + std::to_string(messages) + "\n");
 }
 
 }  // namespace tern::deliver

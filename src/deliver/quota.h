@@ -113,4 +113,9 @@ std::error_code current_usage(const std::filesystem::path& maildir, const Quota&
 // maildirsize yet (the next current_usage counts the message in its scan).
 std::error_code record_delivery(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes);
 
+// After `messages` files of `bytes` in all were removed from `maildir` (or a folder of it):
+// appends "-<bytes> -<messages>\n", on the same terms as record_delivery.
+std::error_code record_removal(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes,
+                               uint64_t messages);
+
 }  // namespace tern::deliver

@@ -216,7 +216,11 @@ asio::awaitable<ipc::AuthResult> authenticate(Directory& d, ipc::AuthRequest req
       }
     }
   }
-  co_return result(AuthOutcome::ok, user->address(), "ok");
+  ipc::AuthResult accepted = result(AuthOutcome::ok, user->address(), "ok");
+  accepted.maildir = directory::default_maildir(directory::resolver_settings(*d.config), *user);
+  accepted.quota_bytes = user->quota_bytes;
+  accepted.quota_messages = user->quota_messages;
+  co_return accepted;
 }
 
 std::optional<uid_t> peer_uid(stream_protocol::socket& s) {
@@ -286,7 +290,8 @@ int run_directory_service(const ServiceStart& start) {
     s->insert(::getuid());
   }
   if (auto u = uid_of(d.config->run_as.smtp)) d.resolve_uids.insert(*u), d.auth_uids.insert(*u);
-  if (auto u = uid_of(d.config->run_as.deliver)) d.resolve_uids.insert(*u);
+  // deliver resolves recipients; the pop3 service, which runs as the same user, checks passwords.
+  if (auto u = uid_of(d.config->run_as.deliver)) d.resolve_uids.insert(*u), d.auth_uids.insert(*u);
   try {
     d.open_store();
     log::info("account database open", {{"backend", d.store->sql().backend_name()}, {"at", d.store->sql().location()}});

@@ -26,6 +26,7 @@
 #include "core/ipc_channel.h"
 #include "core/log.h"
 #include "core/network.h"
+#include "core/server_tls.h"
 #include "core/service.h"
 #include "directory/resolver.h"
 #include "dns/resolver.h"
@@ -39,7 +40,6 @@
 #include "smtp/greylist.h"
 #include "smtp/policy.h"
 #include "smtp/session.h"
-#include "smtp/tls.h"
 
 namespace tern {
 namespace {
@@ -66,7 +66,7 @@ struct Connection {
   tcp::socket socket;  // moved into `tls` when TLS starts
   // Declared before `tls` so it outlives it: the stream's context (and the SNI callback's
   // argument) stay alive after a reload replaced Server::tls.
-  std::shared_ptr<const smtp::ServerTls> tls_contexts;
+  std::shared_ptr<const ServerTls> tls_contexts;
   std::unique_ptr<ssl::stream<tcp::socket>> tls;
   asio::steady_timer timer;
   bool timed_out = false;
@@ -142,7 +142,7 @@ struct Server {
   std::unique_ptr<ipc::ChannelPool> directory;
   std::unique_ptr<ipc::ChannelPool> queue;
   // The certificates for new handshakes; nullptr when none is configured or loading failed.
-  std::shared_ptr<const smtp::ServerTls> tls;
+  std::shared_ptr<const ServerTls> tls;
 };
 
 // Loads [tls] for new handshakes; on failure keeps what it had (SIGHUP) and logs why.
@@ -152,7 +152,7 @@ void load_tls(Server& server) {
     return;
   }
   std::string error;
-  auto loaded = smtp::load_server_tls(server.config->tls, error);
+  auto loaded = load_server_tls(server.config->tls, error);
   if (!loaded) {
     log::error(server.tls ? "TLS certificates not reloaded; the previous ones stay"
                           : "TLS certificates not loaded; STARTTLS answers 454 and port 465 closes connections",
@@ -317,8 +317,8 @@ asio::awaitable<bool> start_tls(Server& server, std::shared_ptr<Connection> c, c
                                        {"error", c->timed_out ? std::string("timeout") : ec.message()}});
     co_return false;
   }
-  c->tls_version = smtp::tls_version(c->tls->native_handle());
-  c->tls_cipher = smtp::tls_cipher(c->tls->native_handle());
+  c->tls_version = tls_version(c->tls->native_handle());
+  c->tls_cipher = tls_cipher(c->tls->native_handle());
   co_return true;
 }
 

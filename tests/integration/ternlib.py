@@ -25,7 +25,7 @@ DOMAIN = "example.test"
 PASSWORD_HASH = "$y$j9T$jA67ydMBF2vVLDZAaqvb50$bgnQkt6YcSugLN/hOfSAkk2GSOXQ74vsvoSzXtTB0o7"
 SERVICE_USERS = {"smtp": "tern-smtp", "queue": "tern-queue", "deliver": "tern-vmail", "directory": "tern-dir",
                  "relay": "tern-relay"}
-SERVICES = ("smtp", "queue", "deliver", "directory", "relay")
+SERVICES = ("smtp", "queue", "deliver", "directory", "relay")  # pop3 runs only when configured
 # TERN_TEST_BACKEND=postgresql runs every server on a fresh PostgreSQL database (make test runs
 # the suite once per backend); anything else means the default SQLite file.
 BACKEND = os.environ.get("TERN_TEST_BACKEND", "sqlite")
@@ -132,7 +132,7 @@ def _toml_value(v) -> str:
 
 def render_config(cfg: dict) -> str:
     out = []
-    sections = ("server", "run_as", "smtp", "queue", "directory", "delivery", "relay", "dns", "dnsbl", "greylist",
+    sections = ("server", "run_as", "smtp", "pop3", "queue", "directory", "delivery", "relay", "dns", "dnsbl", "greylist",
                 "spf", "dkim", "mailauth")
     unknown = set(cfg) - set(sections) - {"tls", "routes", "domains", "users"}  # the last two: accounts
     assert not unknown, f"render_config does not know the section(s) {sorted(unknown)}"

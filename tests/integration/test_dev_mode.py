@@ -77,6 +77,20 @@ def test_readme_swaks_line_lands_in_maildir_within_a_second():
                                   "Received: from ")
         assert f"with ESMTP id {queued.group(1)}" in content
         assert "Subject: hello\n" in content and "\nit works\n" in content
+
+        # The README's POP3 account: STLS on 1110 (the self-signed development certificate).
+        import poplib
+        import ssl
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        pop = poplib.POP3("127.0.0.1", 1110, timeout=10)
+        pop.stls(context=insecure)
+        pop.user("alice@example.test")
+        pop.pass_("tern-dev-password")
+        assert pop.stat()[0] == 1
+        assert b"Subject: hello" in pop.retr(1)[1]
+        pop.quit()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

@@ -319,8 +319,8 @@ key = "org.key"
             std::vector<std::string>{});
   EXPECT_EQ(problems(head + "submission_listen = [\"0.0.0.0:25\"]\n"),
             (std::vector<std::string>{
-                "t.toml:4: smtp.listen: 0.0.0.0:25 appears twice in listen, submission_listen and smtps_listen; "
-                "keep one",
+                "t.toml:4: smtp.listen: 0.0.0.0:25 appears twice in the listen lists of [smtp] and [pop3]; each "
+                "address and port serves one protocol: keep one",
                 "t.toml:4: smtp.submission_listen: submission needs AUTH, which needs TLS: add certificate and key "
                 "under [tls] (or, on a private network only, allow_insecure_auth = true)"}));
   EXPECT_EQ(problems(head + "[tls]\ncertificate = \"c.pem\"\n"),
@@ -441,4 +441,67 @@ allow_networks = ["198.51.100.0/24"]
   EXPECT_EQ(problems(head + "[greylist]\nkey = \"ip\"\n"),
             std::vector<std::string>{"t.toml:7: greylist.key: 'ip' is not a choice; write one of \"network\", "
                                      "\"address\", e.g. key = \"network\""});
+}
+
+TEST(Config, Pop3SectionDefaultsValuesAndProblems) {
+  const std::string head =
+      "[server]\nhostname = \"m.example.com\"\ndata_dir = \"d\"\n[smtp]\nlisten = [\"0.0.0.0:25\"]\n";
+  const std::string tls = "[tls]\ncertificate = \"c.pem\"\nkey = \"k.pem\"\n";
+  ConfigResult none = parse_config(head, "t.toml", "/etc/tern");
+  ASSERT_TRUE(none.config);
+  EXPECT_TRUE(none.config->pop3.listen.empty());  // no POP3 unless configured
+  EXPECT_TRUE(none.config->pop3.pop3s_listen.empty());
+  EXPECT_FALSE(none.config->pop3.plaintext_auth_without_tls);
+  EXPECT_EQ(none.config->pop3.idle_timeout, 600u);
+  EXPECT_EQ(none.config->pop3.login_timeout, 60u);
+  EXPECT_EQ(none.config->pop3.max_connections, 500u);
+  EXPECT_EQ(none.config->pop3.max_connections_per_ip, 20u);
+  EXPECT_EQ(none.config->pop3.max_auth_failures, 3u);
+
+  ConfigResult r =
+      parse_config(head + tls +
+                       "[pop3]\nlisten = [\"0.0.0.0:110\", \"[::]:110\"]\npop3s_listen = [\"0.0.0.0:995\"]\n"
+                       "max_connections = 50\nmax_connections_per_ip = 0\nlogin_timeout = 30\n"
+                       "idle_timeout = 1800\nmax_auth_failures = 5\n",
+                   "t.toml", "/etc/tern");
+  ASSERT_TRUE(r.config) << (r.problems.empty() ? "" : format_problem(r.problems[0]));
+  const Config::Pop3& p = r.config->pop3;
+  ASSERT_EQ(p.listen.size(), 2u);
+  EXPECT_EQ(p.listen[1].text(), "[::]:110");
+  EXPECT_EQ(p.pop3s_listen.at(0).port, 995);
+  EXPECT_EQ(p.max_connections, 50u);
+  EXPECT_EQ(p.max_connections_per_ip, 0u);
+  EXPECT_EQ(p.login_timeout, 30u);
+  EXPECT_EQ(p.idle_timeout, 1800u);
+  EXPECT_EQ(p.max_auth_failures, 5u);
+
+  EXPECT_EQ(problems(head + "[pop3]\npop3s_listen = [\"0.0.0.0:995\"]\n"),
+            std::vector<std::string>{"t.toml:6: pop3.pop3s_listen: port 995 is implicit TLS and needs a certificate: "
+                                     "add certificate and key under [tls]"});
+  EXPECT_EQ(problems(head + "[pop3]\nlisten = [\"0.0.0.0:110\"]\n"),
+            std::vector<std::string>{"t.toml:6: pop3.listen: POP3 logins need TLS (STLS): add certificate and key "
+                                     "under [tls] (or, on a private network only, plaintext_auth_without_tls = true)"});
+  EXPECT_EQ(problems(head + "[pop3]\nlisten = [\"0.0.0.0:110\"]\nplaintext_auth_without_tls = true\n"),
+            std::vector<std::string>{});
+  EXPECT_EQ(problems(head + tls + "[pop3]\nlisten = [\"0.0.0.0:25\"]\n"),
+            std::vector<std::string>{"t.toml:4: smtp.listen: 0.0.0.0:25 appears twice in the listen lists of [smtp] "
+                                     "and [pop3]; each address and port serves one protocol: keep one"});
+  EXPECT_EQ(problems(head + tls + "[pop3]\nlisten = \"0.0.0.0:110\"\n"),
+            std::vector<std::string>{"t.toml:10: pop3.listen: expected a list of addresses, e.g. listen = "
+                                     "[\"0.0.0.0:110\"]"});
+  EXPECT_EQ(problems(head + tls + "[pop3]\npop3s_listen = [\"localhost:995\"]\n"),
+            std::vector<std::string>{"t.toml:10: pop3.pop3s_listen: expected \"address:port\" with a numeric address, "
+                                     "e.g. pop3s_listen = [\"0.0.0.0:995\"]"});
+  EXPECT_EQ(
+      problems(head + tls + "[pop3]\nidle_timeout = 60\n"),
+      std::vector<std::string>{"t.toml:10: pop3.idle_timeout: expected a whole number of seconds from 600 to 86400, "
+                               "write for example idle_timeout = 600"});
+  EXPECT_EQ(problems(head + tls + "[pop3]\nplaintext_auth_without_tls = \"yes\"\n"),
+            std::vector<std::string>{"t.toml:10: pop3.plaintext_auth_without_tls: expected true or false, e.g. "
+                                     "plaintext_auth_without_tls = false"});
+  EXPECT_EQ(
+      problems(head + tls + "[pop3]\nlisten_on = []\n"),
+      std::vector<std::string>{"t.toml:10: pop3.listen_on: unknown key; valid keys here are: listen, pop3s_listen, "
+                               "plaintext_auth_without_tls, max_connections, max_connections_per_ip, "
+                               "login_timeout, idle_timeout, max_auth_failures"});
 }

@@ -72,4 +72,10 @@ TEST(Ipc, DirectoryMessagesRoundTrip) {
       decode<AuthRequest>(Frame{Type::auth_request, encode(AuthRequest{"a@b.test", "pw", "[::1]", "imap"}).substr(6)});
   ASSERT_TRUE(auth);
   EXPECT_EQ(auth->service, "imap");
+  AuthResult accepted{0, "a@b.test", "ok", "/var/lib/tern/domains/b.test/a/Maildir", 1000000, 500};
+  auto result = decode<AuthResult>(Frame{Type::auth_result, encode(accepted).substr(6)});
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->maildir, "/var/lib/tern/domains/b.test/a/Maildir");
+  EXPECT_EQ(result->quota_bytes, 1000000u);
+  EXPECT_EQ(result->quota_messages, 500u);
 }

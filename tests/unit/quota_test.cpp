@@ -400,6 +400,19 @@ TEST_F(QuotaDisk, RecordDeliveryAppendsOneLine) {
   EXPECT_EQ(u, (Usage{851, 5}));
 }
 
+TEST_F(QuotaDisk, RecordRemovalAppendsNegativeDeltas) {
+  three_messages();
+  Usage u;
+  ASSERT_FALSE(current_usage(md_, {1000, 0}, u));
+  ASSERT_FALSE(record_removal(md_ / ".Sent", {1000, 0}, 0, 0));  // nothing removed: nothing written
+  ASSERT_FALSE(record_removal(md_, {1000, 0}, 300, 2));
+  EXPECT_EQ(read(md_ / "maildirsize"), "1000S\n600 3\n-300 -2\n");
+  ASSERT_FALSE(current_usage(md_, {1000, 0}, u));
+  EXPECT_EQ(u, (Usage{300, 1}));
+  ASSERT_FALSE(record_removal(md_, {}, 300, 1));  // unlimited: left alone
+  EXPECT_EQ(read(md_ / "maildirsize"), "1000S\n600 3\n-300 -2\n");
+}
+
 TEST_F(QuotaDisk, RecordDeliveryWithoutAFileDoesNothing) {
   three_messages();
   ASSERT_FALSE(record_delivery(md_, {1000, 0}, 250));

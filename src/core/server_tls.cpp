@@ -1,9 +1,9 @@
-#include "smtp/tls.h"
+#include "core/server_tls.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-namespace tern::smtp {
+namespace tern {
 namespace {
 namespace ssl = boost::asio::ssl;
 
@@ -25,12 +25,12 @@ std::unique_ptr<ssl::context> make_context(const std::string& certificate, const
   ERR_clear_error();
   if (SSL_CTX_use_certificate_chain_file(native, certificate.c_str()) != 1) {
     error = "cannot load the certificate " + certificate + ": " + openssl_error() +
-            " (a PEM chain, the leaf first, readable by the smtp service's user)";
+            " (a PEM chain, the leaf first, readable by the smtp and pop3 services' users)";
     return nullptr;
   }
   if (SSL_CTX_use_PrivateKey_file(native, key.c_str(), SSL_FILETYPE_PEM) != 1) {
     error = "cannot load the key " + key + ": " + openssl_error() +
-            " (an unencrypted PEM key, readable by the smtp service's user)";
+            " (an unencrypted PEM key, readable by the smtp and pop3 services' users)";
     return nullptr;
   }
   if (SSL_CTX_check_private_key(native) != 1) {
@@ -84,4 +84,4 @@ std::string tls_cipher(SSL* s) {
   return c ? c : "";
 }
 
-}  // namespace tern::smtp
+}  // namespace tern

@@ -1,5 +1,6 @@
-// The smtp service's TLS server contexts: the default certificate and the SNI ones, loaded from
-// [tls] (RFC 3207 STARTTLS, RFC 8314 implicit TLS). TLS 1.2 is the minimum.
+// TLS server contexts of the services clients reach (smtp, pop3): the default certificate and
+// the SNI ones, loaded from [tls] (RFC 3207 and RFC 2595 STARTTLS/STLS, RFC 8314 implicit TLS).
+// TLS 1.2 is the minimum.
 //
 // Lifetimes: a ServerTls is immutable once loaded and shared: SIGHUP loads a new one for new
 // handshakes while every connection keeps the shared_ptr of the one it started with (its
@@ -12,7 +13,7 @@
 
 #include "core/config.h"
 
-namespace tern::smtp {
+namespace tern {
 
 struct ServerTls {
   std::unique_ptr<boost::asio::ssl::context> fallback;  // the [tls] certificate
@@ -28,4 +29,4 @@ std::shared_ptr<const ServerTls> load_server_tls(const Config::Tls& tls, std::st
 std::string tls_version(SSL* ssl);
 std::string tls_cipher(SSL* ssl);
 
-}  // namespace tern::smtp
+}  // namespace tern
