@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 # Every libFuzzer target (tests/fuzz/<name>_fuzz.cpp, corpus in tests/fuzz/corpus/<name>/);
 # CMakeLists.txt's fuzz foreach names the same list.
-FUZZ_TARGETS := smtp_command smtp_data maildirsize smtp_reply dns_rdata mta_sts spf_record dkim_tags dkim_canon mime access_rules config dmarc_record maildir_index pop3_command
+FUZZ_TARGETS := smtp_command smtp_data maildirsize smtp_reply dns_rdata mta_sts spf_record dkim_tags dkim_canon mime access_rules config dmarc_record maildir_index pop3_command imap_command
 PYTHON := /usr/bin/python3
 # The throw-away servers of the tests, started before them and stopped when the recipe's shell
 # exits: PostgreSQL (directory backend; connection string in TERN_TEST_POSTGRES) and unbound with

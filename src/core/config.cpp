@@ -413,6 +413,23 @@ void listen_list(Checker& c, const toml::table& table, std::string_view section,
   }
 }
 
+void parse_imap(Checker& c, const toml::table& root, Config& cfg) {
+  const toml::table* imap = c.table(root, "imap");
+  if (!imap) return;
+  c.known_keys(*imap, "imap",
+               {"listen", "imaps_listen", "plaintext_auth_without_tls", "max_connections", "max_connections_per_ip",
+                "login_timeout", "idle_timeout", "max_auth_failures"});
+  listen_list(c, *imap, "imap", "listen", "143", cfg.imap.listen);
+  listen_list(c, *imap, "imap", "imaps_listen", "993", cfg.imap.imaps_listen);
+  c.boolean(*imap, "imap", "plaintext_auth_without_tls", cfg.imap.plaintext_auth_without_tls);
+  c.integer(*imap, "imap", "max_connections", cfg.imap.max_connections, 1, 1000000, "connections");
+  c.integer(*imap, "imap", "max_connections_per_ip", cfg.imap.max_connections_per_ip, 0, 1000000, "connections");
+  c.integer(*imap, "imap", "login_timeout", cfg.imap.login_timeout, 1, 3600, "seconds");
+  // RFC 9051 5.4: an autologout timer of at least 30 minutes after login.
+  c.integer(*imap, "imap", "idle_timeout", cfg.imap.idle_timeout, 1800, 86400, "seconds");
+  c.integer(*imap, "imap", "max_auth_failures", cfg.imap.max_auth_failures, 1, 100, "failures");
+}
+
 void parse_pop3(Checker& c, const toml::table& root, Config& cfg) {
   const toml::table* pop3 = c.table(root, "pop3");
   if (!pop3) return;
@@ -450,8 +467,8 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
     return (fp.is_absolute() ? fp : base_dir / fp).lexically_normal().string();
   };
   c.known_keys(root, "",
-               {"server", "run_as", "smtp", "pop3", "queue", "directory", "delivery", "relay", "route", "dns", "dkim",
-                "tls", "sni", "dnsbl", "greylist", "spf", "mailauth"});
+               {"server", "run_as", "smtp", "pop3", "imap", "queue", "directory", "delivery", "relay", "route", "dns",
+                "dkim", "tls", "sni", "dnsbl", "greylist", "spf", "mailauth"});
 
   if (const toml::table* server = c.table(root, "server")) {
     c.known_keys(*server, "server", {"hostname", "data_dir"});
@@ -559,16 +576,17 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   if (cfg.smtp.listen.empty() && !(root.get("smtp") && root["smtp"]["listen"]))
     c.problem(root.get("smtp"), "smtp.listen", "missing; add listen = [\"0.0.0.0:25\"] under [smtp]");
   parse_pop3(c, root, cfg);
+  parse_imap(c, root, cfg);
   {  // Every address once, whichever list it is in.
     std::vector<std::string> seen;
     for (const auto* list : {&cfg.smtp.listen, &cfg.smtp.submission_listen, &cfg.smtp.smtps_listen, &cfg.pop3.listen,
-                             &cfg.pop3.pop3s_listen})
+                             &cfg.pop3.pop3s_listen, &cfg.imap.listen, &cfg.imap.imaps_listen})
       for (const ListenAddress& a : *list) {
         if (std::find(seen.begin(), seen.end(), a.text()) != seen.end())
           c.problem(root.get("smtp"), "smtp.listen",
                     a.text() +
-                        " appears twice in the listen lists of [smtp] and [pop3]; each address and port serves one "
-                        "protocol: keep one");
+                        " appears twice in the listen lists of [smtp], [pop3] and [imap]; each address and port "
+                        "serves one protocol: keep one");
         seen.push_back(a.text());
       }
   }
@@ -621,6 +639,13 @@ ConfigResult parse_config(std::string_view text, std::string_view filename, cons
   if (!cfg.smtp.smtps_listen.empty() && cfg.tls.certificate.empty())
     c.problem(root.get("smtp"), "smtp.smtps_listen",
               "port 465 is implicit TLS and needs a certificate: add certificate and key under [tls]");
+  if (!cfg.imap.imaps_listen.empty() && cfg.tls.certificate.empty())
+    c.problem(root.get("imap"), "imap.imaps_listen",
+              "port 993 is implicit TLS and needs a certificate: add certificate and key under [tls]");
+  if (!cfg.imap.listen.empty() && cfg.tls.certificate.empty() && !cfg.imap.plaintext_auth_without_tls)
+    c.problem(root.get("imap"), "imap.listen",
+              "IMAP logins need TLS (STARTTLS): add certificate and key under [tls] (or, on a private network "
+              "only, plaintext_auth_without_tls = true)");
   if (!cfg.pop3.pop3s_listen.empty() && cfg.tls.certificate.empty())
     c.problem(root.get("pop3"), "pop3.pop3s_listen",
               "port 995 is implicit TLS and needs a certificate: add certificate and key under [tls]");
@@ -936,6 +961,10 @@ data_dir = "."            # relative to this file: the ./var directory
 listen = ["127.0.0.1:2525"]
 submission_listen = ["127.0.0.1:2587"]   # STARTTLS, then AUTH as alice@example.test
 smtps_listen = ["127.0.0.1:2465"]        # implicit TLS
+
+[imap]
+listen = ["127.0.0.1:1143"]         # STARTTLS, then LOGIN as alice@example.test
+imaps_listen = ["127.0.0.1:1993"]   # implicit TLS
 
 [pop3]
 listen = ["127.0.0.1:1110"]         # STLS, then USER/PASS or AUTH PLAIN as alice@example.test

@@ -98,6 +98,18 @@ struct Config {
     uint32_t max_auth_failures = 3;        // failed logins in one connection, then it is closed
   } pop3;
 
+  // The imap service (docs/imap.md). Both lists empty: no IMAP.
+  struct Imap {
+    std::vector<ListenAddress> listen;        // port 143: plain text, STARTTLS (LOGINDISABLED before it)
+    std::vector<ListenAddress> imaps_listen;  // port 993: implicit TLS (RFC 8314)
+    bool plaintext_auth_without_tls = false;  // LOGIN and AUTHENTICATE PLAIN before STARTTLS
+    uint32_t max_connections = 1000;
+    uint32_t max_connections_per_ip = 50;  // 0 = no limit
+    uint32_t login_timeout = 60;           // seconds idle before login
+    uint32_t idle_timeout = 1800;          // seconds idle after login (RFC 9051 5.4: at least 30 minutes)
+    uint32_t max_auth_failures = 3;        // failed logins in one connection, then it is closed
+  } imap;
+
   struct Spf {
     std::string policy = "off";    // "off", "header" (Received-SPF only), "reject_fail", "reject_softfail"
     bool defer_temperror = false;  // a DNS error answers 451 4.4.3 instead of accepting

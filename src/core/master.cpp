@@ -233,6 +233,19 @@ std::string Master::prepare() {
     pop3_child.identity = vmail;
     children_.push_back(std::move(pop3_child));
   }
+  // IMAP (143 with STARTTLS, 993 implicit TLS), when configured: like pop3.
+  if (!config_.imap.listen.empty() || !config_.imap.imaps_listen.empty()) {
+    Child imap_child;
+    imap_child.name = "imap";
+    for (const auto* list : {&config_.imap.listen, &config_.imap.imaps_listen})
+      for (const ListenAddress& a : *list) {
+        int fd = bind_tcp(a, error);
+        if (fd < 0) return error;
+        imap_child.listen_fds.push_back(fd);
+      }
+    imap_child.identity = vmail;
+    children_.push_back(std::move(imap_child));
+  }
   return "";
 }
 
@@ -348,8 +361,8 @@ void Master::reload() {
   }
   auto addresses = [](const Config& c) {
     std::string out;
-    for (const auto* list :
-         {&c.smtp.listen, &c.smtp.submission_listen, &c.smtp.smtps_listen, &c.pop3.listen, &c.pop3.pop3s_listen}) {
+    for (const auto* list : {&c.smtp.listen, &c.smtp.submission_listen, &c.smtp.smtps_listen, &c.pop3.listen,
+                             &c.pop3.pop3s_listen, &c.imap.listen, &c.imap.imaps_listen}) {
       for (const ListenAddress& a : *list) out += a.text() + ",";
       out += ";";
     }
@@ -405,6 +418,8 @@ int Master::run() {
                              {"smtps", joined(config_.smtp.smtps_listen)},
                              {"pop3", joined(config_.pop3.listen)},
                              {"pop3s", joined(config_.pop3.pop3s_listen)},
+                             {"imap", joined(config_.imap.listen)},
+                             {"imaps", joined(config_.imap.imaps_listen)},
                              {"pid", static_cast<long>(::getpid())}});
 
   // Stopping goes in stages, each one waiting (up to 30 s, then SIGKILL) for the previous:
@@ -430,7 +445,7 @@ int Master::run() {
     while (::read(sfd, &si, sizeof si) == sizeof si) {
       if (si.ssi_signo == SIGHUP && !stopping_) reload();
       if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && !stopping_) {
-        log::info("stopping: smtp and pop3 first, then the queue, then deliver, directory and relay");
+        log::info("stopping: smtp, pop3 and imap first, then the queue, then deliver, directory and relay");
         stopping_ = true;
         deadline = Clock::now() + std::chrono::seconds(30);
         stop_children(stages[0]);

@@ -38,6 +38,7 @@ int run_deliver_service(const ServiceStart& start);
 int run_directory_service(const ServiceStart& start);  // src/directory/service.cpp
 int run_relay_service(const ServiceStart& start);      // src/relay/service.cpp
 int run_pop3_service(const ServiceStart& start);       // src/pop3/service.cpp
+int run_imap_service(const ServiceStart& start);       // src/imap/service.cpp
 
 // The master starts each child with SIGHUP blocked, so a reload sent while the child starts up
 // waits until the child's handler is installed; each service calls this right after installing it.

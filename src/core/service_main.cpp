@@ -45,6 +45,7 @@ int run_service(const std::string& name, const std::string& config_path, int lis
   if (name == "directory") return run_directory_service(start);
   if (name == "relay") return run_relay_service(start);
   if (name == "pop3") return run_pop3_service(start);
+  if (name == "imap") return run_imap_service(start);
   log::error("unknown service", {{"name", name}});
   return exit_config;
 }

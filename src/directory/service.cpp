@@ -290,7 +290,7 @@ int run_directory_service(const ServiceStart& start) {
     s->insert(::getuid());
   }
   if (auto u = uid_of(d.config->run_as.smtp)) d.resolve_uids.insert(*u), d.auth_uids.insert(*u);
-  // deliver resolves recipients; the pop3 service, which runs as the same user, checks passwords.
+  // deliver resolves recipients; pop3 and imap, which run as the same user, check passwords.
   if (auto u = uid_of(d.config->run_as.deliver)) d.resolve_uids.insert(*u), d.auth_uids.insert(*u);
   try {
     d.open_store();

@@ -132,7 +132,7 @@ def _toml_value(v) -> str:
 
 def render_config(cfg: dict) -> str:
     out = []
-    sections = ("server", "run_as", "smtp", "pop3", "queue", "directory", "delivery", "relay", "dns", "dnsbl", "greylist",
+    sections = ("server", "run_as", "smtp", "pop3", "imap", "queue", "directory", "delivery", "relay", "dns", "dnsbl", "greylist",
                 "spf", "dkim", "mailauth")
     unknown = set(cfg) - set(sections) - {"tls", "routes", "domains", "users"}  # the last two: accounts
     assert not unknown, f"render_config does not know the section(s) {sorted(unknown)}"

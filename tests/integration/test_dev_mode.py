@@ -91,6 +91,16 @@ def test_readme_swaks_line_lands_in_maildir_within_a_second():
         assert pop.stat()[0] == 1
         assert b"Subject: hello" in pop.retr(1)[1]
         pop.quit()
+
+        # And over IMAP with STARTTLS on 1143: the message, and the special-use folders.
+        import imaplib
+        imap = imaplib.IMAP4("127.0.0.1", 1143, timeout=10)
+        imap.starttls(ssl_context=insecure)
+        imap.login("alice@example.test", "tern-dev-password")
+        assert b'(\\HasNoChildren \\Sent) "." "Sent"' in imap.list()[1]
+        assert imap.select("INBOX") == ("OK", [b"1"])
+        assert b"Subject: hello" in imap.fetch("1", "(BODY.PEEK[HEADER])")[1][0][1]
+        imap.logout()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

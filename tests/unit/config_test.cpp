@@ -319,8 +319,8 @@ key = "org.key"
             std::vector<std::string>{});
   EXPECT_EQ(problems(head + "submission_listen = [\"0.0.0.0:25\"]\n"),
             (std::vector<std::string>{
-                "t.toml:4: smtp.listen: 0.0.0.0:25 appears twice in the listen lists of [smtp] and [pop3]; each "
-                "address and port serves one protocol: keep one",
+                "t.toml:4: smtp.listen: 0.0.0.0:25 appears twice in the listen lists of [smtp], [pop3] and [imap]; "
+                "each address and port serves one protocol: keep one",
                 "t.toml:4: smtp.submission_listen: submission needs AUTH, which needs TLS: add certificate and key "
                 "under [tls] (or, on a private network only, allow_insecure_auth = true)"}));
   EXPECT_EQ(problems(head + "[tls]\ncertificate = \"c.pem\"\n"),
@@ -484,8 +484,8 @@ TEST(Config, Pop3SectionDefaultsValuesAndProblems) {
   EXPECT_EQ(problems(head + "[pop3]\nlisten = [\"0.0.0.0:110\"]\nplaintext_auth_without_tls = true\n"),
             std::vector<std::string>{});
   EXPECT_EQ(problems(head + tls + "[pop3]\nlisten = [\"0.0.0.0:25\"]\n"),
-            std::vector<std::string>{"t.toml:4: smtp.listen: 0.0.0.0:25 appears twice in the listen lists of [smtp] "
-                                     "and [pop3]; each address and port serves one protocol: keep one"});
+            std::vector<std::string>{"t.toml:4: smtp.listen: 0.0.0.0:25 appears twice in the listen lists of [smtp], "
+                                     "[pop3] and [imap]; each address and port serves one protocol: keep one"});
   EXPECT_EQ(problems(head + tls + "[pop3]\nlisten = \"0.0.0.0:110\"\n"),
             std::vector<std::string>{"t.toml:10: pop3.listen: expected a list of addresses, e.g. listen = "
                                      "[\"0.0.0.0:110\"]"});
@@ -504,4 +504,38 @@ TEST(Config, Pop3SectionDefaultsValuesAndProblems) {
       std::vector<std::string>{"t.toml:10: pop3.listen_on: unknown key; valid keys here are: listen, pop3s_listen, "
                                "plaintext_auth_without_tls, max_connections, max_connections_per_ip, "
                                "login_timeout, idle_timeout, max_auth_failures"});
+}
+
+TEST(Config, ImapSectionDefaultsValuesAndProblems) {
+  const std::string head =
+      "[server]\nhostname = \"m.example.com\"\ndata_dir = \"d\"\n[smtp]\nlisten = [\"0.0.0.0:25\"]\n";
+  const std::string tls = "[tls]\ncertificate = \"c.pem\"\nkey = \"k.pem\"\n";
+  ConfigResult none = parse_config(head, "t.toml", "/etc/tern");
+  ASSERT_TRUE(none.config);
+  EXPECT_TRUE(none.config->imap.listen.empty());  // no IMAP unless configured
+  EXPECT_EQ(none.config->imap.idle_timeout, 1800u);
+  EXPECT_EQ(none.config->imap.max_connections, 1000u);
+  EXPECT_EQ(none.config->imap.max_connections_per_ip, 50u);
+  ConfigResult r = parse_config(head + tls +
+                                    "[imap]\nlisten = [\"[::]:143\"]\nimaps_listen = [\"0.0.0.0:993\"]\n"
+                                    "login_timeout = 20\nidle_timeout = 3600\nmax_auth_failures = 4\n",
+                                "t.toml", "/etc/tern");
+  ASSERT_TRUE(r.config) << (r.problems.empty() ? "" : format_problem(r.problems[0]));
+  EXPECT_EQ(r.config->imap.listen.at(0).text(), "[::]:143");
+  EXPECT_EQ(r.config->imap.imaps_listen.at(0).port, 993);
+  EXPECT_EQ(r.config->imap.login_timeout, 20u);
+  EXPECT_EQ(r.config->imap.idle_timeout, 3600u);
+  EXPECT_EQ(r.config->imap.max_auth_failures, 4u);
+  EXPECT_EQ(problems(head + "[imap]\nimaps_listen = [\"0.0.0.0:993\"]\n"),
+            std::vector<std::string>{"t.toml:6: imap.imaps_listen: port 993 is implicit TLS and needs a certificate: "
+                                     "add certificate and key under [tls]"});
+  EXPECT_EQ(problems(head + "[imap]\nlisten = [\"0.0.0.0:143\"]\n"),
+            std::vector<std::string>{"t.toml:6: imap.listen: IMAP logins need TLS (STARTTLS): add certificate and key "
+                                     "under [tls] (or, on a private network only, plaintext_auth_without_tls = true)"});
+  EXPECT_EQ(problems(head + tls + "[imap]\nidle_timeout = 600\n"),
+            std::vector<std::string>{"t.toml:10: imap.idle_timeout: expected a whole number of seconds from 1800 to "
+                                     "86400, write for example idle_timeout = 1800"});
+  EXPECT_EQ(problems(head + tls + "[imap]\nlisten = [\"0.0.0.0:110\"]\n[pop3]\nlisten = [\"0.0.0.0:110\"]\n"),
+            std::vector<std::string>{"t.toml:4: smtp.listen: 0.0.0.0:110 appears twice in the listen lists of [smtp], "
+                                     "[pop3] and [imap]; each address and port serves one protocol: keep one"});
 }

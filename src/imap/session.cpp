@@ -1,0 +1,700 @@
+#include "imap/session.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <set>
+
+#include "core/base64.h"
+#include "imap/message_view.h"
+#include "mime/imap_render.h"
+#include "mime/message.h"
+
+namespace tern::imap {
+namespace {
+using mailbox::MaildirFlags;
+
+int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// The mailbox name as the client reads it: modified UTF-7, quoted.
+std::string wire_name(std::string_view name) {
+  return mime::imap_string(encode_mutf7(name).value_or(std::string(name)));
+}
+
+uint8_t maildir_bits(uint8_t imap_flags) {
+  uint8_t out = 0;
+  if (imap_flags & flag_answered) out |= mailbox::flag_replied;
+  if (imap_flags & flag_flagged) out |= mailbox::flag_flagged;
+  if (imap_flags & flag_deleted) out |= mailbox::flag_trashed;
+  if (imap_flags & flag_seen) out |= mailbox::flag_seen;
+  if (imap_flags & flag_draft) out |= mailbox::flag_draft;
+  return out;
+}
+
+// System flags and the keywords the Maildir letters can hold ($Forwarded is "P").
+uint8_t maildir_bits(const FlagList& list) {
+  uint8_t out = maildir_bits(list.system);
+  for (const auto& keyword : list.keywords)
+    if (auto flag = mailbox::system_flag_from_imap(keyword)) out |= *flag;
+  return out;
+}
+
+// "*" and "%" patterns of LIST (RFC 9051 6.3.9): "*" matches anything, "%" anything but the
+// hierarchy separator.
+bool pattern_matches(std::string_view pattern, std::string_view name) {
+  if (pattern.empty()) return name.empty();
+  if (pattern[0] == '*' || pattern[0] == '%') {
+    for (size_t i = 0; i <= name.size(); ++i) {
+      if (pattern_matches(pattern.substr(1), name.substr(i))) return true;
+      if (i < name.size() && pattern[0] == '%' && name[i] == hierarchy_separator) return false;
+    }
+    return false;
+  }
+  return !name.empty() && pattern[0] == name[0] && pattern_matches(pattern.substr(1), name.substr(1));
+}
+
+std::string sequence_text(const std::vector<uint32_t>& numbers) {
+  std::string out;
+  for (size_t i = 0; i < numbers.size();) {
+    size_t j = i;
+    while (j + 1 < numbers.size() && numbers[j + 1] == numbers[j] + 1) ++j;
+    if (!out.empty()) out += ',';
+    out += std::to_string(numbers[i]);
+    if (j > i) out += ":" + std::to_string(numbers[j]);
+    i = j + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+Session::Session(SessionSettings settings) : settings_(std::move(settings)) {}
+
+Session::~Session() { std::fill(password_.begin(), password_.end(), '\0'); }
+
+std::string Session::greeting() const {
+  return "* OK [CAPABILITY " + capabilities() + "] " + settings_.hostname + " IMAP server ready (tern)\r\n";
+}
+
+std::string Session::capabilities() const {
+  std::string out = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE";
+  out += " ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=" + std::to_string(settings_.append_limit);
+  if (state_ == State::not_authenticated) {
+    if (settings_.tls_available && !settings_.tls_active) out += " STARTTLS";
+    if (settings_.tls_active || settings_.plaintext_auth_without_tls)
+      out += " AUTH=PLAIN";
+    else
+      out += " LOGINDISABLED";
+  }
+  return out;
+}
+
+Response Session::ok(const Command& c, std::string_view text, std::string out) {
+  out += c.tag + " OK " + std::string(text) + "\r\n";
+  return {std::move(out)};
+}
+
+Response Session::no(const Command& c, std::string_view text, std::string out) {
+  out += c.tag + " NO " + std::string(text) + "\r\n";
+  return {std::move(out)};
+}
+
+Response Session::bad(const Command& c, std::string_view text) {
+  return {c.tag + " BAD " + std::string(text) + "\r\n"};
+}
+
+Response Session::handle(const CompleteCommand& raw, const ParseResult& parsed) {
+  if (const ParseError* error = std::get_if<ParseError>(&parsed)) return {error->reply};
+  const Command& c = std::get<Command>(parsed);
+  if (state_ == State::logout) return {"", Action::close};
+  append_text_ = raw.text;
+  Response r = dispatch(c);
+  append_text_ = {};
+  return r;
+}
+
+Response Session::dispatch(const Command& c) {
+  const bool authed = state_ == State::authenticated || state_ == State::selected;
+  const bool selected = state_ == State::selected;
+  auto wrong_state = [&](const char* when) { return bad(c, std::string("command not allowed ") + when); };
+  switch (c.verb) {
+    case Verb::capability:
+      return ok(c, "CAPABILITY completed", "* CAPABILITY " + capabilities() + "\r\n");
+    case Verb::noop:
+    case Verb::check:
+      if (selected) return ok(c, c.verb == Verb::noop ? "NOOP completed" : "CHECK completed", sync_and_report(true));
+      if (c.verb == Verb::check) return wrong_state("without a selected mailbox");
+      return ok(c, "NOOP completed");
+    case Verb::logout:
+      state_ = State::logout;
+      return {"* BYE " + settings_.hostname + " IMAP server logging out\r\n" + c.tag + " OK LOGOUT completed\r\n",
+              Action::close};
+    case Verb::id:
+      return ok(c, "ID completed", "* ID (\"name\" \"tern\")\r\n");
+    case Verb::starttls:
+      if (state_ != State::not_authenticated) return wrong_state("after login");
+      if (settings_.tls_active) return bad(c, "TLS is already active");
+      if (!settings_.tls_available) return no(c, "STARTTLS is not available on this server");
+      return {c.tag + " OK Begin TLS negotiation now\r\n", Action::start_tls};
+    case Verb::login:
+      if (state_ != State::not_authenticated) return wrong_state("after login");
+      return login(c);
+    case Verb::authenticate:
+      if (state_ != State::not_authenticated) return wrong_state("after login");
+      return authenticate(c);
+    default:
+      break;
+  }
+  if (!authed) return wrong_state("before login; use LOGIN or AUTHENTICATE first");
+  switch (c.verb) {
+    case Verb::enable:
+      return ok(c, "ENABLE completed", "* ENABLED\r\n");
+    case Verb::select:
+      return select(c, false);
+    case Verb::examine:
+      return select(c, true);
+    case Verb::create:
+      return create(c);
+    case Verb::delete_:
+      return remove(c);
+    case Verb::rename:
+      return rename(c);
+    case Verb::subscribe:
+      return subscribe(c, true);
+    case Verb::unsubscribe:
+      return subscribe(c, false);
+    case Verb::list:
+    case Verb::lsub:
+      return list(c);
+    case Verb::namespace_:
+      return ok(c, "NAMESPACE completed", "* NAMESPACE ((\"\" \".\")) NIL NIL\r\n");
+    case Verb::status:
+      return status(c);
+    case Verb::append:
+      return append(c);
+    case Verb::idle:
+      idle_tag_ = c.tag;
+      return {"+ idling\r\n" + (selected ? sync_and_report(true) : std::string()), Action::idle};
+    case Verb::getquota:
+    case Verb::getquotaroot:
+    case Verb::setquota:
+      return no(c, "[CANNOT] QUOTA is not offered by this server yet");
+    default:
+      break;
+  }
+  if (!selected) return wrong_state("without a selected mailbox; SELECT one first");
+  switch (c.verb) {
+    case Verb::close:
+      return close_mailbox(c, !read_only_);
+    case Verb::unselect:
+      return close_mailbox(c, false);
+    case Verb::expunge:
+      return expunge(c);
+    case Verb::search:
+      return search(c);
+    case Verb::fetch:
+      return fetch(c);
+    case Verb::store:
+      return store(c);
+    case Verb::copy:
+      return copy(c, false);
+    case Verb::move:
+      return copy(c, true);
+    default:
+      return bad(c, "command not implemented");
+  }
+}
+
+// --- login -------------------------------------------------------------------------------
+
+Response Session::login(const Command& c) {
+  if (!settings_.tls_active && !settings_.plaintext_auth_without_tls)
+    return no(c, "[PRIVACYREQUIRED] LOGIN is disabled without TLS; use STARTTLS first");
+  pending_tag_ = c.tag;
+  user_ = c.name;
+  password_ = c.password;
+  return {"", Action::authenticate};
+}
+
+Response Session::authenticate(const Command& c) {
+  if (c.name != "PLAIN") return no(c, "[CANNOT] unsupported authentication mechanism (supported: PLAIN)");
+  if (!settings_.tls_active && !settings_.plaintext_auth_without_tls)
+    return no(c, "[PRIVACYREQUIRED] authentication is disabled without TLS; use STARTTLS first");
+  pending_tag_ = c.tag;
+  if (!c.initial_response) {
+    awaiting_sasl_ = true;
+    return {"+ \r\n"};
+  }
+  return handle_auth_line(*c.initial_response);
+}
+
+Response Session::handle_auth_line(std::string_view line) {
+  awaiting_sasl_ = false;
+  std::string tag = pending_tag_;
+  if (line == "*") return {tag + " BAD authentication cancelled\r\n"};
+  std::string decoded;
+  if (line != "=") {
+    auto bytes = decode_base64_strict(line);
+    if (!bytes) return {tag + " BAD invalid base64 data in authentication response\r\n"};
+    decoded = std::move(*bytes);
+  }
+  // [authzid] NUL authcid NUL password (RFC 4616)
+  size_t first = decoded.find('\0');
+  size_t second = first == std::string::npos ? first : decoded.find('\0', first + 1);
+  if (second == std::string::npos) {
+    std::fill(decoded.begin(), decoded.end(), '\0');
+    return {tag +
+            " NO [AUTHENTICATIONFAILED] malformed PLAIN response (expected [authzid] NUL authcid NUL "
+            "password)\r\n"};
+  }
+  std::string authzid = decoded.substr(0, first);
+  user_ = decoded.substr(first + 1, second - first - 1);
+  password_ = decoded.substr(second + 1);
+  std::fill(decoded.begin(), decoded.end(), '\0');
+  if (!authzid.empty() && authzid != user_) {
+    std::fill(password_.begin(), password_.end(), '\0');
+    password_.clear();
+    return {tag + " NO [AUTHORIZATIONFAILED] logging in as another user is not allowed\r\n"};
+  }
+  return {"", Action::authenticate};
+}
+
+Response Session::complete_auth(AuthVerdict verdict, const std::string& account, const std::string& maildir) {
+  std::fill(password_.begin(), password_.end(), '\0');
+  password_.clear();
+  std::string tag = pending_tag_;
+  switch (verdict) {
+    case AuthVerdict::ok:
+      account_ = account;
+      store_ = std::make_unique<Mailstore>(maildir);
+      state_ = State::authenticated;
+      return {tag + " OK [CAPABILITY " + capabilities() + "] Logged in\r\n"};
+    case AuthVerdict::unavailable:
+      return {tag + " NO [UNAVAILABLE] authentication temporarily unavailable, try again later\r\n"};
+    case AuthVerdict::mailbox_error:
+      return {tag + " NO [UNAVAILABLE] the mailbox cannot be opened, try again later\r\n"};
+    case AuthVerdict::failed:
+      break;
+  }
+  ++auth_failures_;
+  if (auth_failures_ >= settings_.max_auth_failures) {
+    state_ = State::logout;
+    return {tag + " NO [AUTHENTICATIONFAILED] Authentication failed\r\n* BYE too many failed logins, closing\r\n",
+            Action::close, auth_failures_};
+  }
+  return {tag + " NO [AUTHENTICATIONFAILED] Authentication failed\r\n", Action::none, auth_failures_};
+}
+
+void Session::tls_started() { settings_.tls_active = true; }
+
+// --- mailboxes ---------------------------------------------------------------------------
+
+Response Session::select(const Command& c, bool read_only) {
+  // Selecting (even failing to) leaves the selected state (RFC 9051 6.3.2).
+  state_ = State::authenticated;
+  index_.reset();
+  view_.clear();
+  saved_valid_ = false;
+  if (c.select.condstore || c.select.qresync) return bad(c, "CONDSTORE and QRESYNC are not offered by this server");
+  auto path = store_->folder_path(c.mailbox);
+  if (!path || !store_->exists(c.mailbox)) return no(c, "[NONEXISTENT] mailbox does not exist");
+  auto index = std::make_unique<mailbox::FolderIndex>(*path);
+  if (auto ec = index->sync(now_seconds()))
+    return no(c, "[UNAVAILABLE] the mailbox cannot be read, try again later (" + ec.message() + ")");
+  index_ = std::move(index);
+  selected_name_ = c.mailbox;
+  read_only_ = read_only;
+  state_ = State::selected;
+  uint32_t first_unseen = 0;
+  for (const auto& entry : index_->messages()) {
+    view_.push_back({entry.uid, entry.flags.system});
+    if (!first_unseen && !(entry.flags.system & mailbox::flag_seen)) first_unseen = static_cast<uint32_t>(view_.size());
+  }
+  std::string out = "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)\r\n";
+  out += read_only ? "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"
+                   : "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)] Flags "
+                     "permitted\r\n";
+  out += "* " + std::to_string(view_.size()) + " EXISTS\r\n* 0 RECENT\r\n";
+  if (first_unseen) out += "* OK [UNSEEN " + std::to_string(first_unseen) + "] First unseen\r\n";
+  out += "* OK [UIDVALIDITY " + std::to_string(index_->uidvalidity()) + "] UIDs valid\r\n";
+  out += "* OK [UIDNEXT " + std::to_string(index_->next_uid()) + "] Predicted next UID\r\n";
+  return ok(c, read_only ? "[READ-ONLY] EXAMINE completed" : "[READ-WRITE] SELECT completed", std::move(out));
+}
+
+Response Session::close_mailbox(const Command& c, bool expunge_deleted) {
+  if (expunge_deleted) {
+    std::vector<uint32_t> doomed;
+    for (const auto& entry : index_->messages())
+      if (entry.flags.system & mailbox::flag_trashed) doomed.push_back(entry.uid);
+    if (!doomed.empty()) index_->expunge(doomed, now_seconds());
+  }
+  index_.reset();
+  view_.clear();
+  state_ = State::authenticated;
+  return ok(c, c.verb == Verb::close ? "CLOSE completed" : "UNSELECT completed");
+}
+
+Response Session::list(const Command& c) {
+  const ListArgs& args = c.list;
+  bool lsub = c.verb == Verb::lsub;
+  if (!lsub && args.patterns.size() == 1 && args.patterns[0].empty())
+    return ok(c, "LIST completed", "* LIST (\\Noselect) \".\" \"\"\r\n");
+  std::vector<FolderInfo> folders;
+  if (auto ec = store_->list(folders)) return no(c, "[SERVERBUG] cannot list the mailboxes: " + ec.message());
+  std::vector<std::string> subscribed = store_->subscriptions();
+  auto is_subscribed = [&](const std::string& name) {
+    return std::find(subscribed.begin(), subscribed.end(), name) != subscribed.end();
+  };
+  bool only_subscribed = lsub || (args.selection & select_subscribed);
+  bool only_special = args.selection & select_special_use;
+  bool show_subscribed = only_subscribed || (args.return_options & return_subscribed);
+  std::string out;
+  for (const FolderInfo& folder : folders) {
+    bool matched = false;
+    for (const std::string& pattern : args.patterns) {
+      std::string full = args.reference + pattern;
+      std::string name = folder.name;
+      // INBOX matches case-insensitively.
+      if (name == "INBOX" && full.size() >= 5) {
+        std::string head = full.substr(0, 5);
+        for (char& ch : head) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        if (head == "INBOX") full = "INBOX" + full.substr(5);
+      }
+      if (pattern_matches(full, name)) matched = true;
+    }
+    if (!matched) continue;
+    bool sub = is_subscribed(folder.name);
+    if (only_subscribed && !sub) continue;
+    if (only_special && folder.special_use.empty()) continue;
+    std::vector<std::string> attributes;
+    if (!folder.selectable) attributes.push_back(lsub ? "\\Noselect" : "\\NonExistent");
+    if (!lsub) attributes.push_back(folder.has_children ? "\\HasChildren" : "\\HasNoChildren");
+    if (show_subscribed && sub && !lsub) attributes.push_back("\\Subscribed");
+    if (!lsub && !folder.special_use.empty()) attributes.push_back(folder.special_use);
+    std::string joined;
+    for (const auto& a : attributes) joined += (joined.empty() ? "" : " ") + a;
+    out += std::string(lsub ? "* LSUB (" : "* LIST (") + joined + ") \".\" " + wire_name(folder.name) + "\r\n";
+    if (!lsub && (args.return_options & return_status) && folder.selectable) {
+      Command status_command = c;
+      status_command.mailbox = folder.name;
+      status_command.status_items = args.status_items;
+      Response r = status(status_command);
+      // Only the untagged STATUS line (RFC 5819).
+      out += r.out.substr(0, r.out.find(c.tag + " "));
+    }
+  }
+  return ok(c, lsub ? "LSUB completed" : "LIST completed", std::move(out));
+}
+
+Response Session::status(const Command& c) {
+  auto path = store_->folder_path(c.mailbox);
+  if (!path || !store_->exists(c.mailbox)) return no(c, "[NONEXISTENT] mailbox does not exist");
+  mailbox::FolderIndex index(*path);
+  if (auto ec = index.sync(now_seconds()))
+    return no(c, "[UNAVAILABLE] the mailbox cannot be read, try again later (" + ec.message() + ")");
+  uint64_t unseen = 0, deleted = 0, size = 0;
+  for (const auto& entry : index.messages()) {
+    if (!(entry.flags.system & mailbox::flag_seen)) ++unseen;
+    if (entry.flags.system & mailbox::flag_trashed) ++deleted;
+    size += entry.vsize;
+  }
+  std::vector<std::string> items;
+  uint16_t wanted = c.status_items;
+  if (wanted & status_messages) items.push_back("MESSAGES " + std::to_string(index.messages().size()));
+  if (wanted & status_uid_next) items.push_back("UIDNEXT " + std::to_string(index.next_uid()));
+  if (wanted & status_uid_validity) items.push_back("UIDVALIDITY " + std::to_string(index.uidvalidity()));
+  if (wanted & status_unseen) items.push_back("UNSEEN " + std::to_string(unseen));
+  if (wanted & status_deleted) items.push_back("DELETED " + std::to_string(deleted));
+  if (wanted & status_size) items.push_back("SIZE " + std::to_string(size));
+  if (wanted & status_recent) items.push_back("RECENT 0");
+  if (wanted & status_highest_modseq) return bad(c, "HIGHESTMODSEQ needs CONDSTORE, which this server does not offer");
+  if (wanted & status_append_limit) items.push_back("APPENDLIMIT " + std::to_string(settings_.append_limit));
+  std::string joined;
+  for (const auto& item : items) joined += (joined.empty() ? "" : " ") + item;
+  return ok(c, "STATUS completed", "* STATUS " + wire_name(c.mailbox) + " (" + joined + ")\r\n");
+}
+
+Response Session::create(const Command& c) {
+  std::string problem = name_problem(c.mailbox);
+  if (!problem.empty()) return no(c, "[CANNOT] " + problem);
+  for (const auto& use : c.special_use)
+    if (special_use_of(c.mailbox) != use)
+      return no(c, "[USEATTR] tern gives special use by name: call the mailbox Sent, Drafts, Trash, Junk or Archive");
+  std::error_code ec = store_->create(c.mailbox);
+  if (ec == std::errc::file_exists) return no(c, "[ALREADYEXISTS] mailbox already exists");
+  if (ec) return no(c, "[SERVERBUG] cannot create the mailbox: " + ec.message());
+  return ok(c, "CREATE completed");
+}
+
+Response Session::remove(const Command& c) {
+  std::string problem = name_problem(c.mailbox);
+  if (!problem.empty()) return no(c, "[CANNOT] " + problem);
+  std::error_code ec = store_->remove(c.mailbox);
+  if (ec == std::errc::operation_not_supported) return no(c, "[CANNOT] INBOX cannot be deleted");
+  if (ec == std::errc::no_such_file_or_directory) return no(c, "[NONEXISTENT] mailbox does not exist");
+  if (ec) return no(c, "[SERVERBUG] cannot delete the mailbox: " + ec.message());
+  if (state_ == State::selected && selected_name_ == c.mailbox) {
+    index_.reset();
+    view_.clear();
+    state_ = State::authenticated;
+  }
+  store_->subscribe(c.mailbox, false);
+  return ok(c, "DELETE completed");
+}
+
+Response Session::rename(const Command& c) {
+  for (const std::string* name : {&c.mailbox, &c.new_mailbox}) {
+    std::string problem = name_problem(*name);
+    if (!problem.empty()) return no(c, "[CANNOT] " + problem);
+  }
+  std::error_code ec = store_->rename(c.mailbox, c.new_mailbox);
+  if (ec == std::errc::operation_not_supported) return no(c, "[CANNOT] INBOX cannot be renamed by this server");
+  if (ec == std::errc::no_such_file_or_directory) return no(c, "[NONEXISTENT] mailbox does not exist");
+  if (ec == std::errc::file_exists) return no(c, "[ALREADYEXISTS] the new name exists already");
+  if (ec) return no(c, "[SERVERBUG] cannot rename the mailbox: " + ec.message());
+  return ok(c, "RENAME completed");
+}
+
+Response Session::subscribe(const Command& c, bool on) {
+  std::string problem = name_problem(c.mailbox);
+  if (!problem.empty()) return no(c, "[CANNOT] " + problem);
+  if (auto ec = store_->subscribe(c.mailbox, on))
+    return no(c, "[SERVERBUG] cannot save subscriptions: " + ec.message());
+  return ok(c, on ? "SUBSCRIBE completed" : "UNSUBSCRIBE completed");
+}
+
+Response Session::append(const Command& c) {
+  auto path = store_->folder_path(c.mailbox);
+  if (!path || !store_->exists(c.mailbox)) return no(c, "[TRYCREATE] mailbox does not exist");
+  std::vector<std::string> bases;
+  for (const AppendMessage& m : c.messages) {
+    if (m.size > settings_.append_limit) return no(c, "[TOOBIG] message larger than APPENDLIMIT");
+    // The octets are in the command text the session got; handle() callers keep it.
+    MaildirFlags flags;
+    flags.system = maildir_bits(m.flags);
+    std::string base;
+    std::string_view bytes = std::string_view(append_text_).substr(m.offset, m.size);
+    int64_t when = m.internal_date ? m.internal_date->unix_seconds() : now_seconds();
+    if (auto ec = store_->add_message(*path, bytes, flags, when, base)) {
+      if (ec == std::errc::no_space_on_device || ec.value() == EDQUOT)
+        return no(c, "[OVERQUOTA] not enough disk space to store the message");
+      return no(c, "[SERVERBUG] cannot store the message: " + ec.message());
+    }
+    bases.push_back(base);
+  }
+  mailbox::FolderIndex target(*path);
+  std::string code;
+  if (!target.sync(now_seconds())) {
+    std::vector<uint32_t> uids;
+    for (const auto& base : bases)
+      for (const auto& entry : target.messages())
+        if (entry.base == base) uids.push_back(entry.uid);
+    if (uids.size() == bases.size())
+      code = "[APPENDUID " + std::to_string(target.uidvalidity()) + " " + sequence_text(uids) + "] ";
+  }
+  std::string out = state_ == State::selected ? sync_and_report(true) : std::string();
+  return ok(c, code + "APPEND completed", std::move(out));
+}
+
+// --- the selected mailbox ----------------------------------------------------------------
+
+const mailbox::IndexEntry* Session::entry_at(size_t position) const { return index_->find(view_[position].uid); }
+
+bool Session::positions(const SequenceSet& set, bool uid, std::vector<size_t>& out) const {
+  out.clear();
+  if (set.saved) {
+    if (!saved_valid_) return false;
+    for (size_t i = 0; i < view_.size(); ++i)
+      if (std::binary_search(saved_uids_.begin(), saved_uids_.end(), view_[i].uid)) out.push_back(i);
+    return true;
+  }
+  std::vector<bool> chosen(view_.size(), false);
+  uint32_t largest = uid ? (view_.empty() ? 0 : view_.back().uid) : static_cast<uint32_t>(view_.size());
+  for (const SequenceRange& r : set.ranges) {
+    uint32_t a = r.first == sequence_star ? largest : r.first;
+    uint32_t b = r.last == sequence_star ? largest : r.last;
+    if (a > b) std::swap(a, b);
+    if (uid) {
+      auto lo =
+          std::lower_bound(view_.begin(), view_.end(), a, [](const ViewEntry& e, uint32_t v) { return e.uid < v; });
+      for (auto it = lo; it != view_.end() && it->uid <= b; ++it)
+        chosen[static_cast<size_t>(it - view_.begin())] = true;
+    } else {
+      if (a == 0 || b > view_.size()) return false;
+      for (uint32_t n = a; n <= b; ++n) chosen[n - 1] = true;
+    }
+  }
+  for (size_t i = 0; i < chosen.size(); ++i)
+    if (chosen[i]) out.push_back(i);
+  return true;
+}
+
+std::string Session::flags_text(uint8_t system) const {
+  std::string out = "(";
+  for (auto name : mailbox::imap_flag_names(system)) out += (out.size() > 1 ? " " : "") + std::string(name);
+  return out + ")";
+}
+
+std::string Session::fetch_flags_line(size_t position, bool with_uid) const {
+  std::string out = "* " + std::to_string(position + 1) + " FETCH (";
+  if (with_uid) out += "UID " + std::to_string(view_[position].uid) + " ";
+  return out + "FLAGS " + flags_text(view_[position].flags) + ")\r\n";
+}
+
+std::string Session::remove_from_view(const std::vector<uint32_t>& uids) {
+  std::string out;
+  for (size_t i = view_.size(); i-- > 0;) {
+    if (!std::binary_search(uids.begin(), uids.end(), view_[i].uid)) continue;
+    out += "* " + std::to_string(i + 1) + " EXPUNGE\r\n";
+    view_.erase(view_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  // The expunge responses above go from the highest number down, so every number sent is
+  // valid when the client reads it.
+  return out;
+}
+
+std::string Session::sync_and_report(bool expunges_allowed) {
+  if (!index_ || index_->sync(now_seconds())) return "";
+  std::string out;
+  if (expunges_allowed) {
+    std::vector<uint32_t> gone;
+    for (const auto& v : view_)
+      if (!index_->find(v.uid)) gone.push_back(v.uid);
+    out += remove_from_view(gone);
+    for (size_t i = 0; i < view_.size(); ++i) {
+      const mailbox::IndexEntry* entry = index_->find(view_[i].uid);
+      if (entry && entry->flags.system != view_[i].flags) {
+        view_[i].flags = entry->flags.system;
+        out += fetch_flags_line(i, false);
+      }
+    }
+  }
+  uint32_t last = view_.empty() ? 0 : view_.back().uid;
+  size_t before = view_.size();
+  for (const auto& entry : index_->messages())
+    if (entry.uid > last) view_.push_back({entry.uid, entry.flags.system});
+  if (view_.size() != before) out += "* " + std::to_string(view_.size()) + " EXISTS\r\n";
+  return out;
+}
+
+Response Session::expunge(const Command& c) {
+  if (read_only_) return no(c, "[READ-ONLY] the mailbox is read-only (EXAMINE)");
+  std::vector<size_t> chosen;
+  if (c.uid && !positions(c.sequence, true, chosen)) return bad(c, "invalid UID set");
+  std::vector<uint32_t> doomed;
+  auto consider = [&](size_t i) {
+    const mailbox::IndexEntry* entry = entry_at(i);
+    if (entry && (entry->flags.system & mailbox::flag_trashed)) doomed.push_back(entry->uid);
+  };
+  if (c.uid)
+    for (size_t i : chosen) consider(i);
+  else
+    for (size_t i = 0; i < view_.size(); ++i) consider(i);
+  std::vector<uint32_t> removed;
+  if (auto ec = index_->expunge(doomed, now_seconds(), &removed))
+    return no(c, "[SERVERBUG] some messages could not be expunged: " + ec.message(), sync_and_report(true));
+  std::string out = sync_and_report(true);
+  return ok(c, "EXPUNGE completed", std::move(out));
+}
+
+Response Session::store(const Command& c) {
+  if (read_only_) return no(c, "[READ-ONLY] the mailbox is read-only (EXAMINE)");
+  std::vector<size_t> chosen;
+  if (!positions(c.sequence, c.uid, chosen)) return bad(c, "invalid message number or set");
+  if (c.store.unchanged_since) return bad(c, "UNCHANGEDSINCE needs CONDSTORE, which this server does not offer");
+  uint8_t bits = maildir_bits(c.store.flags);
+  std::string out;
+  bool some_gone = false;
+  for (size_t i : chosen) {
+    const mailbox::IndexEntry* entry = entry_at(i);
+    if (!entry) {
+      some_gone = true;
+      continue;
+    }
+    MaildirFlags flags = entry->flags;
+    switch (c.store.mode) {
+      case StoreMode::replace:
+        flags.system = bits;
+        break;
+      case StoreMode::add:
+        flags.system |= bits;
+        break;
+      case StoreMode::remove:
+        flags.system &= static_cast<uint8_t>(~bits);
+        break;
+    }
+    if (flags != entry->flags) {
+      uint32_t uid = entry->uid;
+      if (auto ec = index_->set_flags(uid, flags, now_seconds())) {
+        if (ec == std::errc::no_such_file_or_directory) {
+          some_gone = true;
+          continue;
+        }
+        return no(c, "[SERVERBUG] cannot change flags: " + ec.message(), out);
+      }
+    }
+    view_[i].flags = flags.system;
+    if (!c.store.silent) out += fetch_flags_line(i, c.uid);
+  }
+  if (c.uid) out += sync_and_report(true);
+  if (some_gone) return no(c, "[EXPUNGEISSUED] some of the messages no longer exist", std::move(out));
+  return ok(c, "STORE completed", std::move(out));
+}
+
+Response Session::copy(const Command& c, bool move) {
+  if (move && read_only_) return no(c, "[READ-ONLY] the mailbox is read-only (EXAMINE)");
+  std::vector<size_t> chosen;
+  if (!positions(c.sequence, c.uid, chosen)) return bad(c, "invalid message number or set");
+  auto target_path = store_->folder_path(c.mailbox);
+  if (!target_path || !store_->exists(c.mailbox)) return no(c, "[TRYCREATE] mailbox does not exist");
+  std::vector<uint32_t> source_uids;
+  std::vector<std::string> bases;
+  for (size_t i : chosen) {
+    const mailbox::IndexEntry* entry = entry_at(i);
+    if (!entry) continue;
+    std::string base;
+    std::filesystem::path source = index_->path_of(*entry);
+    MaildirFlags flags = entry->flags;
+    std::error_code ec = store_->copy_message(source, *target_path, flags, base);
+    if (ec == std::errc::no_such_file_or_directory) {
+      // Renamed by a flag change elsewhere: look it up once more.
+      mailbox::FolderIndex fresh(index_->folder());
+      if (!fresh.sync(now_seconds()))
+        if (const mailbox::IndexEntry* again = fresh.find(entry->uid))
+          ec = store_->copy_message(fresh.path_of(*again), *target_path, flags, base);
+    }
+    if (ec) return no(c, "[SERVERBUG] cannot copy a message: " + ec.message());
+    source_uids.push_back(entry->uid);
+    bases.push_back(base);
+  }
+  std::string code;
+  mailbox::FolderIndex target(*target_path);
+  if (!bases.empty() && !target.sync(now_seconds())) {
+    std::vector<uint32_t> uids;
+    for (const auto& base : bases)
+      for (const auto& entry : target.messages())
+        if (entry.base == base) uids.push_back(entry.uid);
+    if (uids.size() == bases.size())
+      code = "[COPYUID " + std::to_string(target.uidvalidity()) + " " + sequence_text(source_uids) + " " +
+             sequence_text(uids) + "] ";
+  }
+  if (!move) {
+    std::string out = c.uid ? sync_and_report(true) : std::string();
+    return ok(c, code + "COPY completed", std::move(out));
+  }
+  // MOVE (RFC 6851): the copies exist; now the originals go.
+  std::string out = code.empty() ? std::string() : "* OK " + code + "Moved\r\n";
+  std::vector<uint32_t> removed;
+  if (auto ec = index_->expunge(source_uids, now_seconds(), &removed))
+    return no(c, "[SERVERBUG] copied, but the originals could not be removed: " + ec.message(), out);
+  out += sync_and_report(true);
+  return ok(c, "MOVE completed", std::move(out));
+}
+
+}  // namespace tern::imap

@@ -1,0 +1,238 @@
+// The IMAP session over a real Maildir in a temporary directory, without sockets: commands in
+// (through CommandReader and parse_command, as the service feeds them), exact replies out, and
+// the Maildir checked afterwards. Also the pure message_view helpers.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "imap/message_view.h"
+#include "imap/session.h"
+#include "mime/message.h"
+
+using namespace tern::imap;
+namespace fs = std::filesystem;
+
+namespace {
+
+class ImapSession : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("tern-imap-session-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    maildir_ = root_ / "Maildir";
+    SessionSettings settings;
+    settings.hostname = "mail.example.test";
+    settings.tls_active = true;
+    session_ = std::make_unique<Session>(settings);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  // One command line (literals inline are fine: the reader splits them) -> the session's output.
+  std::string run(const std::string& line) {
+    CommandReader reader;
+    reader.feed(line + "\r\n");
+    std::string out;
+    for (;;) {
+      ReadEvent event = reader.next();
+      if (event.status == ReadStatus::need_more) return out;
+      if (event.status == ReadStatus::continuation) continue;  // the whole literal was fed already
+      if (event.status == ReadStatus::error) return out + event.error.reply;
+      Response r = event.status == ReadStatus::raw_line ? session_->handle_auth_line(event.line)
+                                                        : session_->handle(event.command, parse_command(event.command));
+      out += r.out;
+      if (r.action == Action::authenticate)
+        out += session_->complete_auth(AuthVerdict::ok, "alice@example.test", maildir_.string()).out;
+      if (session_->wants_raw_line()) reader.expect_raw_line(session_->pending_tag());
+    }
+  }
+
+  void deliver(const std::string& name, const std::string& text) {
+    fs::create_directories(maildir_ / "new");
+    fs::create_directories(maildir_ / "cur");
+    fs::create_directories(maildir_ / "tmp");
+    std::ofstream(maildir_ / name, std::ios::binary) << text;
+  }
+
+  void login() {
+    Mailstore(maildir_).prepare();
+    ASSERT_EQ(run("a LOGIN alice@example.test pw"),
+              "a OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
+              "SPECIAL-USE ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=67108864] Logged in\r\n");
+  }
+
+  fs::path root_, maildir_;
+  std::unique_ptr<Session> session_;
+};
+
+const std::string kMessage =
+    "From: Bob <bob@example.org>\n"
+    "To: alice@example.test\n"
+    "Subject: =?utf-8?q?caf=C3=A9?= menu\n"
+    "Date: Mon, 07 Dec 2026 10:00:00 +0100\n"
+    "MIME-Version: 1.0\n"
+    "Content-Type: multipart/mixed; boundary=b\n"
+    "\n"
+    "--b\n"
+    "Content-Type: text/plain; charset=iso-8859-1\n"
+    "Content-Transfer-Encoding: quoted-printable\n"
+    "\n"
+    "cr=E8me br=FBl=E9e\n"
+    "--b\n"
+    "Content-Type: application/octet-stream\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "aGVsbG8=\n"
+    "--b--\n";
+
+}  // namespace
+
+TEST_F(ImapSession, CommandsOutOfStateGetExactReplies) {
+  EXPECT_EQ(run("a1 SELECT INBOX"), "a1 BAD command not allowed before login; use LOGIN or AUTHENTICATE first\r\n");
+  EXPECT_EQ(run("a2 NOOP"), "a2 OK NOOP completed\r\n");
+  login();
+  EXPECT_EQ(run("a3 LOGIN x y"), "a3 BAD command not allowed after login\r\n");
+  EXPECT_EQ(run("a4 FETCH 1 FLAGS"), "a4 BAD command not allowed without a selected mailbox; SELECT one first\r\n");
+  EXPECT_EQ(run("a5 SELECT Nowhere"), "a5 NO [NONEXISTENT] mailbox does not exist\r\n");
+  EXPECT_EQ(run("a6 GETQUOTAROOT INBOX"), "a6 NO [CANNOT] QUOTA is not offered by this server yet\r\n");
+  EXPECT_EQ(run("a7 SELECT INBOX (CONDSTORE)"), "a7 BAD CONDSTORE and QRESYNC are not offered by this server\r\n");
+}
+
+TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
+  SessionSettings plain;
+  plain.hostname = "mail.example.test";
+  plain.tls_available = true;
+  session_ = std::make_unique<Session>(plain);
+  EXPECT_EQ(session_->greeting(),
+            "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
+            "SPECIAL-USE ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=67108864 STARTTLS LOGINDISABLED] "
+            "mail.example.test IMAP server ready (tern)\r\n");
+  EXPECT_EQ(run("a LOGIN alice pw"), "a NO [PRIVACYREQUIRED] LOGIN is disabled without TLS; use STARTTLS first\r\n");
+  EXPECT_EQ(run("b STARTTLS"), "b OK Begin TLS negotiation now\r\n");
+  session_->tls_started();
+  EXPECT_EQ(run("c AUTHENTICATE CRAM-MD5"),
+            "c NO [CANNOT] unsupported authentication mechanism (supported: PLAIN)\r\n");
+  // "\0alice@example.test\0pw" in base64, sent after the continuation request.
+  EXPECT_EQ(run("d AUTHENTICATE PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw=="),
+            "+ \r\nd OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
+            "CHILDREN SPECIAL-USE ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=67108864] Logged in\r\n");
+  EXPECT_EQ(session_->pending_user(), "alice@example.test");
+  EXPECT_TRUE(session_->pending_password().empty());  // wiped once handed over
+}
+
+TEST_F(ImapSession, SelectFetchSectionsSearchAndStore) {
+  deliver("new/1700000001.M1P1Q1.h", kMessage);
+  deliver("cur/1700000002.M1P1Q1.h:2,S", "Subject: second\n\nplain words\n");
+  login();
+  std::string select = run("s SELECT INBOX");
+  EXPECT_NE(select.find("* 2 EXISTS\r\n"), std::string::npos) << select;
+  EXPECT_NE(select.find("* OK [UNSEEN 1] First unseen\r\n"), std::string::npos) << select;
+  EXPECT_NE(select.find("s OK [READ-WRITE] SELECT completed\r\n"), std::string::npos) << select;
+
+  EXPECT_EQ(run("f1 FETCH 2 (UID FLAGS RFC822.SIZE)"),
+            "* 2 FETCH (UID 2 FLAGS (\\Seen) RFC822.SIZE 32)\r\nf1 OK FETCH completed\r\n");
+  EXPECT_EQ(run("f2 FETCH 1 (BODY.PEEK[1])"),
+            "* 1 FETCH (BODY[1] {18}\r\ncr=E8me br=FBl=E9e)\r\nf2 OK FETCH completed\r\n");  // the last line end is the
+                                                                                             // boundary's
+  EXPECT_EQ(run("f3 FETCH 1 (BINARY.PEEK[2] BINARY.SIZE[2])"),
+            "* 1 FETCH (BINARY[2] {5}\r\nhello BINARY.SIZE[2] 5)\r\nf3 OK FETCH completed\r\n");
+  EXPECT_EQ(
+      run("f4 FETCH 1 (BODY.PEEK[1.MIME])"),
+      "* 1 FETCH (BODY[1.MIME] {93}\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: "
+      "quoted-printable\r\n\r\n)\r\nf4 OK FETCH completed\r\n");
+  EXPECT_EQ(run("f5 FETCH 1 (BODY.PEEK[HEADER.FIELDS (subject)]<0.9>)"),
+            "* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)]<0> {9}\r\nSubject: )\r\nf5 OK FETCH completed\r\n");
+  EXPECT_EQ(run("f6 FETCH 1 (BODY.PEEK[9])"), "* 1 FETCH (BODY[9] {0}\r\n)\r\nf6 OK FETCH completed\r\n");
+  EXPECT_EQ(run("f7 FETCH 3 FLAGS"), "f7 BAD invalid message number or set\r\n");
+
+  // SEARCH sees decoded text: the RFC 2047 subject and the quoted-printable latin-1 body.
+  EXPECT_EQ(run("q2 SEARCH CHARSET UTF-8 BODY {6+}\r\ncrème"), "* SEARCH 1\r\nq2 OK SEARCH completed\r\n");
+  EXPECT_EQ(run("q3 SEARCH SUBJECT menu"), "* SEARCH 1\r\nq3 OK SEARCH completed\r\n");
+  EXPECT_EQ(run("q4 SEARCH SENTON 7-Dec-2026"), "* SEARCH 1\r\nq4 OK SEARCH completed\r\n");
+  EXPECT_EQ(run("q5 UID SEARCH UNSEEN"), "* SEARCH 1\r\nq5 OK SEARCH completed\r\n");
+  EXPECT_EQ(run("q6 SEARCH RETURN (MIN COUNT) ALL"),
+            "* ESEARCH (TAG \"q6\") MIN 1 COUNT 2\r\nq6 OK SEARCH completed\r\n");
+  EXPECT_EQ(run("q7 SEARCH RETURN (SAVE) TEXT plain"), "q7 OK SEARCH completed\r\n");
+  EXPECT_EQ(run("q8 FETCH $ (UID)"), "* 2 FETCH (UID 2)\r\nq8 OK FETCH completed\r\n");
+  EXPECT_EQ(run("q9 SEARCH CHARSET KOI8-R ALL"), "q9 NO [BADCHARSET (UTF-8 US-ASCII)] unsupported charset KOI8-R\r\n");
+
+  // Reading the body without PEEK sets \Seen, in the file name too.
+  EXPECT_EQ(run("r FETCH 1 (BODY[2])"),
+            "* 1 FETCH (FLAGS (\\Seen) BODY[2] {8}\r\naGVsbG8=)\r\nr OK FETCH completed\r\n");
+  EXPECT_TRUE(fs::exists(maildir_ / "cur/1700000001.M1P1Q1.h:2,S"));
+  EXPECT_EQ(run("t STORE 1:2 +FLAGS (\\Deleted)"),
+            "* 1 FETCH (FLAGS (\\Seen \\Deleted))\r\n* 2 FETCH (FLAGS (\\Seen \\Deleted))\r\nt OK STORE completed\r\n");
+  EXPECT_EQ(run("u UID EXPUNGE 2"), "* 2 EXPUNGE\r\nu OK EXPUNGE completed\r\n");
+  EXPECT_FALSE(fs::exists(maildir_ / "cur/1700000002.M1P1Q1.h:2,ST"));
+  EXPECT_EQ(run("v CLOSE"), "v OK CLOSE completed\r\n");  // expunges the other \Deleted one silently
+  EXPECT_TRUE(fs::is_empty(maildir_ / "cur"));
+}
+
+TEST_F(ImapSession, ChangesByOthersAreReportedAtTheRightTime) {
+  deliver("new/1700000001.M1P1Q1.h", "Subject: one\n\n1\n");
+  deliver("new/1700000002.M1P1Q1.h", "Subject: two\n\n2\n");
+  login();
+  run("s SELECT INBOX");
+  // Another session expunges message 1 and a delivery adds one: FETCH by number cannot read it
+  // and does not report the expunge (RFC 9051 7.5.1); NOOP reports both.
+  fs::remove(maildir_ / "new/1700000001.M1P1Q1.h");
+  deliver("new/1700000003.M1P1Q1.h", "Subject: three\n\n3\n");
+  EXPECT_EQ(run("f FETCH 1 (BODY.PEEK[])"), "f NO [EXPUNGEISSUED] some of the messages no longer exist\r\n");
+  EXPECT_EQ(run("n NOOP"), "* 1 EXPUNGE\r\n* 2 EXISTS\r\nn OK NOOP completed\r\n");
+  EXPECT_EQ(run("g FETCH 1:* (UID)"), "* 1 FETCH (UID 2)\r\n* 2 FETCH (UID 3)\r\ng OK FETCH completed\r\n");
+  // IDLE reports as NOOP does; DONE ends it.
+  deliver("new/1700000004.M1P1Q1.h", "Subject: four\n\n4\n");
+  EXPECT_EQ(run("i IDLE"), "+ idling\r\n* 3 EXISTS\r\n");
+  EXPECT_EQ(session_->idle_updates(), "");
+  EXPECT_EQ(session_->idle_done("DONE").out, "i OK IDLE terminated\r\n");
+}
+
+TEST_F(ImapSession, MailboxesAppendCopyMove) {
+  login();
+  EXPECT_EQ(run("c1 CREATE Work.Reports"), "c1 OK CREATE completed\r\n");
+  EXPECT_EQ(run("c2 CREATE Work.Reports"), "c2 NO [ALREADYEXISTS] mailbox already exists\r\n");
+  EXPECT_EQ(run("c3 CREATE Work/x"), "c3 NO [CANNOT] mailbox names cannot hold \"/\"\r\n");
+  EXPECT_EQ(run("c4 CREATE Notes (USE (\\Sent))"),
+            "c4 NO [USEATTR] tern gives special use by name: call the mailbox Sent, Drafts, Trash, Junk or "
+            "Archive\r\n");
+  EXPECT_EQ(run("l LIST \"\" Work*"),
+            "* LIST (\\NonExistent \\HasChildren) \".\" \"Work\"\r\n* LIST (\\HasNoChildren) \".\" \"Work.Reports\"\r\n"
+            "l OK LIST completed\r\n");
+  EXPECT_EQ(run("l2 LIST (SPECIAL-USE) \"\" *"),
+            "* LIST (\\HasNoChildren \\Archive) \".\" \"Archive\"\r\n* LIST (\\HasNoChildren \\Drafts) \".\" "
+            "\"Drafts\"\r\n* LIST (\\HasNoChildren \\Junk) \".\" \"Junk\"\r\n* LIST (\\HasNoChildren \\Sent) \".\" "
+            "\"Sent\"\r\n* LIST (\\HasNoChildren \\Trash) \".\" \"Trash\"\r\nl2 OK LIST completed\r\n");
+  std::string appended = run("a APPEND Work.Reports (\\Seen) {14+}\r\nSubject: r\r\n\r\n");
+  EXPECT_TRUE(appended.starts_with("a OK [APPENDUID ")) << appended;
+  EXPECT_TRUE(appended.ends_with(" 1] APPEND completed\r\n")) << appended;
+  EXPECT_EQ(run("s STATUS Work.Reports (MESSAGES UNSEEN SIZE)"),
+            "* STATUS \"Work.Reports\" (MESSAGES 1 UNSEEN 0 SIZE 14)\r\ns OK STATUS completed\r\n");
+  run("x SELECT Work.Reports");
+  std::string moved = run("m MOVE 1 Trash");
+  EXPECT_TRUE(moved.starts_with("* OK [COPYUID ")) << moved;
+  EXPECT_TRUE(moved.ends_with(" 1 1] Moved\r\n* 1 EXPUNGE\r\nm OK MOVE completed\r\n")) << moved;
+  EXPECT_EQ(run("d DELETE INBOX"), "d NO [CANNOT] INBOX cannot be deleted\r\n");
+  EXPECT_EQ(run("r RENAME Work Job"), "r NO [NONEXISTENT] mailbox does not exist\r\n");
+  EXPECT_EQ(run("r2 RENAME Work.Reports Job"), "r2 OK RENAME completed\r\n");
+  EXPECT_TRUE(fs::is_directory(maildir_ / ".Job" / "cur"));
+}
+
+TEST(MessageView, CrlfSectionsDatesAndCase) {
+  EXPECT_EQ(to_crlf("a\nb\r\nc\r"), "a\r\nb\r\nc\r");
+  EXPECT_TRUE(contains_ignoring_case("Hello World", "wORLD"));
+  EXPECT_FALSE(contains_ignoring_case("Hello", "help"));
+  EXPECT_EQ(internal_date_text(0), "01-Jan-1970 00:00:00 +0000");
+  EXPECT_EQ(internal_date_text(1796670903), "07-Dec-2026 19:15:03 +0000");
+  EXPECT_EQ(days_from_civil(2026, 12, 7), 20794);
+  auto parsed = tern::mime::parse_message(kMessage);
+  EXPECT_EQ(sent_day(parsed), days_from_civil(2026, 12, 7));
+  EXPECT_EQ(header_values(parsed, "subject"), "café menu");
+  Section header{{}, SectionText::header_fields_not, {"From", "To", "Subject", "Date", "MIME-Version"}};
+  EXPECT_EQ(section_bytes(kMessage, parsed, header), "Content-Type: multipart/mixed; boundary=b\r\n\r\n");
+  EXPECT_EQ(section_bytes(kMessage, parsed, Section{{3}, SectionText::none, {}}), std::nullopt);
+  EXPECT_EQ(section_bytes(kMessage, parsed, Section{{1}, SectionText::header, {}}), std::nullopt);  // not a message
+  EXPECT_NE(searchable_text(kMessage, parsed, false, true).find("crème brûlée"), std::string::npos);
+}
