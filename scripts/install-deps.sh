@@ -13,7 +13,7 @@ packages=(
   python3-spf python3-yaml           # SPF conformance suites (rfc7208-tests.yml, rfc4408-tests.yml)
   python3-dkim python3-nacl opendkim-tools  # DKIM vectors, dkimverify and opendkim-testmsg peers
   publicsuffix                       # the Public Suffix List (DMARC's Organizational Domain)
-  fetchmail isync                    # POP3 and IMAP peers (test_pop3.py, test_imap.py: mbsync)
+  fetchmail isync mutt bsdutils      # POP3 and IMAP peers (test_pop3.py; test_imap.py: mbsync, mutt under script)
 )
 missing=()
 for p in "${packages[@]}"; do

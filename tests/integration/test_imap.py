@@ -1,5 +1,5 @@
 """The imap service (RFC 9051/RFC 3501 with UIDPLUS, MOVE, IDLE, SPECIAL-USE, ESEARCH...) over
-real sockets, with clients written by others: Python's imaplib and mbsync (isync). Exact
+real sockets, with clients written by others: Python's imaplib, mbsync (isync) and mutt. Exact
 replies are asserted, and what the Maildir holds afterwards.
 
 Every server gets two free ports: `imap` (port 143 style, STARTTLS) and `imaps` (port 993 style).
@@ -341,4 +341,52 @@ SyncState *
     assert b'"Projects"' in b" ".join(m.list()[1])
     m.select("Projects")
     assert m.fetch("1", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1] == b"Subject: local\r\n\r\n"
+    m.logout()
+
+
+def test_mutt_reads_and_moves_mail_in_batch_mode(server, pki, tmp_path):
+    """mutt, driven by pushed keys under a pseudo-terminal: it opens INBOX over IMAPS, reads the
+    first message (which marks it \\Seen), moves the ones whose subject says so to Archive
+    (COPY/MOVE, then EXPUNGE) and quits."""
+    send_mail(server, "keep me", "first\n")
+    send_mail(server, "move-me one", "second\n")
+    send_mail(server, "move-me two", "third\n")
+    server.wait_messages("alice", 3)
+    rc = tmp_path / "muttrc"
+    rc.write_text(f"""set imap_user = "{ALICE}"
+set imap_pass = "{PASSWORD}"
+set folder = "imaps://127.0.0.1:{server.imaps}/"
+set spoolfile = "+INBOX"
+set ssl_ca_certificates_file = "{pki.ca.certfile}"
+set ssl_verify_host = no
+set certificate_file = "{tmp_path}/certificates"
+set header_cache = ""
+set message_cachedir = ""
+set confirmappend = no
+set confirmcreate = no
+set delete = yes
+set quit = yes
+set mark_old = no
+set move = no
+set sort = date-sent
+set pager_stop = yes
+set wait_key = no
+""")
+    keys = ("<display-message><exit><tag-pattern>~s move-me<enter><tag-prefix><save-message>=Archive<enter>"
+            "<sync-mailbox><quit>")
+    command = f"mutt -n -F {rc} -e 'push \"{keys}\"'"
+    env = dict(os.environ, HOME=str(tmp_path), TERM="xterm", COLUMNS="120", LINES="40")
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, timeout=60, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    m = login(server, pki)
+    m.select("INBOX")
+    typ, data = m.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    subjects = [part[1] for part in data if isinstance(part, tuple)]
+    assert subjects == [b"Subject: keep me\r\n\r\n"]
+    assert b"\\Seen" in data[0][0]
+    m.select("Archive")
+    typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert sorted(part[1] for part in data if isinstance(part, tuple)) == [b"Subject: move-me one\r\n\r\n",
+                                                                           b"Subject: move-me two\r\n\r\n"]
     m.logout()
