@@ -258,8 +258,10 @@ std::error_code append_usage_line(const std::filesystem::path& maildir, const Qu
 
 }  // namespace
 
-std::error_code record_delivery(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes) {
-  return append_usage_line(maildir, quota, std::to_string(bytes) + " 1\n");
+std::error_code record_delivery(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes,
+                                uint64_t messages) {
+  if (messages == 0) return {};
+  return append_usage_line(maildir, quota, std::to_string(bytes) + " " + std::to_string(messages) + "\n");
 }
 
 std::error_code record_removal(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes,

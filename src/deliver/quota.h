@@ -111,7 +111,9 @@ std::error_code current_usage(const std::filesystem::path& maildir, const Quota&
 // After a delivery of `bytes` into `maildir` (or into a folder of it): appends "<bytes> 1\n" to
 // maildirsize with one O_APPEND write. Nothing is done when the quota is unlimited or there is no
 // maildirsize yet (the next current_usage counts the message in its scan).
-std::error_code record_delivery(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes);
+// `messages` > 1: several messages of `bytes` in all (an IMAP APPEND or COPY of many) in one line.
+std::error_code record_delivery(const std::filesystem::path& maildir, const Quota& quota, uint64_t bytes,
+                                uint64_t messages = 1);
 
 // After `messages` files of `bytes` in all were removed from `maildir` (or a folder of it):
 // appends "-<bytes> -<messages>\n", on the same terms as record_delivery.

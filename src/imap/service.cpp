@@ -169,7 +169,8 @@ asio::awaitable<imap::Response> log_in(Server& server, imap::Session& session, c
     co_return session.complete_auth(imap::AuthVerdict::mailbox_error);
   }
   log::info("login", {{"client", client}, {"user", reply->address}, {"tls", session.tls()}});
-  co_return session.complete_auth(imap::AuthVerdict::ok, reply->address, reply->maildir);
+  co_return session.complete_auth(imap::AuthVerdict::ok, reply->address, reply->maildir,
+                                  deliver::Quota{reply->quota_bytes, reply->quota_messages});
 }
 
 struct IpCount {

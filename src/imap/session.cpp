@@ -83,7 +83,9 @@ std::string Session::greeting() const {
 }
 
 std::string Session::capabilities() const {
-  std::string out = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE";
+  std::string out =
+      "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE QUOTA "
+      "QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
   out += " ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=" + std::to_string(settings_.append_limit);
   if (state_ == State::not_authenticated) {
     if (settings_.tls_available && !settings_.tls_active) out += " STARTTLS";
@@ -184,7 +186,7 @@ Response Session::dispatch(const Command& c) {
     case Verb::getquota:
     case Verb::getquotaroot:
     case Verb::setquota:
-      return no(c, "[CANNOT] QUOTA is not offered by this server yet");
+      return quota(c);
     default:
       break;
   }
@@ -265,7 +267,8 @@ Response Session::handle_auth_line(std::string_view line) {
   return {"", Action::authenticate};
 }
 
-Response Session::complete_auth(AuthVerdict verdict, const std::string& account, const std::string& maildir) {
+Response Session::complete_auth(AuthVerdict verdict, const std::string& account, const std::string& maildir,
+                                deliver::Quota quota) {
   std::fill(password_.begin(), password_.end(), '\0');
   password_.clear();
   std::string tag = pending_tag_;
@@ -273,6 +276,7 @@ Response Session::complete_auth(AuthVerdict verdict, const std::string& account,
     case AuthVerdict::ok:
       account_ = account;
       store_ = std::make_unique<Mailstore>(maildir);
+      quota_ = quota;
       state_ = State::authenticated;
       return {tag + " OK [CAPABILITY " + capabilities() + "] Logged in\r\n"};
     case AuthVerdict::unavailable:
@@ -332,7 +336,7 @@ Response Session::close_mailbox(const Command& c, bool expunge_deleted) {
     std::vector<uint32_t> doomed;
     for (const auto& entry : index_->messages())
       if (entry.flags.system & mailbox::flag_trashed) doomed.push_back(entry.uid);
-    if (!doomed.empty()) index_->expunge(doomed, now_seconds());
+    if (!doomed.empty()) expunge_uids(doomed);
   }
   index_.reset();
   view_.clear();
@@ -473,6 +477,12 @@ Response Session::append(const Command& c) {
   auto path = store_->folder_path(c.mailbox);
   if (!path || !store_->exists(c.mailbox)) return no(c, "[TRYCREATE] mailbox does not exist");
   std::vector<std::string> bases;
+  uint64_t total = 0;
+  for (const AppendMessage& m : c.messages) total += m.size;
+  std::string quota_error;
+  if (over_quota(total, c.messages.size(), quota_error))
+    return no(c, quota_error.empty() ? "[OVERQUOTA] the mailbox is over its quota; delete some mail first"
+                                     : "[UNAVAILABLE] " + quota_error);
   for (const AppendMessage& m : c.messages) {
     if (m.size > settings_.append_limit) return no(c, "[TOOBIG] message larger than APPENDLIMIT");
     // The octets are in the command text the session got; handle() callers keep it.
@@ -487,6 +497,7 @@ Response Session::append(const Command& c) {
       return no(c, "[SERVERBUG] cannot store the message: " + ec.message());
     }
     bases.push_back(base);
+    record_added(mailbox::parse_maildir_name(base)->size.value_or(m.size), 1);
   }
   mailbox::FolderIndex target(*path);
   std::string code;
@@ -596,8 +607,7 @@ Response Session::expunge(const Command& c) {
     for (size_t i : chosen) consider(i);
   else
     for (size_t i = 0; i < view_.size(); ++i) consider(i);
-  std::vector<uint32_t> removed;
-  if (auto ec = index_->expunge(doomed, now_seconds(), &removed))
+  if (auto ec = expunge_uids(doomed))
     return no(c, "[SERVERBUG] some messages could not be expunged: " + ec.message(), sync_and_report(true));
   std::string out = sync_and_report(true);
   return ok(c, "EXPUNGE completed", std::move(out));
@@ -655,6 +665,16 @@ Response Session::copy(const Command& c, bool move) {
   if (!target_path || !store_->exists(c.mailbox)) return no(c, "[TRYCREATE] mailbox does not exist");
   std::vector<uint32_t> source_uids;
   std::vector<std::string> bases;
+  if (!move) {  // a MOVE within the account ends with the same usage
+    uint64_t bytes = 0;
+    for (size_t i : chosen)
+      if (const mailbox::IndexEntry* entry = entry_at(i)) bytes += entry->size;
+    std::string quota_error;
+    if (over_quota(bytes, chosen.size(), quota_error))
+      return no(c, quota_error.empty() ? "[OVERQUOTA] the copies would exceed the mailbox's quota"
+                                       : "[UNAVAILABLE] " + quota_error);
+  }
+  uint64_t copied_bytes = 0;
   for (size_t i : chosen) {
     const mailbox::IndexEntry* entry = entry_at(i);
     if (!entry) continue;
@@ -672,7 +692,10 @@ Response Session::copy(const Command& c, bool move) {
     if (ec) return no(c, "[SERVERBUG] cannot copy a message: " + ec.message());
     source_uids.push_back(entry->uid);
     bases.push_back(base);
+    copied_bytes += entry->size;
   }
+  // A MOVE adds the copies and removes the originals (expunge_uids records that half).
+  record_added(copied_bytes, bases.size());
   std::string code;
   mailbox::FolderIndex target(*target_path);
   if (!bases.empty() && !target.sync(now_seconds())) {
@@ -690,11 +713,80 @@ Response Session::copy(const Command& c, bool move) {
   }
   // MOVE (RFC 6851): the copies exist; now the originals go.
   std::string out = code.empty() ? std::string() : "* OK " + code + "Moved\r\n";
-  std::vector<uint32_t> removed;
-  if (auto ec = index_->expunge(source_uids, now_seconds(), &removed))
+  if (auto ec = expunge_uids(source_uids))
     return no(c, "[SERVERBUG] copied, but the originals could not be removed: " + ec.message(), out);
   out += sync_and_report(true);
   return ok(c, "MOVE completed", std::move(out));
+}
+
+// --- quota (RFC 9208) and maildirsize ---------------------------------------------------
+
+std::string Session::quota_resources(std::string& error) {
+  error.clear();
+  if (quota_.unlimited()) return "";
+  deliver::Usage usage;
+  if (auto ec = deliver::current_usage(store_->root(), quota_, usage)) {
+    error = "cannot read the quota usage: " + ec.message();
+    return "";
+  }
+  std::string out;
+  auto positive = [](int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(v, 0)); };
+  if (quota_.bytes)
+    out +=
+        "STORAGE " + std::to_string((positive(usage.bytes) + 1023) / 1024) + " " + std::to_string(quota_.bytes / 1024);
+  if (quota_.messages)
+    out += std::string(out.empty() ? "" : " ") + "MESSAGE " + std::to_string(positive(usage.messages)) + " " +
+           std::to_string(quota_.messages);
+  return out;
+}
+
+Response Session::quota(const Command& c) {
+  if (c.verb == Verb::setquota)
+    return no(c, "[NOPERM] quotas are set by the administrator (tern user quota), not over IMAP");
+  std::string error;
+  std::string resources = quota_resources(error);
+  if (!error.empty()) return no(c, "[UNAVAILABLE] " + error);
+  if (c.verb == Verb::getquota) {
+    if (!c.name.empty() || resources.empty()) return no(c, "[NONEXISTENT] no such quota root");
+    return ok(c, "GETQUOTA completed", "* QUOTA \"\" (" + resources + ")\r\n");
+  }
+  if (!store_->exists(c.mailbox)) return no(c, "[NONEXISTENT] mailbox does not exist");
+  // One root for the whole account, named "" (as Dovecot's default "User quota" is one root).
+  std::string out = "* QUOTAROOT " + wire_name(c.mailbox) + (resources.empty() ? "" : " \"\"") + "\r\n";
+  if (!resources.empty()) out += "* QUOTA \"\" (" + resources + ")\r\n";
+  return ok(c, "GETQUOTAROOT completed", std::move(out));
+}
+
+bool Session::over_quota(uint64_t bytes, uint64_t count, std::string& error) {
+  error.clear();
+  if (quota_.unlimited()) return false;
+  deliver::Usage usage;
+  if (auto ec = deliver::current_usage(store_->root(), quota_, usage, bytes)) {
+    error = "cannot read the quota usage: " + ec.message();
+    return true;
+  }
+  usage.messages += static_cast<int64_t>(count) - 1;  // would_exceed adds one message itself
+  return deliver::would_exceed(quota_, usage, bytes);
+}
+
+void Session::record_added(uint64_t bytes, uint64_t count) {
+  deliver::record_delivery(store_->root(), quota_, bytes, count);
+}
+
+void Session::record_removed(uint64_t bytes, uint64_t count) {
+  deliver::record_removal(store_->root(), quota_, bytes, count);
+}
+
+std::error_code Session::expunge_uids(const std::vector<uint32_t>& uids) {
+  std::map<uint32_t, uint64_t> sizes;
+  for (uint32_t uid : uids)
+    if (const mailbox::IndexEntry* entry = index_->find(uid)) sizes[uid] = entry->size;
+  std::vector<uint32_t> removed;
+  std::error_code ec = index_->expunge(uids, now_seconds(), &removed);
+  uint64_t bytes = 0;
+  for (uint32_t uid : removed) bytes += sizes[uid];
+  record_removed(bytes, removed.size());
+  return ec;
 }
 
 }  // namespace tern::imap

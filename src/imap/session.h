@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "deliver/quota.h"
 #include "imap/command.h"
 #include "imap/mailstore.h"
 #include "mailbox/index.h"
@@ -67,8 +68,9 @@ class Session {
   // After Action::authenticate.
   const std::string& pending_user() const { return user_; }
   const std::string& pending_password() const { return password_; }
-  // `maildir`: the account's Maildir when ok.
-  Response complete_auth(AuthVerdict verdict, const std::string& account = {}, const std::string& maildir = {});
+  // `maildir` and `quota`: the account's Maildir and quota when ok (from the directory).
+  Response complete_auth(AuthVerdict verdict, const std::string& account = {}, const std::string& maildir = {},
+                         deliver::Quota quota = {});
   // After Action::start_tls and the handshake.
   void tls_started();
 
@@ -109,6 +111,17 @@ class Session {
   Response store(const Command& c);
   Response copy(const Command& c, bool move);
   Response close_mailbox(const Command& c, bool expunge_deleted);
+  Response quota(const Command& c);
+  // The quota's resources as "STORAGE used limit MESSAGE used limit" (RFC 9208; STORAGE in
+  // units of 1024 octets), or "" when the account has no quota.
+  std::string quota_resources(std::string& error);
+  // Would `bytes` more in `count` messages exceed the quota? Sets `error` when it cannot tell.
+  bool over_quota(uint64_t bytes, uint64_t count, std::string& error);
+  // Keeps maildirsize in step with what this session added or removed (Maildir++ quota).
+  void record_added(uint64_t bytes, uint64_t count);
+  void record_removed(uint64_t bytes, uint64_t count);
+  // Expunges `uids` of the selected folder and records the removal in maildirsize.
+  std::error_code expunge_uids(const std::vector<uint32_t>& uids);
 
   // The messages (0-based view positions) a sequence set names; false when a number is past
   // the view (BAD for message numbers) or "$" has nothing saved.
@@ -133,6 +146,7 @@ class Session {
   bool awaiting_sasl_ = false;
   uint32_t auth_failures_ = 0;
   std::unique_ptr<Mailstore> store_;
+  deliver::Quota quota_;
   // The selected mailbox.
   std::string selected_name_;
   bool read_only_ = false;

@@ -26,7 +26,7 @@ from ternlib import HOSTNAME, free_port, wait_until
 
 PASSWORD = "pw"  # ternlib.PASSWORD_HASH is the hash of "pw"
 ALICE = "alice@example.test"
-CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE ESEARCH "
+CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH "
         "SEARCHRES STATUS=SIZE APPENDLIMIT=67108864")
 
 
@@ -390,3 +390,21 @@ set wait_key = no
     assert sorted(part[1] for part in data if isinstance(part, tuple)) == [b"Subject: move-me one\r\n\r\n",
                                                                            b"Subject: move-me two\r\n\r\n"]
     m.logout()
+
+
+def test_quota_from_the_account_is_reported_and_enforced(tern_factory, pki):
+    t = make_server(tern_factory, pki)
+    t.cli("user", "quota", ALICE, "20000", "--messages", "100", check=True)
+    send_mail(t, "counted", ("x" * 70 + "\n") * 40)
+    t.wait_messages("alice", 1)
+    size = len(t.messages("alice")[0])
+    m = login(t, pki)
+    typ, data = m.getquotaroot("INBOX")
+    assert typ == "OK"
+    assert data == [[b'"INBOX" ""'], [b'"" (STORAGE %d 19 MESSAGE 1 100)' % ((size + 1023) // 1024)]]
+    typ, data = m.append("INBOX", None, None, b"Subject: big\r\n\r\n" + b"y" * 30000 + b"\r\n")
+    assert (typ, data) == ("NO", [b"[OVERQUOTA] the mailbox is over its quota; delete some mail first"])
+    assert m.setquota('""', "(STORAGE 1)")[0] == "NO"
+    m.logout()
+    lines = (inbox(t) / "maildirsize").read_text().splitlines()
+    assert lines[0] == "20000S,100C" and sum(int(l.split()[0]) for l in lines[1:]) == size

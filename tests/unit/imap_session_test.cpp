@@ -45,7 +45,7 @@ class ImapSession : public ::testing::Test {
                                                         : session_->handle(event.command, parse_command(event.command));
       out += r.out;
       if (r.action == Action::authenticate)
-        out += session_->complete_auth(AuthVerdict::ok, "alice@example.test", maildir_.string()).out;
+        out += session_->complete_auth(AuthVerdict::ok, "alice@example.test", maildir_.string(), quota_).out;
       if (session_->wants_raw_line()) reader.expect_raw_line(session_->pending_tag());
     }
   }
@@ -61,10 +61,12 @@ class ImapSession : public ::testing::Test {
     Mailstore(maildir_).prepare();
     ASSERT_EQ(run("a LOGIN alice@example.test pw"),
               "a OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
-              "SPECIAL-USE ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=67108864] Logged in\r\n");
+              "SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES STATUS=SIZE "
+              "APPENDLIMIT=67108864] Logged in\r\n");
   }
 
   fs::path root_, maildir_;
+  tern::deliver::Quota quota_;
   std::unique_ptr<Session> session_;
 };
 
@@ -97,7 +99,8 @@ TEST_F(ImapSession, CommandsOutOfStateGetExactReplies) {
   EXPECT_EQ(run("a3 LOGIN x y"), "a3 BAD command not allowed after login\r\n");
   EXPECT_EQ(run("a4 FETCH 1 FLAGS"), "a4 BAD command not allowed without a selected mailbox; SELECT one first\r\n");
   EXPECT_EQ(run("a5 SELECT Nowhere"), "a5 NO [NONEXISTENT] mailbox does not exist\r\n");
-  EXPECT_EQ(run("a6 GETQUOTAROOT INBOX"), "a6 NO [CANNOT] QUOTA is not offered by this server yet\r\n");
+  EXPECT_EQ(run("a6 GETQUOTAROOT INBOX"), "* QUOTAROOT \"INBOX\"\r\na6 OK GETQUOTAROOT completed\r\n");  // no quota
+  EXPECT_EQ(run("a6b GETQUOTA \"\""), "a6b NO [NONEXISTENT] no such quota root\r\n");
   EXPECT_EQ(run("a7 SELECT INBOX (CONDSTORE)"), "a7 BAD CONDSTORE and QRESYNC are not offered by this server\r\n");
 }
 
@@ -108,7 +111,8 @@ TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
   session_ = std::make_unique<Session>(plain);
   EXPECT_EQ(session_->greeting(),
             "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
-            "SPECIAL-USE ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=67108864 STARTTLS LOGINDISABLED] "
+            "SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=67108864 "
+            "STARTTLS LOGINDISABLED] "
             "mail.example.test IMAP server ready (tern)\r\n");
   EXPECT_EQ(run("a LOGIN alice pw"), "a NO [PRIVACYREQUIRED] LOGIN is disabled without TLS; use STARTTLS first\r\n");
   EXPECT_EQ(run("b STARTTLS"), "b OK Begin TLS negotiation now\r\n");
@@ -118,7 +122,8 @@ TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
   // "\0alice@example.test\0pw" in base64, sent after the continuation request.
   EXPECT_EQ(run("d AUTHENTICATE PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw=="),
             "+ \r\nd OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-            "CHILDREN SPECIAL-USE ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=67108864] Logged in\r\n");
+            "CHILDREN SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES STATUS=SIZE "
+            "APPENDLIMIT=67108864] Logged in\r\n");
   EXPECT_EQ(session_->pending_user(), "alice@example.test");
   EXPECT_TRUE(session_->pending_password().empty());  // wiped once handed over
 }
@@ -235,4 +240,29 @@ TEST(MessageView, CrlfSectionsDatesAndCase) {
   EXPECT_EQ(section_bytes(kMessage, parsed, Section{{3}, SectionText::none, {}}), std::nullopt);
   EXPECT_EQ(section_bytes(kMessage, parsed, Section{{1}, SectionText::header, {}}), std::nullopt);  // not a message
   EXPECT_NE(searchable_text(kMessage, parsed, false, true).find("crème brûlée"), std::string::npos);
+}
+
+TEST_F(ImapSession, QuotaIsReportedEnforcedAndKeptInMaildirsize) {
+  deliver("new/1700000001.M1P1Q1.h,S=2000", std::string(2000, 'x'));
+  quota_ = {3000, 10};
+  login();
+  EXPECT_EQ(
+      run("q1 GETQUOTAROOT INBOX"),
+      "* QUOTAROOT \"INBOX\" \"\"\r\n* QUOTA \"\" (STORAGE 2 2 MESSAGE 1 10)\r\nq1 OK GETQUOTAROOT completed\r\n");
+  EXPECT_EQ(run("q2 GETQUOTA \"\""), "* QUOTA \"\" (STORAGE 2 2 MESSAGE 1 10)\r\nq2 OK GETQUOTA completed\r\n");
+  EXPECT_EQ(run("q3 SETQUOTA \"\" (STORAGE 100)"),
+            "q3 NO [NOPERM] quotas are set by the administrator (tern user quota), not over IMAP\r\n");
+  EXPECT_EQ(run("a1 APPEND INBOX {1500+}\r\n" + std::string(1500, 'y')),
+            "a1 NO [OVERQUOTA] the mailbox is over its quota; delete some mail first\r\n");
+  std::string small = run("a2 APPEND INBOX {12+}\r\nSubject: s\r\n");
+  EXPECT_TRUE(small.starts_with("a2 OK [APPENDUID ")) << small;
+  auto maildirsize = [&] {
+    std::ifstream in(maildir_ / "maildirsize");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_EQ(maildirsize(), "3000S,10C\n2000 1\n11 1\n");  // 12 octets sent, stored with LF
+  run("s SELECT INBOX");
+  run("t STORE 1 +FLAGS.SILENT (\\Deleted)");
+  EXPECT_EQ(run("e EXPUNGE"), "* 1 EXPUNGE\r\ne OK EXPUNGE completed\r\n");
+  EXPECT_EQ(maildirsize(), "3000S,10C\n2000 1\n11 1\n-2000 -1\n");
 }
