@@ -94,12 +94,18 @@ clean:
 # Postfix for smtp_accept's and end_to_end's smtp-source/smtp-sink, end_to_end's private Postfix
 # instance, and directory's peer lookups (postmap with the
 # sqlite map type from postfix-sqlite; without it directory.sh compares with hash: files only).
+# Dovecot (dovecot-imapd) for imap_bench.py's private Dovecot instance (its own config file and
+# directories; the system-wide Dovecot the package sets up is not used).
 bench: build
 	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; export DEBIAN_FRONTEND=noninteractive; \
 	  if ! command -v smtp-source >/dev/null || ! postconf -m 2>/dev/null | grep -qx sqlite; then \
 	    $$sudo apt-get install -y -qq postfix postfix-sqlite >/dev/null || \
 	    { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq postfix >/dev/null && \
 	      { $$sudo apt-get install -y -qq postfix-sqlite >/dev/null || echo "postfix-sqlite not installable: bench/directory.sh compares with Postfix's hash: maps only"; }; }; \
+	  fi; \
+	  if [ ! -x /usr/lib/dovecot/imap ]; then \
+	    $$sudo apt-get install -y -qq dovecot-imapd >/dev/null || \
+	    { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq dovecot-imapd >/dev/null; }; \
 	  fi
 	@ninja -C build/release -j $(JOBS) bench_directory
 	@status=0; \
@@ -108,6 +114,8 @@ bench: build
 	  else echo "bench/end_to_end.sh skipped: it runs as root (it starts a private Postfix master)"; fi; \
 	  TERN_BIN=$(CURDIR)/build/release/tern BENCH_DIRECTORY_BIN=$(CURDIR)/build/release/bench_directory \
 	    bench/directory.sh || status=$$?; \
+	  if [ "$$(id -u)" -eq 0 ]; then TERN_BIN=$(CURDIR)/build/release/tern $(PYTHON) bench/imap_bench.py || status=$$?; \
+	  else echo "bench/imap_bench.py skipped: it runs as root (it starts a private Dovecot master)"; fi; \
 	  exit $$status
 
 # clang-format over every C++ source (style in .clang-format).

@@ -86,7 +86,7 @@ std::string Session::capabilities() const {
   std::string out =
       "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE QUOTA "
       "QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
-  out += " ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=" + std::to_string(settings_.append_limit);
+  out += " ESEARCH SEARCHRES CONDSTORE STATUS=SIZE APPENDLIMIT=" + std::to_string(settings_.append_limit);
   if (state_ == State::not_authenticated) {
     if (settings_.tls_available && !settings_.tls_active) out += " STARTTLS";
     if (settings_.tls_active || settings_.plaintext_auth_without_tls)
@@ -155,8 +155,16 @@ Response Session::dispatch(const Command& c) {
   }
   if (!authed) return wrong_state("before login; use LOGIN or AUTHENTICATE first");
   switch (c.verb) {
-    case Verb::enable:
-      return ok(c, "ENABLE completed", "* ENABLED\r\n");
+    case Verb::enable: {
+      // RFC 5161: only what was not enabled before is listed.
+      std::string enabled;
+      for (const auto& capability : c.capabilities)
+        if (capability == "CONDSTORE" && !condstore_) {
+          condstore_ = true;
+          enabled += " CONDSTORE";
+        }
+      return ok(c, "ENABLE completed", "* ENABLED" + enabled + "\r\n");
+    }
     case Verb::select:
       return select(c, false);
     case Verb::examine:
@@ -305,7 +313,8 @@ Response Session::select(const Command& c, bool read_only) {
   index_.reset();
   view_.clear();
   saved_valid_ = false;
-  if (c.select.condstore || c.select.qresync) return bad(c, "CONDSTORE and QRESYNC are not offered by this server");
+  if (c.select.qresync) return bad(c, "QRESYNC is not offered by this server");
+  if (c.select.condstore) condstore_ = true;
   auto path = store_->folder_path(c.mailbox);
   if (!path || !store_->exists(c.mailbox)) return no(c, "[NONEXISTENT] mailbox does not exist");
   auto index = std::make_unique<mailbox::FolderIndex>(*path);
@@ -328,6 +337,7 @@ Response Session::select(const Command& c, bool read_only) {
   if (first_unseen) out += "* OK [UNSEEN " + std::to_string(first_unseen) + "] First unseen\r\n";
   out += "* OK [UIDVALIDITY " + std::to_string(index_->uidvalidity()) + "] UIDs valid\r\n";
   out += "* OK [UIDNEXT " + std::to_string(index_->next_uid()) + "] Predicted next UID\r\n";
+  out += "* OK [HIGHESTMODSEQ " + std::to_string(std::max<uint64_t>(index_->highest_modseq(), 1)) + "] Highest\r\n";
   return ok(c, read_only ? "[READ-ONLY] EXAMINE completed" : "[READ-WRITE] SELECT completed", std::move(out));
 }
 
@@ -417,7 +427,10 @@ Response Session::status(const Command& c) {
   if (wanted & status_deleted) items.push_back("DELETED " + std::to_string(deleted));
   if (wanted & status_size) items.push_back("SIZE " + std::to_string(size));
   if (wanted & status_recent) items.push_back("RECENT 0");
-  if (wanted & status_highest_modseq) return bad(c, "HIGHESTMODSEQ needs CONDSTORE, which this server does not offer");
+  if (wanted & status_highest_modseq) {
+    condstore_ = true;  // RFC 7162 3.1: STATUS HIGHESTMODSEQ enables CONDSTORE
+    items.push_back("HIGHESTMODSEQ " + std::to_string(std::max<uint64_t>(index.highest_modseq(), 1)));
+  }
   if (wanted & status_append_limit) items.push_back("APPENDLIMIT " + std::to_string(settings_.append_limit));
   std::string joined;
   for (const auto& item : items) joined += (joined.empty() ? "" : " ") + item;
@@ -555,7 +568,10 @@ std::string Session::flags_text(uint8_t system) const {
 std::string Session::fetch_flags_line(size_t position, bool with_uid) const {
   std::string out = "* " + std::to_string(position + 1) + " FETCH (";
   if (with_uid) out += "UID " + std::to_string(view_[position].uid) + " ";
-  return out + "FLAGS " + flags_text(view_[position].flags) + ")\r\n";
+  out += "FLAGS " + flags_text(view_[position].flags);
+  if (condstore_)
+    if (const mailbox::IndexEntry* entry = entry_at(position)) out += " MODSEQ (" + std::to_string(entry->modseq) + ")";
+  return out + ")\r\n";
 }
 
 std::string Session::remove_from_view(const std::vector<uint32_t>& uids) {
@@ -617,14 +633,19 @@ Response Session::store(const Command& c) {
   if (read_only_) return no(c, "[READ-ONLY] the mailbox is read-only (EXAMINE)");
   std::vector<size_t> chosen;
   if (!positions(c.sequence, c.uid, chosen)) return bad(c, "invalid message number or set");
-  if (c.store.unchanged_since) return bad(c, "UNCHANGEDSINCE needs CONDSTORE, which this server does not offer");
+  if (c.store.unchanged_since) condstore_ = true;
   uint8_t bits = maildir_bits(c.store.flags);
   std::string out;
   bool some_gone = false;
+  std::vector<uint32_t> modified;  // UNCHANGEDSINCE failed for these (numbers or UIDs as the command)
   for (size_t i : chosen) {
     const mailbox::IndexEntry* entry = entry_at(i);
     if (!entry) {
       some_gone = true;
+      continue;
+    }
+    if (c.store.unchanged_since && entry->modseq > *c.store.unchanged_since) {
+      modified.push_back(c.uid ? entry->uid : static_cast<uint32_t>(i + 1));
       continue;
     }
     MaildirFlags flags = entry->flags;
@@ -654,6 +675,8 @@ Response Session::store(const Command& c) {
   }
   if (c.uid) out += sync_and_report(true);
   if (some_gone) return no(c, "[EXPUNGEISSUED] some of the messages no longer exist", std::move(out));
+  if (!modified.empty())
+    return ok(c, "[MODIFIED " + sequence_text(modified) + "] Conditional STORE failed", std::move(out));
   return ok(c, "STORE completed", std::move(out));
 }
 

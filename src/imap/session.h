@@ -155,6 +155,7 @@ class Session {
   std::vector<uint32_t> saved_uids_;  // SEARCH RETURN (SAVE), RFC 5182
   bool saved_valid_ = false;
   std::string idle_tag_;
+  bool condstore_ = false;        // CONDSTORE enabled (RFC 7162 3.1): MODSEQ goes with every FLAGS
   std::string_view append_text_;  // the command being handled (APPEND's octets)
 };
 

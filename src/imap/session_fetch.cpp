@@ -228,10 +228,20 @@ Response Session::search(const Command& c) {
     }
   }
   const std::vector<uint32_t>& found = c.uid ? found_uids : found_numbers;
+  // RFC 7162 3.1.5: a search with MODSEQ reports the highest MODSEQ of what it found.
+  bool with_modseq = std::any_of(c.search.keys.begin(), c.search.keys.end(),
+                                 [](const SearchKey& k) { return k.kind == SearchKeyKind::modseq; });
+  uint64_t highest = 0;
+  if (with_modseq) {
+    condstore_ = true;
+    for (uint32_t uid : found_uids)
+      if (const mailbox::IndexEntry* entry = index_->find(uid)) highest = std::max(highest, entry->modseq);
+  }
   std::string out;
   if (!c.search.esearch) {
     out = "* SEARCH";
     for (uint32_t n : found) out += " " + std::to_string(n);
+    if (with_modseq && !found.empty()) out += " (MODSEQ " + std::to_string(highest) + ")";
     out += "\r\n";
   } else {
     uint8_t options = c.search.return_options ? c.search.return_options : uint8_t(return_all);
@@ -256,6 +266,7 @@ Response Session::search(const Command& c) {
         out += " ALL " + set;
       }
       if (options & return_count) out += " COUNT " + std::to_string(found.size());
+      if (with_modseq && !found.empty()) out += " MODSEQ " + std::to_string(highest);
       out += "\r\n";
     }
   }
@@ -266,7 +277,11 @@ Response Session::search(const Command& c) {
 Response Session::fetch(const Command& c) {
   std::vector<size_t> chosen;
   if (!positions(c.sequence, c.uid, chosen)) return bad(c, "invalid message number or set");
-  if (c.fetch.changed_since) return bad(c, "CHANGEDSINCE needs CONDSTORE, which this server does not offer");
+  if (c.fetch.vanished) return bad(c, "VANISHED needs QRESYNC, which this server does not offer");
+  if (c.fetch.changed_since) condstore_ = true;
+  bool asks_modseq = c.fetch.changed_since.has_value();
+  for (const FetchItem& item : c.fetch.items)
+    if (item.attribute == FetchAttribute::modseq) asks_modseq = condstore_ = true;
   bool needs_file = false, sets_seen = false;
   for (const FetchItem& item : c.fetch.items) {
     switch (item.attribute) {
@@ -299,6 +314,7 @@ Response Session::fetch(const Command& c) {
       some_gone = true;
       continue;
     }
+    if (c.fetch.changed_since && entry->modseq <= *c.fetch.changed_since) continue;
     std::string bytes;
     mime::Message parsed;
     if (needs_file) {
@@ -333,8 +349,7 @@ Response Session::fetch(const Command& c) {
           parts.push_back("RFC822.SIZE " + std::to_string(entry->vsize));
           break;
         case FetchAttribute::modseq:
-          parts.push_back("MODSEQ (" + std::to_string(entry->modseq) + ")");
-          break;
+          break;  // added once below
         case FetchAttribute::internal_date:
           parts.push_back("INTERNALDATE \"" + internal_date_text(mtime_of(index_->path_of(*entry))) + "\"");
           break;
@@ -387,6 +402,9 @@ Response Session::fetch(const Command& c) {
     if (has_uid || c.uid) joined += "UID " + std::to_string(entry->uid);
     if (has_flags || flags_changed)
       joined += (joined.empty() ? "" : " ") + std::string("FLAGS ") + flags_text(view_[i].flags);
+    // RFC 7162 3.2: with CONDSTORE enabled, MODSEQ goes with every FLAGS.
+    if (asks_modseq || (condstore_ && (has_flags || flags_changed)))
+      joined += (joined.empty() ? "" : " ") + std::string("MODSEQ (") + std::to_string(entry->modseq) + ")";
     for (const auto& p : parts) joined += (joined.empty() ? "" : " ") + p;
     out += line + joined + ")\r\n";
   }

@@ -27,7 +27,7 @@ from ternlib import HOSTNAME, free_port, wait_until
 PASSWORD = "pw"  # ternlib.PASSWORD_HASH is the hash of "pw"
 ALICE = "alice@example.test"
 CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH "
-        "SEARCHRES STATUS=SIZE APPENDLIMIT=67108864")
+        "SEARCHRES CONDSTORE STATUS=SIZE APPENDLIMIT=67108864")
 
 
 class Pki:
@@ -408,3 +408,18 @@ def test_quota_from_the_account_is_reported_and_enforced(tern_factory, pki):
     m.logout()
     lines = (inbox(t) / "maildirsize").read_text().splitlines()
     assert lines[0] == "20000S,100C" and sum(int(l.split()[0]) for l in lines[1:]) == size
+
+
+def test_condstore_with_imaplib(server, pki):
+    send_mail(server, "one")
+    send_mail(server, "two")
+    server.wait_messages("alice", 2)
+    m = login(server, pki)
+    assert m.enable("CONDSTORE") == ("OK", [b"ENABLE completed"])
+    m.select("INBOX")
+    highest = int(m.untagged_responses["HIGHESTMODSEQ"][0])
+    assert m.store("2", "+FLAGS", "(\\Flagged)")[1] == [b"2 (FLAGS (\\Flagged) MODSEQ (%d))" % (highest + 1)]
+    assert m.fetch("1:*", "(UID) (CHANGEDSINCE %d)" % highest)[1] == [b"2 (UID 2 MODSEQ (%d))" % (highest + 1)]
+    typ, data = m._simple_command("STORE", "1:2", "(UNCHANGEDSINCE %d)" % highest, "+FLAGS", "(\\Seen)")
+    assert typ == "OK" and data == [b"[MODIFIED 2] Conditional STORE failed"]
+    m.logout()

@@ -61,7 +61,7 @@ class ImapSession : public ::testing::Test {
     Mailstore(maildir_).prepare();
     ASSERT_EQ(run("a LOGIN alice@example.test pw"),
               "a OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
-              "SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES STATUS=SIZE "
+              "SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE STATUS=SIZE "
               "APPENDLIMIT=67108864] Logged in\r\n");
   }
 
@@ -101,7 +101,7 @@ TEST_F(ImapSession, CommandsOutOfStateGetExactReplies) {
   EXPECT_EQ(run("a5 SELECT Nowhere"), "a5 NO [NONEXISTENT] mailbox does not exist\r\n");
   EXPECT_EQ(run("a6 GETQUOTAROOT INBOX"), "* QUOTAROOT \"INBOX\"\r\na6 OK GETQUOTAROOT completed\r\n");  // no quota
   EXPECT_EQ(run("a6b GETQUOTA \"\""), "a6b NO [NONEXISTENT] no such quota root\r\n");
-  EXPECT_EQ(run("a7 SELECT INBOX (CONDSTORE)"), "a7 BAD CONDSTORE and QRESYNC are not offered by this server\r\n");
+  EXPECT_EQ(run("a7 SELECT INBOX (QRESYNC (1 1))"), "a7 BAD QRESYNC is not offered by this server\r\n");
 }
 
 TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
@@ -111,7 +111,8 @@ TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
   session_ = std::make_unique<Session>(plain);
   EXPECT_EQ(session_->greeting(),
             "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
-            "SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES STATUS=SIZE APPENDLIMIT=67108864 "
+            "SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE STATUS=SIZE "
+            "APPENDLIMIT=67108864 "
             "STARTTLS LOGINDISABLED] "
             "mail.example.test IMAP server ready (tern)\r\n");
   EXPECT_EQ(run("a LOGIN alice pw"), "a NO [PRIVACYREQUIRED] LOGIN is disabled without TLS; use STARTTLS first\r\n");
@@ -122,7 +123,7 @@ TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
   // "\0alice@example.test\0pw" in base64, sent after the continuation request.
   EXPECT_EQ(run("d AUTHENTICATE PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw=="),
             "+ \r\nd OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-            "CHILDREN SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES STATUS=SIZE "
+            "CHILDREN SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE STATUS=SIZE "
             "APPENDLIMIT=67108864] Logged in\r\n");
   EXPECT_EQ(session_->pending_user(), "alice@example.test");
   EXPECT_TRUE(session_->pending_password().empty());  // wiped once handed over
@@ -265,4 +266,26 @@ TEST_F(ImapSession, QuotaIsReportedEnforcedAndKeptInMaildirsize) {
   run("t STORE 1 +FLAGS.SILENT (\\Deleted)");
   EXPECT_EQ(run("e EXPUNGE"), "* 1 EXPUNGE\r\ne OK EXPUNGE completed\r\n");
   EXPECT_EQ(maildirsize(), "3000S,10C\n2000 1\n11 1\n-2000 -1\n");
+}
+
+TEST_F(ImapSession, CondstoreModseqsChangedSinceAndUnchangedSince) {
+  deliver("new/1700000001.M1P1Q1.h", "Subject: one\n\n1\n");
+  deliver("new/1700000002.M1P1Q1.h", "Subject: two\n\n2\n");
+  login();
+  EXPECT_EQ(run("e ENABLE CONDSTORE"), "* ENABLED CONDSTORE\r\ne OK ENABLE completed\r\n");
+  EXPECT_EQ(run("e2 ENABLE CONDSTORE"), "* ENABLED\r\ne2 OK ENABLE completed\r\n");  // already on
+  std::string select = run("s SELECT INBOX (CONDSTORE)");
+  EXPECT_NE(select.find("* OK [HIGHESTMODSEQ 1] Highest\r\n"), std::string::npos) << select;
+  EXPECT_EQ(run("f FETCH 1:* (FLAGS)"),
+            "* 1 FETCH (FLAGS () MODSEQ (1))\r\n* 2 FETCH (FLAGS () MODSEQ (1))\r\nf OK FETCH completed\r\n");
+  EXPECT_EQ(run("t STORE 2 +FLAGS (\\Flagged)"),
+            "* 2 FETCH (FLAGS (\\Flagged) MODSEQ (2))\r\nt OK STORE completed\r\n");
+  EXPECT_EQ(run("c FETCH 1:* (UID) (CHANGEDSINCE 1)"), "* 2 FETCH (UID 2 MODSEQ (2))\r\nc OK FETCH completed\r\n");
+  EXPECT_EQ(run("u STORE 1:2 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)"),
+            "* 1 FETCH (FLAGS (\\Seen) MODSEQ (3))\r\nu OK [MODIFIED 2] Conditional STORE failed\r\n");
+  EXPECT_EQ(run("q SEARCH MODSEQ 2"), "* SEARCH 1 2 (MODSEQ 3)\r\nq OK SEARCH completed\r\n");
+  EXPECT_EQ(run("st STATUS INBOX (HIGHESTMODSEQ)"),
+            "* STATUS \"INBOX\" (HIGHESTMODSEQ 3)\r\nst OK STATUS completed\r\n");
+  EXPECT_EQ(run("v UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"),
+            "v BAD VANISHED needs QRESYNC, which this server does not offer\r\n");
 }
