@@ -423,3 +423,40 @@ def test_condstore_with_imaplib(server, pki):
     typ, data = m._simple_command("STORE", "1:2", "(UNCHANGEDSINCE %d)" % highest, "+FLAGS", "(\\Seen)")
     assert typ == "OK" and data == [b"[MODIFIED 2] Conditional STORE failed"]
     m.logout()
+
+
+def test_imap_and_pop3_run_as_the_mail_store_user_and_cannot_reach_the_spool(tern_factory, pki, service_uids):
+    if service_uids is None:
+        pytest.skip("tern switches to the [run_as] users only when started as root")
+    import pwd
+    from ternlib import proc_status
+    t = make_server(tern_factory, pki)
+    t.set_config(pop3={"listen": [f"127.0.0.1:{free_port()}"]})
+    t.stop()
+    t.start()
+    t.wait_log(" pop3 info started")
+    vmail = pwd.getpwnam("tern-vmail")
+    for name in ("imap", "pop3"):
+        status = proc_status(t.child_pid(name))
+        assert status["Uid"].split() == [str(vmail.pw_uid)] * 4, name
+        assert status["Groups"].split() == [str(vmail.pw_gid)], name
+    # The user they run as cannot list the spool, the smtp state or the account database.
+    for path in (t.data_dir / "spool", t.data_dir / "smtp", t.data_dir / "directory"):
+        r = subprocess.run(["runuser", "-u", "tern-vmail", "--", "ls", str(path)], capture_output=True, timeout=30)
+        assert r.returncode != 0 and b"Permission denied" in r.stderr, (str(path), r.stderr)
+
+
+def test_login_timeout_and_connection_limit(tern_factory, pki):
+    t = make_server(tern_factory, pki, login_timeout=1, max_connections_per_ip=2)
+    first, second = Raw(t.imap), Raw(t.imap)
+    third = socket.create_connection(("127.0.0.1", t.imap), timeout=10)
+    assert third.makefile("rb").readline() == \
+        b"* BYE [UNAVAILABLE] too many connections from your address, try again later\r\n"
+    assert first.line() == "* BYE disconnected for inactivity"
+    assert first.file.readline() == b""
+    second.close()
+    t.wait_log(" imap info idle timeout; connection closed ")
+    # Other clients are served meanwhile and afterwards.
+    m = login(t, pki)
+    assert m.noop()[0] == "OK"
+    m.logout()
