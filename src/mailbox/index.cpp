@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <ctime>
 #include <limits>
 #include <optional>
 
@@ -156,10 +157,49 @@ const IndexEntry* FolderIndex::find(uint32_t uid) const {
   return found != state_.entries.end() && found->uid == uid ? &*found : nullptr;
 }
 
+bool FolderIndex::read_stamp(Stamp& out) const {
+  struct stat new_st, cur_st, index_st;
+  if (::stat((folder_ / "new").c_str(), &new_st) != 0 || ::stat((folder_ / "cur").c_str(), &cur_st) != 0 ||
+      ::stat((folder_ / index_file_name).c_str(), &index_st) != 0)
+    return false;
+  out = {new_st.st_mtim.tv_sec,
+         new_st.st_mtim.tv_nsec,
+         cur_st.st_mtim.tv_sec,
+         cur_st.st_mtim.tv_nsec,
+         static_cast<uint64_t>(index_st.st_ino),
+         static_cast<uint64_t>(index_st.st_size),
+         index_st.st_mtim.tv_sec,
+         index_st.st_mtim.tv_nsec};
+  return true;
+}
+
 std::error_code FolderIndex::sync(int64_t now, SyncReport* report) {
+  Stamp current;
+  if (loaded_ && stamp_ && read_stamp(current) && current == *stamp_) {
+    if (report) *report = SyncReport{};
+    return {};
+  }
   FolderLock lock;
   if (auto error = lock.acquire(folder_)) return error;
-  return sync_locked(now, report, lock.created());
+  // The directories' times are taken before listing, so a change made while listing shows as a
+  // difference next time; the index's after this sync may have written it.
+  struct stat new_st, cur_st;
+  bool dirs_known = ::stat((folder_ / "new").c_str(), &new_st) == 0 && ::stat((folder_ / "cur").c_str(), &cur_st) == 0;
+  std::error_code error = sync_locked(now, report, lock.created());
+  stamp_.reset();
+  if (error) return error;
+  timespec wall{};
+  ::clock_gettime(CLOCK_REALTIME, &wall);
+  // A directory changed within the last seconds may change again without its mtime moving.
+  bool settled = dirs_known && wall.tv_sec - new_st.st_mtim.tv_sec >= 2 && wall.tv_sec - cur_st.st_mtim.tv_sec >= 2;
+  Stamp after;
+  if (!settled || !read_stamp(after)) return {};
+  after.new_sec = new_st.st_mtim.tv_sec;
+  after.new_nsec = new_st.st_mtim.tv_nsec;
+  after.cur_sec = cur_st.st_mtim.tv_sec;
+  after.cur_nsec = cur_st.st_mtim.tv_nsec;
+  stamp_ = after;
+  return {};
 }
 
 std::error_code FolderIndex::write_index(const IndexState& state) {

@@ -19,6 +19,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -45,6 +46,9 @@ class FolderIndex {
   // Lists new/ and cur/ (tmp/ and names starting with '.' are ignored, names that are not Maildir
   // names too), merges the listing into the index (merge_listing), writes the index when it
   // changed and shows the result. `now` (Unix seconds) becomes the UIDVALIDITY when one is needed.
+  // When new/, cur/ and tern-index are provably unchanged since this object's last sync (three
+  // stat calls), nothing is listed and the report is empty: IDLE and NOOP stay cheap in large
+  // folders.
   std::error_code sync(int64_t now, SyncReport* report = nullptr);
 
   // Gives the message `uid` these flags: renames its file into cur/ with the new letters and
@@ -71,9 +75,22 @@ class FolderIndex {
   std::error_code sync_locked(int64_t now, SyncReport* report, bool first_use);
   std::error_code write_index(const IndexState& state);
 
+  // What the folder looked like at the last full sync: when new/, cur/ and tern-index are
+  // unchanged since, and the directories' mtimes were already two seconds old then (so a later
+  // change cannot share their timestamp), sync() need not list the folder again.
+  struct Stamp {
+    int64_t new_sec = 0, new_nsec = 0, cur_sec = 0, cur_nsec = 0;
+    uint64_t index_ino = 0, index_size = 0;
+    int64_t index_sec = 0, index_nsec = 0;
+    bool operator==(const Stamp&) const = default;
+  };
+  // The current stamp; false when a stat fails.
+  bool read_stamp(Stamp& out) const;
+
   std::filesystem::path folder_;
   IndexState state_;
   bool loaded_ = false;
+  std::optional<Stamp> stamp_;  // set by a full sync that found the directories settled
 };
 
 // The files of new/ and cur/ of `folder` as merge_listing takes them. Sizes come from ",S=" or

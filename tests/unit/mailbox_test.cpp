@@ -515,6 +515,35 @@ TEST_F(StoreFolder, SizesWithCrlfAreCountedOnceOrTakenFromTheName) {
   EXPECT_EQ(other.messages()[0].vsize, 20u);
 }
 
+TEST_F(StoreFolder, UnchangedSettledFolderIsNotListedAgain) {
+  write("new/1700000001.M1P1Q1.h", "1");
+  auto age = [&](const char* dir, int64_t seconds) {
+    timespec times[2] = {{seconds, 0}, {seconds, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (root_ / dir).c_str(), times, 0), 0);
+  };
+  age("new", 1700000000);
+  age("cur", 1700000000);
+  FolderIndex index(root_);
+  SyncReport report;
+  ASSERT_FALSE(index.sync(1764000000, &report));
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{1}));
+  // A file slipped into new/ with the directory's mtime put back: the settled stamp says nothing
+  // changed, so the folder is not listed (this is what the stamp saves on every NOOP and IDLE).
+  write("new/1700000002.M1P1Q1.h", "2");
+  age("new", 1700000000);
+  ASSERT_FALSE(index.sync(1764000001, &report));
+  EXPECT_TRUE(report.added.empty());
+  EXPECT_EQ(index.messages().size(), 1u);
+  // Any real change moves an mtime: the next sync lists again and finds both new files.
+  write("new/1700000003.M1P1Q1.h", "3");
+  ASSERT_FALSE(index.sync(1764000002, &report));
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{2, 3}));
+  // A folder changed within the last seconds is always listed (its mtime may not move again).
+  write("new/1700000004.M1P1Q1.h", "4");
+  ASSERT_FALSE(index.sync(1764000003, &report));
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{4}));
+}
+
 TEST_F(StoreFolder, ReportsWhatOthersChanged) {
   write("new/1.a.h", "1");
   write("new/2.a.h", "2");
