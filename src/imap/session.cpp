@@ -37,14 +37,6 @@ uint8_t maildir_bits(uint8_t imap_flags) {
   return out;
 }
 
-// System flags and the keywords the Maildir letters can hold ($Forwarded is "P").
-uint8_t maildir_bits(const FlagList& list) {
-  uint8_t out = maildir_bits(list.system);
-  for (const auto& keyword : list.keywords)
-    if (auto flag = mailbox::system_flag_from_imap(keyword)) out |= *flag;
-  return out;
-}
-
 // "*" and "%" patterns of LIST (RFC 9051 6.3.9): "*" matches anything, "%" anything but the
 // hierarchy separator.
 bool pattern_matches(std::string_view pattern, std::string_view name) {
@@ -324,15 +316,13 @@ Response Session::select(const Command& c, bool read_only) {
   selected_name_ = c.mailbox;
   read_only_ = read_only;
   state_ = State::selected;
+  keywords_ = load_keywords(*path);
   uint32_t first_unseen = 0;
   for (const auto& entry : index_->messages()) {
-    view_.push_back({entry.uid, entry.flags.system});
+    view_.push_back({entry.uid, entry.flags.system, entry.flags.keyword_letters});
     if (!first_unseen && !(entry.flags.system & mailbox::flag_seen)) first_unseen = static_cast<uint32_t>(view_.size());
   }
-  std::string out = "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)\r\n";
-  out += read_only ? "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"
-                   : "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)] Flags "
-                     "permitted\r\n";
+  std::string out = flags_responses();
   out += "* " + std::to_string(view_.size()) + " EXISTS\r\n* 0 RECENT\r\n";
   if (first_unseen) out += "* OK [UNSEEN " + std::to_string(first_unseen) + "] First unseen\r\n";
   out += "* OK [UIDVALIDITY " + std::to_string(index_->uidvalidity()) + "] UIDs valid\r\n";
@@ -496,11 +486,16 @@ Response Session::append(const Command& c) {
   if (over_quota(total, c.messages.size(), quota_error))
     return no(c, quota_error.empty() ? "[OVERQUOTA] the mailbox is over its quota; delete some mail first"
                                      : "[UNAVAILABLE] " + quota_error);
+  KeywordMap map = load_keywords(*path);
   for (const AppendMessage& m : c.messages) {
     if (m.size > settings_.append_limit) return no(c, "[TOOBIG] message larger than APPENDLIMIT");
     // The octets are in the command text the session got; handle() callers keep it.
     MaildirFlags flags;
-    flags.system = maildir_bits(m.flags);
+    bool defined = false;
+    if (!to_maildir(m.flags, map, true, flags.system, flags.keyword_letters, defined))
+      return no(c, "[LIMIT] the target mailbox has 26 keywords already");
+    if (defined)
+      if (auto ec = save_keywords(*path, map)) return no(c, "[SERVERBUG] cannot save keywords: " + ec.message());
     std::string base;
     std::string_view bytes = std::string_view(append_text_).substr(m.offset, m.size);
     int64_t when = m.internal_date ? m.internal_date->unix_seconds() : now_seconds();
@@ -559,16 +554,47 @@ bool Session::positions(const SequenceSet& set, bool uid, std::vector<size_t>& o
   return true;
 }
 
-std::string Session::flags_text(uint8_t system) const {
+std::string Session::flags_text(uint8_t system, uint32_t keywords) const {
   std::string out = "(";
   for (auto name : mailbox::imap_flag_names(system)) out += (out.size() > 1 ? " " : "") + std::string(name);
+  for (const auto& name : keywords_.names_of(keywords)) out += (out.size() > 1 ? " " : "") + name;
   return out + ")";
+}
+
+std::string Session::flags_responses() const {
+  std::string keywords;
+  for (const auto& name : keywords_.all()) keywords += " " + name;
+  std::string out = "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded" + keywords + ")\r\n";
+  out += read_only_ ? "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"
+                    : "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded" + keywords +
+                          " \\*)] Flags permitted\r\n";
+  return out;
+}
+
+bool Session::to_maildir(const FlagList& list, KeywordMap& map, bool define, uint8_t& system, uint32_t& keywords,
+                         bool& defined) const {
+  system = maildir_bits(list.system);
+  keywords = 0;
+  for (const auto& name : list.keywords) {
+    if (auto flag = mailbox::system_flag_from_imap(name)) {  // $Forwarded is the Maildir letter P
+      system |= *flag;
+      continue;
+    }
+    int number = map.find(name);
+    if (number < 0 && define) {
+      number = map.add(name);
+      if (number < 0) return false;
+      defined = true;
+    }
+    if (number >= 0) keywords |= 1u << number;
+  }
+  return true;
 }
 
 std::string Session::fetch_flags_line(size_t position, bool with_uid) const {
   std::string out = "* " + std::to_string(position + 1) + " FETCH (";
   if (with_uid) out += "UID " + std::to_string(view_[position].uid) + " ";
-  out += "FLAGS " + flags_text(view_[position].flags);
+  out += "FLAGS " + flags_text(view_[position].flags, view_[position].keywords);
   if (condstore_)
     if (const mailbox::IndexEntry* entry = entry_at(position)) out += " MODSEQ (" + std::to_string(entry->modseq) + ")";
   return out + ")\r\n";
@@ -596,8 +622,9 @@ std::string Session::sync_and_report(bool expunges_allowed) {
     out += remove_from_view(gone);
     for (size_t i = 0; i < view_.size(); ++i) {
       const mailbox::IndexEntry* entry = index_->find(view_[i].uid);
-      if (entry && entry->flags.system != view_[i].flags) {
+      if (entry && (entry->flags.system != view_[i].flags || entry->flags.keyword_letters != view_[i].keywords)) {
         view_[i].flags = entry->flags.system;
+        view_[i].keywords = entry->flags.keyword_letters;
         out += fetch_flags_line(i, false);
       }
     }
@@ -605,7 +632,7 @@ std::string Session::sync_and_report(bool expunges_allowed) {
   uint32_t last = view_.empty() ? 0 : view_.back().uid;
   size_t before = view_.size();
   for (const auto& entry : index_->messages())
-    if (entry.uid > last) view_.push_back({entry.uid, entry.flags.system});
+    if (entry.uid > last) view_.push_back({entry.uid, entry.flags.system, entry.flags.keyword_letters});
   if (view_.size() != before) out += "* " + std::to_string(view_.size()) + " EXISTS\r\n";
   return out;
 }
@@ -634,8 +661,22 @@ Response Session::store(const Command& c) {
   std::vector<size_t> chosen;
   if (!positions(c.sequence, c.uid, chosen)) return bad(c, "invalid message number or set");
   if (c.store.unchanged_since) condstore_ = true;
-  uint8_t bits = maildir_bits(c.store.flags);
+  uint8_t bits = 0;
+  uint32_t keyword_bits = 0;
+  bool defined = false;
+  // New keywords are named in the folder's dovecot-keywords first (RFC 9051: PERMANENTFLAGS has \*).
+  KeywordMap map = load_keywords(index_->folder());
+  if (!to_maildir(c.store.flags, map, c.store.mode != StoreMode::remove, bits, keyword_bits, defined))
+    return no(c, "[LIMIT] this mailbox has 26 keywords already; remove one from every message first");
   std::string out;
+  if (defined) {
+    if (auto ec = save_keywords(index_->folder(), map))
+      return no(c, "[SERVERBUG] cannot save keywords: " + ec.message());
+  }
+  if (map.all() != keywords_.all()) {
+    keywords_ = map;  // RFC 9051 7.3.5: new keywords are announced with FLAGS
+    out += flags_responses();
+  }
   bool some_gone = false;
   std::vector<uint32_t> modified;  // UNCHANGEDSINCE failed for these (numbers or UIDs as the command)
   for (size_t i : chosen) {
@@ -652,12 +693,15 @@ Response Session::store(const Command& c) {
     switch (c.store.mode) {
       case StoreMode::replace:
         flags.system = bits;
+        flags.keyword_letters = keyword_bits;
         break;
       case StoreMode::add:
         flags.system |= bits;
+        flags.keyword_letters |= keyword_bits;
         break;
       case StoreMode::remove:
         flags.system &= static_cast<uint8_t>(~bits);
+        flags.keyword_letters &= ~keyword_bits;
         break;
     }
     if (flags != entry->flags) {
@@ -671,6 +715,7 @@ Response Session::store(const Command& c) {
       }
     }
     view_[i].flags = flags.system;
+    view_[i].keywords = flags.keyword_letters;
     if (!c.store.silent) out += fetch_flags_line(i, c.uid);
   }
   if (c.uid) out += sync_and_report(true);
@@ -698,12 +743,23 @@ Response Session::copy(const Command& c, bool move) {
                                        : "[UNAVAILABLE] " + quota_error);
   }
   uint64_t copied_bytes = 0;
+  // Keyword letters are numbers of each folder's own dovecot-keywords: copies get the target's.
+  KeywordMap target_map = load_keywords(*target_path);
+  bool target_defined = false;
   for (size_t i : chosen) {
     const mailbox::IndexEntry* entry = entry_at(i);
     if (!entry) continue;
     std::string base;
     std::filesystem::path source = index_->path_of(*entry);
     MaildirFlags flags = entry->flags;
+    FlagList named;
+    named.keywords = keywords_.names_of(entry->flags.keyword_letters);
+    uint8_t ignored_system = 0;
+    if (!to_maildir(named, target_map, true, ignored_system, flags.keyword_letters, target_defined))
+      return no(c, "[LIMIT] the target mailbox has 26 keywords already");
+    if (target_defined)
+      if (auto ec = save_keywords(*target_path, target_map))
+        return no(c, "[SERVERBUG] cannot save keywords: " + ec.message());
     std::error_code ec = store_->copy_message(source, *target_path, flags, base);
     if (ec == std::errc::no_such_file_or_directory) {
       // Renamed by a flag change elsewhere: look it up once more.

@@ -23,6 +23,7 @@
 
 #include "deliver/quota.h"
 #include "imap/command.h"
+#include "imap/keywords.h"
 #include "imap/mailstore.h"
 #include "mailbox/index.h"
 
@@ -87,7 +88,8 @@ class Session {
  private:
   struct ViewEntry {
     uint32_t uid = 0;
-    uint8_t flags = 0;  // mailbox::SystemFlag bits as last told to the client
+    uint8_t flags = 0;      // mailbox::SystemFlag bits as last told to the client
+    uint32_t keywords = 0;  // keyword letters (bit i: keyword number i of keywords_) as told
   };
 
   Response dispatch(const Command& c);
@@ -130,7 +132,13 @@ class Session {
   // always, EXPUNGE and flag changes only when `expunges_allowed`.
   std::string sync_and_report(bool expunges_allowed);
   std::string fetch_flags_line(size_t position, bool with_uid) const;
-  std::string flags_text(uint8_t system) const;
+  std::string flags_text(uint8_t system, uint32_t keywords) const;
+  // The untagged FLAGS and PERMANENTFLAGS of the selected mailbox (keywords included).
+  std::string flags_responses() const;
+  // The Maildir flags a flag list means in a folder with `map`; keywords the map lacks are added
+  // to it when `define` (`defined` set). False when the map is full (26 keywords).
+  bool to_maildir(const FlagList& list, KeywordMap& map, bool define, uint8_t& system, uint32_t& keywords,
+                  bool& defined) const;
   const mailbox::IndexEntry* entry_at(size_t position) const;
   // The message file of view position `position` (looked up again when another session renamed
   // it); false when it is gone.
@@ -152,6 +160,7 @@ class Session {
   bool read_only_ = false;
   std::unique_ptr<mailbox::FolderIndex> index_;
   std::vector<ViewEntry> view_;
+  KeywordMap keywords_;               // the selected folder's dovecot-keywords
   std::vector<uint32_t> saved_uids_;  // SEARCH RETURN (SAVE), RFC 5182
   bool saved_valid_ = false;
   std::string idle_tag_;

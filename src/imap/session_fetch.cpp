@@ -85,6 +85,7 @@ struct Matcher {
   uint32_t largest_uid;
   const std::vector<uint32_t>* saved_uids;  // for "$" as UIDs
   const std::vector<uint32_t>* saved_sequences;
+  const KeywordMap* keywords;
 
   bool match(size_t k, Candidate& m) const {
     const SearchKey& key = keys[k];
@@ -138,7 +139,8 @@ struct Matcher {
       case SearchKeyKind::keyword:
       case SearchKeyKind::unkeyword: {
         auto flag = mailbox::system_flag_from_imap(key.value);
-        bool has = flag && (f & *flag);
+        int number = keywords ? keywords->find(key.value) : -1;
+        bool has = flag ? (f & *flag) != 0 : number >= 0 && ((m.entry->flags.keyword_letters >> number) & 1u);
         return key.kind == SearchKeyKind::keyword ? has : !has;
       }
       case SearchKeyKind::larger:
@@ -213,8 +215,12 @@ Response Session::search(const Command& c) {
     for (size_t i = 0; i < view_.size(); ++i)
       if (std::binary_search(saved_uids_.begin(), saved_uids_.end(), view_[i].uid))
         saved_sequences.push_back(static_cast<uint32_t>(i + 1));
-  Matcher matcher{c.search.keys, static_cast<uint32_t>(view_.size()), view_.empty() ? 0 : view_.back().uid,
-                  saved_valid_ ? &saved_uids_ : nullptr, saved_valid_ ? &saved_sequences : nullptr};
+  Matcher matcher{c.search.keys,
+                  static_cast<uint32_t>(view_.size()),
+                  view_.empty() ? 0 : view_.back().uid,
+                  saved_valid_ ? &saved_uids_ : nullptr,
+                  saved_valid_ ? &saved_sequences : nullptr,
+                  &keywords_};
   std::vector<uint32_t> found_numbers, found_uids;
   for (size_t i = 0; i < view_.size(); ++i) {
     Candidate m;
@@ -401,7 +407,7 @@ Response Session::fetch(const Command& c) {
     std::string joined;
     if (has_uid || c.uid) joined += "UID " + std::to_string(entry->uid);
     if (has_flags || flags_changed)
-      joined += (joined.empty() ? "" : " ") + std::string("FLAGS ") + flags_text(view_[i].flags);
+      joined += (joined.empty() ? "" : " ") + std::string("FLAGS ") + flags_text(view_[i].flags, view_[i].keywords);
     // RFC 7162 3.2: with CONDSTORE enabled, MODSEQ goes with every FLAGS.
     if (asks_modseq || (condstore_ && (has_flags || flags_changed)))
       joined += (joined.empty() ? "" : " ") + std::string("MODSEQ (") + std::to_string(entry->modseq) + ")";

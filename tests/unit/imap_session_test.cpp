@@ -289,3 +289,55 @@ TEST_F(ImapSession, CondstoreModseqsChangedSinceAndUnchangedSince) {
   EXPECT_EQ(run("v UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"),
             "v BAD VANISHED needs QRESYNC, which this server does not offer\r\n");
 }
+
+TEST_F(ImapSession, KeywordsAreDovecotsLettersAndNames) {
+  // A folder Dovecot used: "a" is $Label1, "b" Junk.
+  deliver("cur/1700000001.M1P1Q1.h:2,Sb", "Subject: one\n\n1\n");
+  deliver("new/1700000002.M1P1Q1.h", "Subject: two\n\n2\n");
+  std::ofstream(maildir_ / "dovecot-keywords") << "0 $Label1\n1 Junk\n";
+  login();
+  std::string select = run("s SELECT INBOX");
+  EXPECT_NE(select.find("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Label1 Junk)\r\n"),
+            std::string::npos)
+      << select;
+  EXPECT_NE(select.find("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Label1 Junk "
+                        "\\*)] Flags permitted\r\n"),
+            std::string::npos)
+      << select;
+  EXPECT_EQ(run("f FETCH 1 FLAGS"), "* 1 FETCH (FLAGS (\\Seen Junk))\r\nf OK FETCH completed\r\n");
+  EXPECT_EQ(run("k SEARCH KEYWORD junk"), "* SEARCH 1\r\nk OK SEARCH completed\r\n");
+  EXPECT_EQ(run("u SEARCH UNKEYWORD Junk"), "* SEARCH 2\r\nu OK SEARCH completed\r\n");
+  // A new keyword gets the next letter, is written to dovecot-keywords and announced.
+  EXPECT_EQ(run("t STORE 2 +FLAGS (NonJunk $Forwarded)"),
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Label1 Junk NonJunk)\r\n"
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Label1 Junk NonJunk "
+            "\\*)] Flags permitted\r\n"
+            "* 2 FETCH (FLAGS ($Forwarded NonJunk))\r\nt OK STORE completed\r\n");
+  EXPECT_TRUE(fs::exists(maildir_ / "cur/1700000002.M1P1Q1.h:2,Pc"));
+  std::ifstream in(maildir_ / "dovecot-keywords");
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "0 $Label1\n1 Junk\n2 NonJunk\n");
+  EXPECT_EQ(run("r STORE 1 -FLAGS (Junk)"), "* 1 FETCH (FLAGS (\\Seen))\r\nr OK STORE completed\r\n");
+  // A copy into another folder gets that folder's numbers for the same names.
+  run("c CREATE Other");
+  std::ofstream(maildir_ / ".Other" / "dovecot-keywords") << "0 NonJunk\n";
+  EXPECT_TRUE(run("y COPY 2 Other").starts_with("y OK [COPYUID "));
+  bool found = false;
+  for (const auto& e : fs::directory_iterator(maildir_ / ".Other" / "cur"))
+    found = found || e.path().filename().string().ends_with(":2,Pa");
+  EXPECT_TRUE(found);
+}
+
+TEST(Keywords, ParseSkipsWhatItCannotTrust) {
+  KeywordMap map = parse_keywords("0 a\nx b\n27 c\n1 A\n1 d\n2 d\n2 \\bad\n3 ok");
+  EXPECT_EQ(map.names[0], "a");
+  EXPECT_EQ(map.names[1], "d");  // "1 A" repeats a name (keywords ignore case), "x b" and "27 c" are no numbers
+  EXPECT_EQ(map.names[2], "");   // "2 d" repeats a name, "2 \bad" is not a keyword
+  EXPECT_EQ(map.names[3], "ok");
+  EXPECT_EQ(format_keywords(map), "0 a\n1 d\n3 ok\n");
+  EXPECT_EQ(map.add("ok"), 3);
+  EXPECT_EQ(map.add("new"), 2);  // the first unused number
+  EXPECT_EQ(map.add("bad name"), -1);
+  for (int i = 0; i < 22; ++i) map.add("k" + std::to_string(i));
+  EXPECT_EQ(map.add("one-too-many"), -1);
+  EXPECT_EQ(map.names_of(0b1011), (std::vector<std::string>{"a", "d", "ok"}));
+}
