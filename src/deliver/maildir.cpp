@@ -11,11 +11,12 @@
 
 #include "core/files.h"
 #include "core/log.h"
+#include "mailbox/index_format.h"
 
 namespace tern::deliver {
 
 std::string maildir_unique_name(int64_t sec, int64_t usec, long pid, uint64_t sequence, std::string_view host,
-                                uint64_t size) {
+                                uint64_t size, uint64_t vsize) {
   std::string h;
   for (char c : host) {
     if (c == '/')
@@ -26,7 +27,7 @@ std::string maildir_unique_name(int64_t sec, int64_t usec, long pid, uint64_t se
       h += c;
   }
   return std::to_string(sec) + ".M" + std::to_string(usec) + "P" + std::to_string(pid) + "Q" +
-         std::to_string(sequence) + "." + h + ",S=" + std::to_string(size);
+         std::to_string(sequence) + "." + h + ",S=" + std::to_string(size) + ",W=" + std::to_string(vsize);
 }
 
 namespace {
@@ -94,8 +95,11 @@ Written write_tmp(const std::filesystem::path& maildir, int message_fd, std::str
   std::string prefix = delivery_prefix(sender, recipient);
   auto now = std::chrono::system_clock::now().time_since_epoch();
   int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
+  mailbox::CrlfSize vsize;
+  vsize.feed(prefix);
+  vsize.feed(message);
   std::string name = maildir_unique_name(us / 1000000, us % 1000000, static_cast<long>(::getpid()), ++sequence, host,
-                                         prefix.size() + message.size());
+                                         prefix.size() + message.size(), vsize.size());
   w.tmp = maildir / "tmp" / name;
   w.dest = maildir / "new" / name;
   int fd = ::open(w.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

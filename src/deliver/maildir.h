@@ -13,10 +13,12 @@
 
 namespace tern::deliver {
 
-// Unique file name for new/ : "<sec>.M<usec>P<pid>Q<n>.<host>,S=<size>" (Maildir spec,
-// with the size field Maildir++ and Dovecot use). '/' and ':' in the host become \057 and \072.
+// Unique file name for new/ : "<sec>.M<usec>P<pid>Q<n>.<host>,S=<size>,W=<vsize>" (Maildir spec,
+// with the size fields Maildir++ and Dovecot use: ",W=" is the size with CRLF line ends, which
+// IMAP and POP3 report, so readers need not count it). '/' and ':' in the host become \057 and
+// \072.
 std::string maildir_unique_name(int64_t sec, int64_t usec, long pid, uint64_t sequence, std::string_view host,
-                                uint64_t size);
+                                uint64_t size, uint64_t vsize);
 
 // True when the header section of `message` already holds exactly this Delivered-To line
 // (case-insensitive), which means the message is looping (qmail-local's #5.4.6).

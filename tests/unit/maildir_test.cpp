@@ -10,8 +10,9 @@
 using namespace tern::deliver;
 
 TEST(Maildir, UniqueNameFollowsTheMaildirSpec) {
-  EXPECT_EQ(maildir_unique_name(1764031559, 42, 1234, 7, "mx.example", 512), "1764031559.M42P1234Q7.mx.example,S=512");
-  EXPECT_EQ(maildir_unique_name(1, 0, 1, 1, "a/b:c", 0), "1.M0P1Q1.a\\057b\\072c,S=0");
+  EXPECT_EQ(maildir_unique_name(1764031559, 42, 1234, 7, "mx.example", 512, 530),
+            "1764031559.M42P1234Q7.mx.example,S=512,W=530");
+  EXPECT_EQ(maildir_unique_name(1, 0, 1, 1, "a/b:c", 0, 0), "1.M0P1Q1.a\\057b\\072c,S=0,W=0");
 }
 
 TEST(Maildir, DeliveredToLoopDetectionLooksOnlyAtHeaders) {
@@ -34,7 +35,9 @@ TEST(Maildir, DeliversDurablyWithPrefixAndRejectsLoops) {
   std::string content((std::istreambuf_iterator<char>(in)), {});
   EXPECT_EQ(content, "Return-Path: <s@x.example>\nDelivered-To: alice@example.test\nSubject: hi\n\nbody\n");
   EXPECT_TRUE(std::filesystem::is_empty(dir / "Maildir" / "tmp"));
-  EXPECT_TRUE(r.path.ends_with(",S=" + std::to_string(content.size())));
+  // ",W=": the size with CRLF line ends, as IMAP and POP3 count it (5 lines: 5 more octets).
+  EXPECT_TRUE(r.path.ends_with(",S=" + std::to_string(content.size()) + ",W=" + std::to_string(content.size() + 5)))
+      << r.path;
   ::close(fd);
 
   std::ofstream(spool) << "Delivered-To: alice@example.test\n\nbody\n";
