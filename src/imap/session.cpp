@@ -76,7 +76,8 @@ std::string Session::greeting() const {
 
 std::string Session::capabilities() const {
   std::string out =
-      "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE QUOTA "
+      "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED "
+      "LIST-STATUS QUOTA "
       "QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
   out += " ESEARCH SEARCHRES CONDSTORE STATUS=SIZE APPENDLIMIT=" + std::to_string(settings_.append_limit);
   if (state_ == State::not_authenticated) {
@@ -357,7 +358,22 @@ Response Session::list(const Command& c) {
   };
   bool only_subscribed = lsub || (args.selection & select_subscribed);
   bool only_special = args.selection & select_special_use;
+  bool recursive = (args.selection & select_recursive_match) && (args.selection & select_subscribed);
   bool show_subscribed = only_subscribed || (args.return_options & return_subscribed);
+  // RFC 5258 3.1: with SUBSCRIBED, subscriptions of mailboxes that do not exist are listed too.
+  if (only_subscribed) {
+    for (const std::string& name : subscribed)
+      if (std::none_of(folders.begin(), folders.end(), [&](const FolderInfo& f) { return f.name == name; }))
+        folders.push_back({name, special_use_of(name), false, false});
+    std::sort(folders.begin() + 1, folders.end(),
+              [](const FolderInfo& a, const FolderInfo& b) { return a.name < b.name; });
+  }
+  auto has_subscribed_child = [&](const std::string& name) {
+    return std::any_of(subscribed.begin(), subscribed.end(), [&](const std::string& s) {
+      return s.size() > name.size() + 1 && s.compare(0, name.size(), name) == 0 &&
+             s[name.size()] == hierarchy_separator;
+    });
+  };
   std::string out;
   for (const FolderInfo& folder : folders) {
     bool matched = false;
@@ -374,7 +390,11 @@ Response Session::list(const Command& c) {
     }
     if (!matched) continue;
     bool sub = is_subscribed(folder.name);
-    if (only_subscribed && !sub) continue;
+    bool child_info = false;  // RECURSIVEMATCH: listed only because a child is subscribed
+    if (only_subscribed && !sub) {
+      if (!recursive || !has_subscribed_child(folder.name)) continue;
+      child_info = true;
+    }
     if (only_special && folder.special_use.empty()) continue;
     std::vector<std::string> attributes;
     if (!folder.selectable) attributes.push_back(lsub ? "\\Noselect" : "\\NonExistent");
@@ -383,7 +403,9 @@ Response Session::list(const Command& c) {
     if (!lsub && !folder.special_use.empty()) attributes.push_back(folder.special_use);
     std::string joined;
     for (const auto& a : attributes) joined += (joined.empty() ? "" : " ") + a;
-    out += std::string(lsub ? "* LSUB (" : "* LIST (") + joined + ") \".\" " + wire_name(folder.name) + "\r\n";
+    out += std::string(lsub ? "* LSUB (" : "* LIST (") + joined + ") \".\" " + wire_name(folder.name);
+    if (child_info) out += " (\"CHILDINFO\" (\"SUBSCRIBED\"))";
+    out += "\r\n";
     if (!lsub && (args.return_options & return_status) && folder.selectable) {
       Command status_command = c;
       status_command.mailbox = folder.name;

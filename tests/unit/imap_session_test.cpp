@@ -61,7 +61,8 @@ class ImapSession : public ::testing::Test {
     Mailstore(maildir_).prepare();
     ASSERT_EQ(run("a LOGIN alice@example.test pw"),
               "a OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
-              "SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE STATUS=SIZE "
+              "SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES "
+              "CONDSTORE STATUS=SIZE "
               "APPENDLIMIT=67108864] Logged in\r\n");
   }
 
@@ -111,7 +112,8 @@ TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
   session_ = std::make_unique<Session>(plain);
   EXPECT_EQ(session_->greeting(),
             "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
-            "SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE STATUS=SIZE "
+            "SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES "
+            "CONDSTORE STATUS=SIZE "
             "APPENDLIMIT=67108864 "
             "STARTTLS LOGINDISABLED] "
             "mail.example.test IMAP server ready (tern)\r\n");
@@ -123,7 +125,8 @@ TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
   // "\0alice@example.test\0pw" in base64, sent after the continuation request.
   EXPECT_EQ(run("d AUTHENTICATE PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw=="),
             "+ \r\nd OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-            "CHILDREN SPECIAL-USE QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE STATUS=SIZE "
+            "CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH "
+            "SEARCHRES CONDSTORE STATUS=SIZE "
             "APPENDLIMIT=67108864] Logged in\r\n");
   EXPECT_EQ(session_->pending_user(), "alice@example.test");
   EXPECT_TRUE(session_->pending_password().empty());  // wiped once handed over
@@ -340,4 +343,24 @@ TEST(Keywords, ParseSkipsWhatItCannotTrust) {
   for (int i = 0; i < 22; ++i) map.add("k" + std::to_string(i));
   EXPECT_EQ(map.add("one-too-many"), -1);
   EXPECT_EQ(map.names_of(0b1011), (std::vector<std::string>{"a", "d", "ok"}));
+}
+
+TEST_F(ImapSession, ListExtendedSubscribedAndRecursiveMatch) {
+  login();
+  run("c CREATE Work.Reports");
+  run("s1 SUBSCRIBE Work.Reports");
+  run("s2 SUBSCRIBE Gone");  // subscribed, but no such mailbox
+  EXPECT_EQ(run("l1 LIST (SUBSCRIBED) \"\" *"),
+            "* LIST (\\NonExistent \\HasNoChildren \\Subscribed) \".\" \"Gone\"\r\n"
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"Work.Reports\"\r\nl1 OK LIST completed\r\n");
+  EXPECT_EQ(run("l2 LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %"),
+            "* LIST (\\NonExistent \\HasNoChildren \\Subscribed) \".\" \"Gone\"\r\n"
+            "* LIST (\\NonExistent \\HasChildren) \".\" \"Work\" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n"
+            "l2 OK LIST completed\r\n");
+  EXPECT_EQ(run("l3 LIST \"\" Work.% RETURN (SUBSCRIBED STATUS (MESSAGES))"),
+            "* LIST (\\HasNoChildren \\Subscribed) \".\" \"Work.Reports\"\r\n"
+            "* STATUS \"Work.Reports\" (MESSAGES 0)\r\nl3 OK LIST completed\r\n");
+  EXPECT_EQ(run("l4 LSUB \"\" *"),
+            "* LSUB (\\Noselect) \".\" \"Gone\"\r\n* LSUB () \".\" \"Work.Reports\"\r\n"
+            "l4 OK LSUB completed\r\n");
 }
