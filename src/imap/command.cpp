@@ -945,7 +945,8 @@ bool Parser::list(Command& c) {
 }
 
 // append = "APPEND" SP mailbox 1*append-message   (RFC 3502)
-// append-message = [SP flag-list] [SP date-time] SP (literal / literal8)
+// append-message = [SP flag-list] [SP date-time] SP (literal / literal8 / utf8-data)
+// utf8-data = "UTF8" SP "(" literal8 ")"   (RFC 6855 4, only with UTF8=ACCEPT enabled)
 bool Parser::append(Command& c) {
   if (!sp("a mailbox name") || !mailbox(c.mailbox, "mailbox name")) return false;
   do {
@@ -959,9 +960,24 @@ bool Parser::append(Command& c) {
       if (!date_time(when) || !sp("the message")) return false;
       m.internal_date = when;
     }
+    bool utf8_data = false;
+    if (options_.utf8_accept && (peek() == 'U' || peek() == 'u')) {
+      size_t mark = pos_;
+      if (upper(word()) == "UTF8") {
+        if (!sp("\"(\" and the message") || !open_paren("\"(\" and the message as a literal8")) return false;
+        utf8_data = true;
+      } else {
+        pos_ = mark;
+      }
+    }
     if (peek() != '{' && !(peek() == '~' && peek_at(1) == '{')) return expected("the message as a literal");
     std::string_view octets;
     if (!literal(octets, m.binary, true)) return false;
+    if (utf8_data) {
+      if (!m.binary) return fail("UTF8 message data must be a literal8 (~{n}, RFC 6855)");
+      if (peek() != ')') return expected("\")\" after the UTF8 message");
+      close_paren();
+    }
     m.offset = static_cast<size_t>(octets.data() - text_.data());
     m.size = octets.size();
     c.messages.push_back(std::move(m));

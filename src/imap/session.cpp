@@ -22,11 +22,6 @@ int64_t now_seconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// The mailbox name as the client reads it: modified UTF-7, quoted.
-std::string wire_name(std::string_view name) {
-  return mime::imap_string(encode_mutf7(name).value_or(std::string(name)));
-}
-
 uint8_t maildir_bits(uint8_t imap_flags) {
   uint8_t out = 0;
   if (imap_flags & flag_answered) out |= mailbox::flag_replied;
@@ -68,6 +63,10 @@ std::string sequence_text(const std::vector<uint32_t>& numbers) {
 
 Session::Session(SessionSettings settings) : settings_(std::move(settings)) {}
 
+std::string Session::wire_name(std::string_view name) const {
+  return mime::imap_string(utf8_ ? std::string(name) : encode_mutf7(name).value_or(std::string(name)));
+}
+
 Session::~Session() { std::fill(password_.begin(), password_.end(), '\0'); }
 
 std::string Session::greeting() const {
@@ -79,7 +78,7 @@ std::string Session::capabilities() const {
       "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED "
       "LIST-STATUS QUOTA "
       "QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
-  out += " ESEARCH SEARCHRES CONDSTORE STATUS=SIZE APPENDLIMIT=" + std::to_string(settings_.append_limit);
+  out += " ESEARCH SEARCHRES CONDSTORE STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=" + std::to_string(settings_.append_limit);
   if (state_ == State::not_authenticated) {
     if (settings_.tls_available && !settings_.tls_active) out += " STARTTLS";
     if (settings_.tls_active || settings_.plaintext_auth_without_tls)
@@ -155,6 +154,9 @@ Response Session::dispatch(const Command& c) {
         if (capability == "CONDSTORE" && !condstore_) {
           condstore_ = true;
           enabled += " CONDSTORE";
+        } else if (capability == "UTF8=ACCEPT" && !utf8_) {
+          utf8_ = true;
+          enabled += " UTF8=ACCEPT";
         }
       return ok(c, "ENABLE completed", "* ENABLED" + enabled + "\r\n");
     }

@@ -58,7 +58,11 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   std::string greeting() const;
-  ParseOptions parse_options() const { return {}; }
+  ParseOptions parse_options() const {
+    ParseOptions options;
+    options.utf8_accept = utf8_;
+    return options;
+  }
   // A complete command from the reader and its parse (APPEND's messages are read from `raw`).
   Response handle(const CompleteCommand& raw, const ParseResult& parsed);
   // A raw line after AUTHENTICATE's continuation request (the SASL response).
@@ -164,7 +168,10 @@ class Session {
   std::vector<uint32_t> saved_uids_;  // SEARCH RETURN (SAVE), RFC 5182
   bool saved_valid_ = false;
   std::string idle_tag_;
-  bool condstore_ = false;        // CONDSTORE enabled (RFC 7162 3.1): MODSEQ goes with every FLAGS
+  bool condstore_ = false;  // CONDSTORE enabled (RFC 7162 3.1): MODSEQ goes with every FLAGS
+  bool utf8_ = false;       // UTF8=ACCEPT enabled (RFC 6855): names and strings are UTF-8, not modified UTF-7
+  // The mailbox name as the client reads it: modified UTF-7, or UTF-8 after ENABLE UTF8=ACCEPT.
+  std::string wire_name(std::string_view name) const;
   std::string_view append_text_;  // the command being handled (APPEND's octets)
 };
 

@@ -17,6 +17,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// What CAPABILITY lists after login (before it, STARTTLS and LOGINDISABLED or AUTH=PLAIN follow).
+const std::string kCaps =
+    "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
+    "SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE "
+    "STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=67108864";
+
 class ImapSession : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -41,8 +47,9 @@ class ImapSession : public ::testing::Test {
       if (event.status == ReadStatus::need_more) return out;
       if (event.status == ReadStatus::continuation) continue;  // the whole literal was fed already
       if (event.status == ReadStatus::error) return out + event.error.reply;
-      Response r = event.status == ReadStatus::raw_line ? session_->handle_auth_line(event.line)
-                                                        : session_->handle(event.command, parse_command(event.command));
+      Response r = event.status == ReadStatus::raw_line
+                       ? session_->handle_auth_line(event.line)
+                       : session_->handle(event.command, parse_command(event.command, session_->parse_options()));
       out += r.out;
       if (r.action == Action::authenticate)
         out += session_->complete_auth(AuthVerdict::ok, "alice@example.test", maildir_.string(), quota_).out;
@@ -59,11 +66,7 @@ class ImapSession : public ::testing::Test {
 
   void login() {
     Mailstore(maildir_).prepare();
-    ASSERT_EQ(run("a LOGIN alice@example.test pw"),
-              "a OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
-              "SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES "
-              "CONDSTORE STATUS=SIZE "
-              "APPENDLIMIT=67108864] Logged in\r\n");
+    ASSERT_EQ(run("a LOGIN alice@example.test pw"), "a OK [CAPABILITY " + kCaps + "] Logged in\r\n");
   }
 
   fs::path root_, maildir_;
@@ -111,12 +114,7 @@ TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
   plain.tls_available = true;
   session_ = std::make_unique<Session>(plain);
   EXPECT_EQ(session_->greeting(),
-            "* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
-            "SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES "
-            "CONDSTORE STATUS=SIZE "
-            "APPENDLIMIT=67108864 "
-            "STARTTLS LOGINDISABLED] "
-            "mail.example.test IMAP server ready (tern)\r\n");
+            "* OK [CAPABILITY " + kCaps + " STARTTLS LOGINDISABLED] mail.example.test IMAP server ready (tern)\r\n");
   EXPECT_EQ(run("a LOGIN alice pw"), "a NO [PRIVACYREQUIRED] LOGIN is disabled without TLS; use STARTTLS first\r\n");
   EXPECT_EQ(run("b STARTTLS"), "b OK Begin TLS negotiation now\r\n");
   session_->tls_started();
@@ -124,10 +122,7 @@ TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
             "c NO [CANNOT] unsupported authentication mechanism (supported: PLAIN)\r\n");
   // "\0alice@example.test\0pw" in base64, sent after the continuation request.
   EXPECT_EQ(run("d AUTHENTICATE PLAIN\r\nAGFsaWNlQGV4YW1wbGUudGVzdABwdw=="),
-            "+ \r\nd OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-            "CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH "
-            "SEARCHRES CONDSTORE STATUS=SIZE "
-            "APPENDLIMIT=67108864] Logged in\r\n");
+            "+ \r\nd OK [CAPABILITY " + kCaps + "] Logged in\r\n");
   EXPECT_EQ(session_->pending_user(), "alice@example.test");
   EXPECT_TRUE(session_->pending_password().empty());  // wiped once handed over
 }
@@ -363,4 +358,17 @@ TEST_F(ImapSession, ListExtendedSubscribedAndRecursiveMatch) {
   EXPECT_EQ(run("l4 LSUB \"\" *"),
             "* LSUB (\\Noselect) \".\" \"Gone\"\r\n* LSUB () \".\" \"Work.Reports\"\r\n"
             "l4 OK LSUB completed\r\n");
+}
+
+TEST_F(ImapSession, Utf8AcceptNamesAndAppend) {
+  login();
+  run("c CREATE &AOk-t&AOk-");  // "été" in modified UTF-7, before UTF8=ACCEPT
+  EXPECT_EQ(run("l1 LIST \"\" &AOk-*"), "* LIST (\\HasNoChildren) \".\" \"&AOk-t&AOk-\"\r\nl1 OK LIST completed\r\n");
+  EXPECT_EQ(run("e ENABLE UTF8=ACCEPT"), "* ENABLED UTF8=ACCEPT\r\ne OK ENABLE completed\r\n");
+  // Now names go both ways as UTF-8 (as literals, since they hold 8-bit octets).
+  EXPECT_EQ(run("l2 LIST \"\" {4+}\r\nét*"), "* LIST (\\HasNoChildren) \".\" {5}\r\nété\r\nl2 OK LIST completed\r\n");
+  std::string appended = run("a APPEND {5+}\r\nété UTF8 (~{18+}\r\nSubject: café\r\n\r\n)");
+  EXPECT_TRUE(appended.starts_with("a OK [APPENDUID ")) << appended;
+  EXPECT_EQ(run("b APPEND INBOX UTF8 ({3+}\r\nabc)"),
+            "b BAD APPEND: UTF8 message data must be a literal8 (~{n}, RFC 6855)\r\n");
 }
