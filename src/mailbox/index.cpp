@@ -372,6 +372,7 @@ std::error_code FolderIndex::expunge(const std::vector<uint32_t>& uids, int64_t 
   });
   if (!gone.empty()) {
     ++state_.highest_modseq;
+    record_vanished(state_, gone, state_.highest_modseq);
     if (auto error = write_index(state_); error && !failure) failure = error;
   }
   if (removed) *removed = std::move(gone);

@@ -68,6 +68,10 @@ class FolderIndex {
   uint32_t uidvalidity() const { return state_.uidvalidity; }
   uint32_t next_uid() const { return state_.next_uid; }
   uint64_t highest_modseq() const { return state_.highest_modseq; }
+  // Expunged UIDs with the MODSEQ of their expunge (QRESYNC), and up to which MODSEQ that record
+  // may be incomplete.
+  const std::vector<VanishedEntry>& vanished() const { return state_.vanished; }
+  uint64_t forgotten_modseq() const { return state_.forgotten_modseq; }
   const std::filesystem::path& folder() const { return folder_; }
 
  private:

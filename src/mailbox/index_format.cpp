@@ -1,6 +1,7 @@
 #include "mailbox/index_format.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 #include <set>
 
@@ -59,6 +60,27 @@ Parsed<IndexState> parse_index(std::string_view text) {
       state.highest_modseq = *highest;
       continue;
     }
+    if (line.starts_with("x ") || line.starts_with("f ")) {
+      std::string_view rest = line.substr(2);
+      std::optional<uint64_t> number, modseq;
+      if (line[0] == 'f') {
+        modseq = parse_decimal<uint64_t>(rest);
+        if (!modseq || *modseq > state.highest_modseq || state.forgotten_modseq != 0)
+          return fail(line_number, "invalid forgotten MODSEQ");
+        state.forgotten_modseq = *modseq;
+        continue;
+      }
+      if (take_word(rest, word)) number = parse_decimal<uint64_t>(word);
+      modseq = parse_decimal<uint64_t>(rest);
+      uint32_t last_vanished = state.vanished.empty() ? 0 : state.vanished.back().uid;
+      if (!number || *number == 0 || *number <= last_vanished || *number >= state.next_uid || !modseq || *modseq == 0 ||
+          *modseq > state.highest_modseq || state.forgotten_modseq != 0)
+        return fail(line_number, "invalid expunged UID line");
+      state.vanished.push_back({static_cast<uint32_t>(*number), *modseq});
+      continue;
+    }
+    if (!state.vanished.empty() || state.forgotten_modseq != 0)
+      return fail(line_number, "message line after the expunged UIDs");
     IndexEntry entry;
     std::string_view rest = line;
     std::optional<uint64_t> uid, modseq, size, vsize;
@@ -92,7 +114,38 @@ Parsed<IndexState> parse_index(std::string_view text) {
     entry.base = std::string(rest);
     state.entries.push_back(std::move(entry));
   }
+  // An expunged UID cannot be a message's too.
+  for (const auto& v : state.vanished) {
+    auto found = std::lower_bound(state.entries.begin(), state.entries.end(), v.uid,
+                                  [](const IndexEntry& e, uint32_t uid) { return e.uid < uid; });
+    if (found != state.entries.end() && found->uid == v.uid) return fail(line_number, "an expunged UID is listed");
+  }
   return {std::move(state), {}};
+}
+
+void record_vanished(IndexState& state, const std::vector<uint32_t>& uids, uint64_t modseq) {
+  if (uids.empty()) return;
+  std::vector<VanishedEntry> added;
+  for (uint32_t uid : uids) added.push_back({uid, modseq});
+  std::vector<VanishedEntry> merged;
+  merged.reserve(state.vanished.size() + added.size());
+  std::merge(state.vanished.begin(), state.vanished.end(), added.begin(), added.end(), std::back_inserter(merged),
+             [](const VanishedEntry& a, const VanishedEntry& b) { return a.uid < b.uid; });
+  merged.erase(std::unique(merged.begin(), merged.end(),
+                           [](const VanishedEntry& a, const VanishedEntry& b) { return a.uid == b.uid; }),
+               merged.end());
+  if (merged.size() > max_vanished) {
+    // Forget the oldest expunges: everything up to the MODSEQ of the newest one that must go
+    // (ties go too, so at most max_vanished stay).
+    std::vector<uint64_t> modseqs;
+    for (const auto& v : merged) modseqs.push_back(v.modseq);
+    size_t drop = merged.size() - max_vanished;
+    std::nth_element(modseqs.begin(), modseqs.begin() + static_cast<std::ptrdiff_t>(drop - 1), modseqs.end());
+    uint64_t horizon = modseqs[drop - 1];
+    std::erase_if(merged, [&](const VanishedEntry& v) { return v.modseq <= horizon; });
+    state.forgotten_modseq = std::max(state.forgotten_modseq, horizon);
+  }
+  state.vanished = std::move(merged);
 }
 
 std::string format_index(const IndexState& state) {
@@ -105,6 +158,8 @@ std::string format_index(const IndexState& state) {
     for (const auto& keyword : entry.keywords) text += " " + keyword;
     text += " :" + entry.base + "\n";
   }
+  for (const auto& v : state.vanished) text += "x " + std::to_string(v.uid) + " " + std::to_string(v.modseq) + "\n";
+  if (state.forgotten_modseq != 0) text += "f " + std::to_string(state.forgotten_modseq) + "\n";
   return text;
 }
 
@@ -123,6 +178,8 @@ MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, 
   IndexState& state = result.state;
   state.uidvalidity = old.uidvalidity;
   state.next_uid = old.next_uid;
+  state.vanished = old.vanished;
+  state.forgotten_modseq = old.forgotten_modseq;
   const uint64_t modseq = old.highest_modseq + 1;
   std::vector<bool> taken(files.size(), false);
   for (const auto& entry : old.entries) {
@@ -165,6 +222,8 @@ MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, 
     for (const auto& entry : old.entries) result.expunged.push_back(entry.uid);
     state.uidvalidity = fresh_uidvalidity;
     state.next_uid = 1;
+    state.vanished.clear();  // a new UIDVALIDITY: clients resynchronise from scratch
+    state.forgotten_modseq = 0;
     for (auto& entry : state.entries) {
       entry.uid = state.next_uid++;
       entry.modseq = modseq;
@@ -184,6 +243,7 @@ MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, 
     state.entries.push_back(std::move(entry));
   }
   state.highest_modseq = result.modified() ? modseq : old.highest_modseq;
+  if (!result.renumbered) record_vanished(state, result.expunged, modseq);
   return result;
 }
 

@@ -17,6 +17,11 @@
 //               starting with ':'); kept as they are by the merge
 //   base-name   the file's Maildir base name (everything before ':'); the rest of the line
 //
+// then, for QRESYNC, the expunged messages and an optional horizon:
+//
+//   *( "x" SP <uid> SP <modseq> LF )      uid ascending, not an entry's, below next-uid
+//   [ "f" SP <forgotten-modseq> LF ]      expunges up to this MODSEQ may be missing
+//
 // The index is only a cache: every fact in it but the UIDs, UIDVALIDITY and MODSEQs can be read
 // again from the Maildir, and it is rebuilt (keeping UIDVALIDITY when it can) whenever it cannot
 // be read. A file that does not end in LF, or any line that breaks the rules above, makes the
@@ -49,12 +54,28 @@ struct IndexEntry {
   bool operator==(const IndexEntry&) const = default;
 };
 
+// A message that was expunged, and the MODSEQ of that expunge (RFC 7162 QRESYNC's VANISHED).
+struct VanishedEntry {
+  uint32_t uid = 0;
+  uint64_t modseq = 0;
+  bool operator==(const VanishedEntry&) const = default;
+};
+
+// At most this many expunges are remembered; older ones are forgotten, and `forgotten_modseq`
+// says up to which MODSEQ the record is incomplete.
+inline constexpr size_t max_vanished = 100000;
+
 struct IndexState {
   uint32_t uidvalidity = 0;
   uint32_t next_uid = 1;
   uint64_t highest_modseq = 0;
-  std::vector<IndexEntry> entries;  // UIDs strictly ascending
+  std::vector<IndexEntry> entries;      // UIDs strictly ascending
+  std::vector<VanishedEntry> vanished;  // UIDs strictly ascending, none of them in `entries`
+  uint64_t forgotten_modseq = 0;        // expunges up to this MODSEQ may be missing from `vanished`
 };
+
+// Adds expunged UIDs with their MODSEQ, dropping the oldest past max_vanished.
+void record_vanished(IndexState& state, const std::vector<uint32_t>& uids, uint64_t modseq);
 
 Parsed<IndexState> parse_index(std::string_view text);
 std::string format_index(const IndexState& state);

@@ -719,3 +719,54 @@ TEST_F(StoreFolder, ConcurrentSyncersNeverShareAUid) {
   EXPECT_EQ(final_view.next_uid(), uint32_t{processes * rounds + 1});
   EXPECT_EQ(final_view.uidvalidity(), 1764000000u);
 }
+
+TEST(IndexFormat, ExpungedUidsAreRecordedForQresync) {
+  IndexState old;
+  old.uidvalidity = 7;
+  old.next_uid = 4;
+  old.highest_modseq = 3;
+  old.entries.push_back({1, 1, 1, 1, {}, {}, "1.a.h", ""});
+  old.entries.push_back({2, 2, 1, 1, {}, {}, "2.a.h", ""});
+  old.entries.push_back({3, 3, 1, 1, {}, {}, "3.a.h", ""});
+  // Message 2's file is gone: the merge gives it the new MODSEQ and remembers it.
+  MergeResult merged = merge_listing(old, {listed("1.a.h", false, 1), listed("3.a.h", false, 1)}, 99);
+  EXPECT_EQ(merged.expunged, (std::vector<uint32_t>{2}));
+  EXPECT_EQ(merged.state.vanished, (std::vector<VanishedEntry>{{2, 4}}));
+  std::string text = format_index(merged.state);
+  EXPECT_TRUE(text.ends_with(":3.a.h\nx 2 4\n")) << text;
+  auto parsed = parse_index(text);
+  ASSERT_TRUE(parsed) << parsed.error.message;
+  EXPECT_EQ(parsed.value->vanished, merged.state.vanished);
+  // Only the newest max_vanished are kept; the horizon says what may be missing.
+  IndexState many;
+  many.next_uid = static_cast<uint32_t>(max_vanished) + 10;
+  std::vector<uint32_t> first, second;
+  for (uint32_t uid = 1; uid <= 5; ++uid) first.push_back(uid);
+  for (uint32_t uid = 6; uid < max_vanished + 6; ++uid) second.push_back(uid);
+  record_vanished(many, first, 10);
+  record_vanished(many, second, 11);
+  EXPECT_EQ(many.vanished.size(), max_vanished);
+  EXPECT_EQ(many.forgotten_modseq, 10u);
+  EXPECT_EQ(many.vanished.front(), (VanishedEntry{6, 11}));
+  // Damage is refused with its line.
+  const std::string head = "tern-index 1 7 9 5\n1 1 1 1 - :1.a.h\n";
+  EXPECT_EQ(parse_index(head + "x 1 2\n").error.message, "an expunged UID is listed");
+  EXPECT_EQ(parse_index(head + "x 3 2\nx 2 2\n").error.line, 4u);
+  EXPECT_EQ(parse_index(head + "x 3 6\n").error.line, 3u);  // MODSEQ above the highest
+  EXPECT_EQ(parse_index(head + "x 3 2\n2 1 1 1 - :2.a.h\n").error.message, "message line after the expunged UIDs");
+  EXPECT_TRUE(parse_index(head + "x 3 2\nf 1\n"));
+}
+
+TEST_F(StoreFolder, ExpungeRemembersTheUidsWithTheirModseq) {
+  write("new/1700000001.M1P1Q1.h", "1");
+  write("new/1700000002.M1P1Q1.h", "2");
+  FolderIndex index(root_);
+  ASSERT_FALSE(index.sync(1764000000));
+  std::vector<uint32_t> removed;
+  ASSERT_FALSE(index.expunge({1}, 1764000001, &removed));
+  EXPECT_EQ(removed, (std::vector<uint32_t>{1}));
+  EXPECT_EQ(index.vanished(), (std::vector<VanishedEntry>{{1, index.highest_modseq()}}));
+  FolderIndex other(root_);  // from the file
+  ASSERT_FALSE(other.sync(1764000002));
+  EXPECT_EQ(other.vanished(), index.vanished());
+}
