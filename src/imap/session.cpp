@@ -78,7 +78,8 @@ std::string Session::capabilities() const {
       "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED "
       "LIST-STATUS QUOTA "
       "QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
-  out += " ESEARCH SEARCHRES CONDSTORE STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=" + std::to_string(settings_.append_limit);
+  out += " ESEARCH SEARCHRES CONDSTORE QRESYNC STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=" +
+         std::to_string(settings_.append_limit);
   if (state_ == State::not_authenticated) {
     if (settings_.tls_available && !settings_.tls_active) out += " STARTTLS";
     if (settings_.tls_active || settings_.plaintext_auth_without_tls)
@@ -154,6 +155,9 @@ Response Session::dispatch(const Command& c) {
         if (capability == "CONDSTORE" && !condstore_) {
           condstore_ = true;
           enabled += " CONDSTORE";
+        } else if (capability == "QRESYNC" && !qresync_) {
+          qresync_ = condstore_ = true;  // RFC 7162 3.2.3: QRESYNC implies CONDSTORE
+          enabled += " QRESYNC";
         } else if (capability == "UTF8=ACCEPT" && !utf8_) {
           utf8_ = true;
           enabled += " UTF8=ACCEPT";
@@ -303,18 +307,20 @@ void Session::tls_started() { settings_.tls_active = true; }
 // --- mailboxes ---------------------------------------------------------------------------
 
 Response Session::select(const Command& c, bool read_only) {
-  // Selecting (even failing to) leaves the selected state (RFC 9051 6.3.2).
+  if (c.select.qresync && !qresync_) return bad(c, "QRESYNC must be enabled first (ENABLE QRESYNC)");
+  // Selecting (even failing to) leaves the selected state (RFC 9051 6.3.2); with QRESYNC the
+  // client is told (RFC 7162 3.2.11).
+  std::string closed = state_ == State::selected && qresync_ ? "* OK [CLOSED] Previous mailbox closed\r\n" : "";
   state_ = State::authenticated;
   index_.reset();
   view_.clear();
   saved_valid_ = false;
-  if (c.select.qresync) return bad(c, "QRESYNC is not offered by this server");
   if (c.select.condstore) condstore_ = true;
   auto path = store_->folder_path(c.mailbox);
-  if (!path || !store_->exists(c.mailbox)) return no(c, "[NONEXISTENT] mailbox does not exist");
+  if (!path || !store_->exists(c.mailbox)) return no(c, "[NONEXISTENT] mailbox does not exist", closed);
   auto index = std::make_unique<mailbox::FolderIndex>(*path);
   if (auto ec = index->sync(now_seconds()))
-    return no(c, "[UNAVAILABLE] the mailbox cannot be read, try again later (" + ec.message() + ")");
+    return no(c, "[UNAVAILABLE] the mailbox cannot be read, try again later (" + ec.message() + ")", closed);
   index_ = std::move(index);
   selected_name_ = c.mailbox;
   read_only_ = read_only;
@@ -325,12 +331,20 @@ Response Session::select(const Command& c, bool read_only) {
     view_.push_back({entry.uid, entry.flags.system, entry.flags.keyword_letters});
     if (!first_unseen && !(entry.flags.system & mailbox::flag_seen)) first_unseen = static_cast<uint32_t>(view_.size());
   }
-  std::string out = flags_responses();
+  std::string out = closed + flags_responses();
   out += "* " + std::to_string(view_.size()) + " EXISTS\r\n* 0 RECENT\r\n";
   if (first_unseen) out += "* OK [UNSEEN " + std::to_string(first_unseen) + "] First unseen\r\n";
   out += "* OK [UIDVALIDITY " + std::to_string(index_->uidvalidity()) + "] UIDs valid\r\n";
   out += "* OK [UIDNEXT " + std::to_string(index_->next_uid()) + "] Predicted next UID\r\n";
   out += "* OK [HIGHESTMODSEQ " + std::to_string(std::max<uint64_t>(index_->highest_modseq(), 1)) + "] Highest\r\n";
+  // QRESYNC (RFC 7162 3.2.5): what the client's cache of this UIDVALIDITY misses since its MODSEQ.
+  if (c.select.qresync && c.select.qresync->uid_validity == index_->uidvalidity()) {
+    const QresyncParams& q = *c.select.qresync;
+    out += vanished_since(q.modseq, q.known_uids.ranges.empty() ? nullptr : &q.known_uids);
+    for (size_t i = 0; i < view_.size(); ++i)
+      if (const mailbox::IndexEntry* entry = entry_at(i); entry && entry->modseq > q.modseq)
+        out += fetch_flags_line(i, true);
+  }
   return ok(c, read_only ? "[READ-ONLY] EXAMINE completed" : "[READ-WRITE] SELECT completed", std::move(out));
 }
 
@@ -626,11 +640,17 @@ std::string Session::fetch_flags_line(size_t position, bool with_uid) const {
 
 std::string Session::remove_from_view(const std::vector<uint32_t>& uids) {
   std::string out;
+  std::vector<uint32_t> vanished;
   for (size_t i = view_.size(); i-- > 0;) {
     if (!std::binary_search(uids.begin(), uids.end(), view_[i].uid)) continue;
-    out += "* " + std::to_string(i + 1) + " EXPUNGE\r\n";
+    if (qresync_)
+      vanished.insert(vanished.begin(), view_[i].uid);
+    else
+      out += "* " + std::to_string(i + 1) + " EXPUNGE\r\n";
     view_.erase(view_.begin() + static_cast<std::ptrdiff_t>(i));
   }
+  // RFC 7162 3.2.10: with QRESYNC, expunges are one VANISHED response of UIDs.
+  if (!vanished.empty()) out += "* VANISHED " + sequence_text(vanished) + "\r\n";
   // The expunge responses above go from the highest number down, so every number sent is
   // valid when the client reads it.
   return out;
@@ -820,6 +840,52 @@ Response Session::copy(const Command& c, bool move) {
     return no(c, "[SERVERBUG] copied, but the originals could not be removed: " + ec.message(), out);
   out += sync_and_report(true);
   return ok(c, "MOVE completed", std::move(out));
+}
+
+std::string Session::vanished_since(uint64_t modseq, const SequenceSet* set) const {
+  uint32_t below = index_->next_uid();  // UIDs handed out so far are below it
+  std::vector<std::pair<uint32_t, uint32_t>> wanted;
+  if (set && !set->ranges.empty()) {
+    for (const SequenceRange& r : set->ranges) {
+      uint32_t a = r.first == sequence_star ? below - 1 : r.first;
+      uint32_t b = r.last == sequence_star ? below - 1 : r.last;
+      if (a > b) std::swap(a, b);
+      if (a >= below) continue;
+      wanted.push_back({a, std::min(b, below - 1)});
+    }
+  } else if (!set && below > 1) {
+    wanted.push_back({1, below - 1});
+  }
+  std::string text;
+  auto add = [&](uint32_t a, uint32_t b) {
+    if (!text.empty()) text += ',';
+    text += std::to_string(a);
+    if (b > a) text += ":" + std::to_string(b);
+  };
+  if (modseq < index_->forgotten_modseq()) {
+    // Part of the record is forgotten: every wanted UID that is no message now, as ranges.
+    const auto& entries = index_->messages();
+    for (auto [a, b] : wanted) {
+      uint32_t cursor = a;
+      auto it = std::lower_bound(entries.begin(), entries.end(), a,
+                                 [](const mailbox::IndexEntry& e, uint32_t uid) { return e.uid < uid; });
+      for (; it != entries.end() && it->uid <= b; ++it) {
+        if (it->uid > cursor) add(cursor, it->uid - 1);
+        cursor = it->uid + 1;
+      }
+      if (cursor <= b && cursor != 0) add(cursor, b);
+    }
+  } else {
+    std::vector<uint32_t> uids;
+    for (const auto& v : index_->vanished()) {
+      if (v.modseq <= modseq) continue;
+      bool in =
+          std::any_of(wanted.begin(), wanted.end(), [&](auto r) { return v.uid >= r.first && v.uid <= r.second; });
+      if (in) uids.push_back(v.uid);
+    }
+    text = sequence_text(uids);
+  }
+  return text.empty() ? "" : "* VANISHED (EARLIER) " + text + "\r\n";
 }
 
 // --- quota (RFC 9208) and maildirsize ---------------------------------------------------

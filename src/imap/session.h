@@ -170,6 +170,9 @@ class Session {
   std::string idle_tag_;
   bool condstore_ = false;  // CONDSTORE enabled (RFC 7162 3.1): MODSEQ goes with every FLAGS
   bool utf8_ = false;       // UTF8=ACCEPT enabled (RFC 6855): names and strings are UTF-8, not modified UTF-7
+  bool qresync_ = false;    // QRESYNC enabled (RFC 7162 3.2): expunges are reported as VANISHED
+  // "* VANISHED (EARLIER) ..." for the UIDs of `set` (all when empty) expunged after `modseq`.
+  std::string vanished_since(uint64_t modseq, const SequenceSet* set) const;
   // The mailbox name as the client reads it: modified UTF-7, or UTF-8 after ENABLE UTF8=ACCEPT.
   std::string wire_name(std::string_view name) const;
   std::string_view append_text_;  // the command being handled (APPEND's octets)

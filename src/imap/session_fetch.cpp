@@ -283,7 +283,7 @@ Response Session::search(const Command& c) {
 Response Session::fetch(const Command& c) {
   std::vector<size_t> chosen;
   if (!positions(c.sequence, c.uid, chosen)) return bad(c, "invalid message number or set");
-  if (c.fetch.vanished) return bad(c, "VANISHED needs QRESYNC, which this server does not offer");
+  if (c.fetch.vanished && !qresync_) return bad(c, "VANISHED needs QRESYNC enabled first (ENABLE QRESYNC)");
   if (c.fetch.changed_since) condstore_ = true;
   bool asks_modseq = c.fetch.changed_since.has_value();
   for (const FetchItem& item : c.fetch.items)
@@ -313,6 +313,8 @@ Response Session::fetch(const Command& c) {
   }
   sets_seen = sets_seen && !read_only_;
   std::string out;
+  // RFC 7162 3.2.6: UID FETCH ... (CHANGEDSINCE n VANISHED) first names what was expunged since.
+  if (c.fetch.vanished) out += vanished_since(*c.fetch.changed_since, &c.sequence);
   bool some_gone = false;
   for (size_t i : chosen) {
     const mailbox::IndexEntry* entry = entry_at(i);

@@ -27,7 +27,7 @@ from ternlib import HOSTNAME, free_port, wait_until
 PASSWORD = "pw"  # ternlib.PASSWORD_HASH is the hash of "pw"
 ALICE = "alice@example.test"
 CAPS = ("IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH "
-        "SEARCHRES CONDSTORE STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=67108864")
+        "SEARCHRES CONDSTORE QRESYNC STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=67108864")
 
 
 class Pki:
@@ -422,6 +422,19 @@ def test_condstore_with_imaplib(server, pki):
     assert m.fetch("1:*", "(UID) (CHANGEDSINCE %d)" % highest)[1] == [b"2 (UID 2 MODSEQ (%d))" % (highest + 1)]
     typ, data = m._simple_command("STORE", "1:2", "(UNCHANGEDSINCE %d)" % highest, "+FLAGS", "(\\Seen)")
     assert typ == "OK" and data == [b"[MODIFIED 2] Conditional STORE failed"]
+    # QRESYNC: expunges become VANISHED with UIDs, and a reselect learns what it missed.
+    uidvalidity = int(m.untagged_responses.get("UIDVALIDITY", [b"0"])[0])
+    assert m.unselect()[0] == "OK"  # RFC 5161: ENABLE before any SELECT
+    assert m.enable("QRESYNC") == ("OK", [b"ENABLE completed"])
+    m.select("INBOX")
+    m.store("1", "+FLAGS", "(\\Deleted)")
+    m.untagged_responses.clear()
+    assert m.expunge()[0] == "OK"
+    assert m.untagged_responses.get("VANISHED") == [b"1"]
+    m.untagged_responses.clear()
+    typ, data = m._simple_command("SELECT", "INBOX", "(QRESYNC (%d %d))" % (uidvalidity, highest))
+    assert typ == "OK"
+    assert m.untagged_responses.get("VANISHED") == [b"(EARLIER) 1"]
     m.logout()
 
 

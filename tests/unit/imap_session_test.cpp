@@ -21,6 +21,7 @@ namespace {
 const std::string kCaps =
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
     "SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE "
+    "QRESYNC "
     "STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=67108864";
 
 class ImapSession : public ::testing::Test {
@@ -105,7 +106,7 @@ TEST_F(ImapSession, CommandsOutOfStateGetExactReplies) {
   EXPECT_EQ(run("a5 SELECT Nowhere"), "a5 NO [NONEXISTENT] mailbox does not exist\r\n");
   EXPECT_EQ(run("a6 GETQUOTAROOT INBOX"), "* QUOTAROOT \"INBOX\"\r\na6 OK GETQUOTAROOT completed\r\n");  // no quota
   EXPECT_EQ(run("a6b GETQUOTA \"\""), "a6b NO [NONEXISTENT] no such quota root\r\n");
-  EXPECT_EQ(run("a7 SELECT INBOX (QRESYNC (1 1))"), "a7 BAD QRESYNC is not offered by this server\r\n");
+  EXPECT_EQ(run("a7 SELECT INBOX (QRESYNC (1 1))"), "a7 BAD QRESYNC must be enabled first (ENABLE QRESYNC)\r\n");
 }
 
 TEST_F(ImapSession, LoginWithoutTlsIsRefusedAndSaslPlainWorks) {
@@ -285,7 +286,7 @@ TEST_F(ImapSession, CondstoreModseqsChangedSinceAndUnchangedSince) {
   EXPECT_EQ(run("st STATUS INBOX (HIGHESTMODSEQ)"),
             "* STATUS \"INBOX\" (HIGHESTMODSEQ 3)\r\nst OK STATUS completed\r\n");
   EXPECT_EQ(run("v UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"),
-            "v BAD VANISHED needs QRESYNC, which this server does not offer\r\n");
+            "v BAD VANISHED needs QRESYNC enabled first (ENABLE QRESYNC)\r\n");
 }
 
 TEST_F(ImapSession, KeywordsAreDovecotsLettersAndNames) {
@@ -371,4 +372,31 @@ TEST_F(ImapSession, Utf8AcceptNamesAndAppend) {
   EXPECT_TRUE(appended.starts_with("a OK [APPENDUID ")) << appended;
   EXPECT_EQ(run("b APPEND INBOX UTF8 ({3+}\r\nabc)"),
             "b BAD APPEND: UTF8 message data must be a literal8 (~{n}, RFC 6855)\r\n");
+}
+
+TEST_F(ImapSession, QresyncReportsVanishedAndChangedSinceTheClientsModseq) {
+  for (int i = 1; i <= 4; ++i)
+    deliver("new/170000000" + std::to_string(i) + ".M1P1Q1.h", "Subject: " + std::to_string(i) + "\n\nx\n");
+  login();
+  EXPECT_EQ(run("e ENABLE QRESYNC"), "* ENABLED QRESYNC\r\ne OK ENABLE completed\r\n");
+  std::string select = run("s SELECT INBOX");
+  size_t at = select.find("[UIDVALIDITY ");
+  ASSERT_NE(at, std::string::npos);
+  std::string uidvalidity = select.substr(at + 13, select.find(']', at) - at - 13);
+  // Another client's session: message 2 expunged, message 3 flagged. Expunges are VANISHED now.
+  run("t STORE 2 +FLAGS.SILENT (\\Deleted)");
+  EXPECT_EQ(run("x EXPUNGE"), "* VANISHED 2\r\nx OK EXPUNGE completed\r\n");
+  run("f UID STORE 3 +FLAGS.SILENT (\\Flagged)");
+  // A client that saw MODSEQ 1 reselects: it learns what vanished and what changed, and that the
+  // previous mailbox was closed.
+  std::string again = run("r SELECT INBOX (QRESYNC (" + uidvalidity + " 1 1:4))");
+  EXPECT_TRUE(again.starts_with("* OK [CLOSED] Previous mailbox closed\r\n")) << again;
+  EXPECT_NE(again.find("* VANISHED (EARLIER) 2\r\n"), std::string::npos) << again;
+  EXPECT_NE(again.find("* 2 FETCH (UID 3 FLAGS (\\Flagged) MODSEQ ("), std::string::npos) << again;
+  EXPECT_EQ(again.find("UID 1 FLAGS"), std::string::npos) << again;  // unchanged since MODSEQ 1
+  // A wrong UIDVALIDITY: nothing beyond a plain SELECT.
+  std::string other = run("o SELECT INBOX (QRESYNC (1 1))");
+  EXPECT_EQ(other.find("VANISHED"), std::string::npos) << other;
+  EXPECT_EQ(run("v UID FETCH 1:4 (FLAGS) (CHANGEDSINCE 1 VANISHED)").substr(0, 40),
+            "* VANISHED (EARLIER) 2\r\n* 2 FETCH (UID 3");
 }
