@@ -176,7 +176,23 @@ std::error_code Mailstore::remove(std::string_view name) {
 }
 
 std::error_code Mailstore::rename(std::string_view from, std::string_view to) {
-  if (is_inbox(from) || is_inbox(to)) return std::make_error_code(std::errc::operation_not_supported);
+  if (is_inbox(to)) return std::make_error_code(std::errc::operation_not_supported);
+  if (is_inbox(from)) {
+    // RFC 9051 6.3.6: renaming INBOX moves its messages into a new mailbox; INBOX stays, empty,
+    // and its children stay where they are.
+    if (auto ec = create(to)) return ec;
+    fs::path target = *folder_path(to);
+    for (const char* sub : {"new", "cur"}) {
+      std::error_code ec;
+      for (auto it = fs::directory_iterator(root_ / sub, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+        std::string file = it->path().filename().string();
+        if (file.empty() || file[0] == '.') continue;
+        if (::rename(it->path().c_str(), (target / sub / file).c_str()) != 0 && errno != ENOENT) return last_error();
+      }
+      if (ec) return ec;
+    }
+    return {};
+  }
   auto source = folder_path(from);
   auto target = folder_path(to);
   if (!source || !target) return std::make_error_code(std::errc::invalid_argument);

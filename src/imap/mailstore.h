@@ -54,7 +54,8 @@ class Mailstore {
   std::error_code create(std::string_view name);
   // The folder and its messages; its children stay. errc::no_such_file_or_directory if absent.
   std::error_code remove(std::string_view name);
-  // Renames the folder and its children. INBOX cannot be renamed (errc::operation_not_supported).
+  // Renames the folder and its children. Renaming INBOX moves its messages into a new folder
+  // (INBOX stays, empty). Nothing can be renamed to INBOX (errc::operation_not_supported).
   std::error_code rename(std::string_view from, std::string_view to);
 
   std::vector<std::string> subscriptions() const;

@@ -75,7 +75,8 @@ std::string Session::greeting() const {
 
 std::string Session::capabilities() const {
   std::string out =
-      "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE LIST-EXTENDED "
+      "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE "
+      "LIST-EXTENDED "
       "LIST-STATUS QUOTA "
       "QUOTA=RES-STORAGE QUOTA=RES-MESSAGE";
   out += " ESEARCH SEARCHRES CONDSTORE QRESYNC STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=" +
@@ -158,6 +159,10 @@ Response Session::dispatch(const Command& c) {
         } else if (capability == "QRESYNC" && !qresync_) {
           qresync_ = condstore_ = true;  // RFC 7162 3.2.3: QRESYNC implies CONDSTORE
           enabled += " QRESYNC";
+        } else if (capability == "IMAP4REV2" && !rev2_) {
+          // RFC 9051: SEARCH answers with ESEARCH, names are UTF-8 (it includes UTF8=ACCEPT).
+          rev2_ = utf8_ = true;
+          enabled += " IMAP4rev2";
         } else if (capability == "UTF8=ACCEPT" && !utf8_) {
           utf8_ = true;
           enabled += " UTF8=ACCEPT";
@@ -332,7 +337,8 @@ Response Session::select(const Command& c, bool read_only) {
     if (!first_unseen && !(entry.flags.system & mailbox::flag_seen)) first_unseen = static_cast<uint32_t>(view_.size());
   }
   std::string out = closed + flags_responses();
-  out += "* " + std::to_string(view_.size()) + " EXISTS\r\n* 0 RECENT\r\n";
+  out += "* " + std::to_string(view_.size()) + " EXISTS\r\n";
+  if (!rev2_) out += "* 0 RECENT\r\n";  // IMAP4rev2 dropped \Recent and RECENT
   if (first_unseen) out += "* OK [UNSEEN " + std::to_string(first_unseen) + "] First unseen\r\n";
   out += "* OK [UIDVALIDITY " + std::to_string(index_->uidvalidity()) + "] UIDs valid\r\n";
   out += "* OK [UIDNEXT " + std::to_string(index_->next_uid()) + "] Predicted next UID\r\n";
@@ -499,7 +505,7 @@ Response Session::rename(const Command& c) {
     if (!problem.empty()) return no(c, "[CANNOT] " + problem);
   }
   std::error_code ec = store_->rename(c.mailbox, c.new_mailbox);
-  if (ec == std::errc::operation_not_supported) return no(c, "[CANNOT] INBOX cannot be renamed by this server");
+  if (ec == std::errc::operation_not_supported) return no(c, "[CANNOT] nothing can be renamed to INBOX");
   if (ec == std::errc::no_such_file_or_directory) return no(c, "[NONEXISTENT] mailbox does not exist");
   if (ec == std::errc::file_exists) return no(c, "[ALREADYEXISTS] the new name exists already");
   if (ec) return no(c, "[SERVERBUG] cannot rename the mailbox: " + ec.message());

@@ -171,6 +171,7 @@ class Session {
   bool condstore_ = false;  // CONDSTORE enabled (RFC 7162 3.1): MODSEQ goes with every FLAGS
   bool utf8_ = false;       // UTF8=ACCEPT enabled (RFC 6855): names and strings are UTF-8, not modified UTF-7
   bool qresync_ = false;    // QRESYNC enabled (RFC 7162 3.2): expunges are reported as VANISHED
+  bool rev2_ = false;       // IMAP4rev2 enabled (RFC 9051): ESEARCH answers, UTF-8 names, no RECENT
   // "* VANISHED (EARLIER) ..." for the UIDs of `set` (all when empty) expunged after `modseq`.
   std::string vanished_since(uint64_t modseq, const SequenceSet* set) const;
   // The mailbox name as the client reads it: modified UTF-7, or UTF-8 after ENABLE UTF8=ACCEPT.

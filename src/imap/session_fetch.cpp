@@ -244,7 +244,7 @@ Response Session::search(const Command& c) {
       if (const mailbox::IndexEntry* entry = index_->find(uid)) highest = std::max(highest, entry->modseq);
   }
   std::string out;
-  if (!c.search.esearch) {
+  if (!c.search.esearch && !rev2_) {
     out = "* SEARCH";
     for (uint32_t n : found) out += " " + std::to_string(n);
     if (with_modseq && !found.empty()) out += " (MODSEQ " + std::to_string(highest) + ")";

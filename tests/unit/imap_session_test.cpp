@@ -19,7 +19,7 @@ namespace {
 
 // What CAPABILITY lists after login (before it, STARTTLS and LOGINDISABLED or AUTH=PLAIN follow).
 const std::string kCaps =
-    "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
+    "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN "
     "SPECIAL-USE LIST-EXTENDED LIST-STATUS QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES CONDSTORE "
     "QRESYNC "
     "STATUS=SIZE UTF8=ACCEPT APPENDLIMIT=67108864";
@@ -399,4 +399,26 @@ TEST_F(ImapSession, QresyncReportsVanishedAndChangedSinceTheClientsModseq) {
   EXPECT_EQ(other.find("VANISHED"), std::string::npos) << other;
   EXPECT_EQ(run("v UID FETCH 1:4 (FLAGS) (CHANGEDSINCE 1 VANISHED)").substr(0, 40),
             "* VANISHED (EARLIER) 2\r\n* 2 FETCH (UID 3");
+}
+
+TEST_F(ImapSession, Imap4rev2AnswersSearchWithEsearchAndDropsRecent) {
+  deliver("new/1700000001.M1P1Q1.h", "Subject: one\n\n1\n");
+  login();
+  EXPECT_EQ(run("e ENABLE IMAP4rev2"), "* ENABLED IMAP4rev2\r\ne OK ENABLE completed\r\n");
+  std::string select = run("s SELECT INBOX");
+  EXPECT_NE(select.find("* 1 EXISTS\r\n"), std::string::npos);
+  EXPECT_EQ(select.find("RECENT"), std::string::npos) << select;
+  EXPECT_EQ(run("q SEARCH ALL"), "* ESEARCH (TAG \"q\") ALL 1\r\nq OK SEARCH completed\r\n");
+  EXPECT_EQ(run("u UID SEARCH SEEN"), "* ESEARCH (TAG \"u\") UID\r\nu OK SEARCH completed\r\n");
+}
+
+TEST_F(ImapSession, RenamingInboxMovesItsMessages) {
+  deliver("new/1700000001.M1P1Q1.h", "Subject: one\n\n1\n");
+  deliver("cur/1700000002.M1P1Q1.h:2,S", "Subject: two\n\n2\n");
+  login();
+  EXPECT_EQ(run("r RENAME INBOX Old"), "r OK RENAME completed\r\n");
+  EXPECT_EQ(run("s STATUS INBOX (MESSAGES)"), "* STATUS \"INBOX\" (MESSAGES 0)\r\ns OK STATUS completed\r\n");
+  EXPECT_EQ(run("t STATUS Old (MESSAGES UNSEEN)"),
+            "* STATUS \"Old\" (MESSAGES 2 UNSEEN 1)\r\nt OK STATUS completed\r\n");
+  EXPECT_EQ(run("u RENAME Old INBOX"), "u NO [CANNOT] nothing can be renamed to INBOX\r\n");
 }
