@@ -963,7 +963,8 @@ def bench(args, tern_bin, work, vmail, servers):
     for label, tv, dv, unit, better in res.rows:
         ratio = "-"
         if tv and dv:
-            ratio = f"{(dv / tv if better == 'low' else tv / dv):.2f}x"
+            r = dv / tv if better == "low" else tv / dv
+            ratio = f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
         print(f"{label:<{w}}  {fmt(tv, unit):>14}  {fmt(dv, unit):>14}  {ratio:>7}")
     print("ratio: how many times better tern is (Dovecot's time or memory / tern's; tern's rate / Dovecot's)")
     for s in both:
