@@ -276,7 +276,7 @@ std::string Mailstore::unique_base(uint64_t size, uint64_t vsize) {
 }
 
 std::error_code Mailstore::add_message(const fs::path& folder, std::string_view bytes,
-                                       const mailbox::MaildirFlags& flags, int64_t internal_date, std::string& base) {
+                                       const mailbox::MaildirFlags& flags, int64_t internal_date, std::string& location) {
   std::string stored;  // tern stores LF line ends (as deliver does)
   stored.reserve(bytes.size());
   for (size_t i = 0; i < bytes.size(); ++i) {
@@ -285,7 +285,7 @@ std::error_code Mailstore::add_message(const fs::path& folder, std::string_view 
   }
   mailbox::CrlfSize vsize;
   vsize.feed(stored);
-  base = unique_base(stored.size(), vsize.size());
+  std::string base = unique_base(stored.size(), vsize.size());
   fs::path temporary = folder / "tmp" / base;
   int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return last_error();
@@ -298,7 +298,8 @@ std::error_code Mailstore::add_message(const fs::path& folder, std::string_view 
   if (::close(fd) != 0 && !ec) ec = last_error();
   mailbox::MaildirName name;
   name.base = base;
-  fs::path target = folder / "cur" / mailbox::name_with_flags(name, flags);
+  location = "cur/" + mailbox::name_with_flags(name, flags);
+  fs::path target = folder / location;
   if (!ec && ::rename(temporary.c_str(), target.c_str()) != 0) ec = last_error();
   if (ec) ::unlink(temporary.c_str());
   if (!ec) {
@@ -312,7 +313,7 @@ std::error_code Mailstore::add_message(const fs::path& folder, std::string_view 
 }
 
 std::error_code Mailstore::copy_message(const fs::path& source, const fs::path& folder,
-                                        const mailbox::MaildirFlags& flags, std::string& base) {
+                                        const mailbox::MaildirFlags& flags, std::string& location) {
   auto parsed = mailbox::parse_maildir_name(source.filename().string());
   struct stat st {};
   if (::stat(source.c_str(), &st) != 0) return last_error();
@@ -326,10 +327,11 @@ std::error_code Mailstore::copy_message(const fs::path& source, const fs::path& 
     counter.feed(all.str());
     vsize = counter.size();
   }
-  base = unique_base(size, vsize);
+  std::string base = unique_base(size, vsize);
   mailbox::MaildirName name;
   name.base = base;
-  fs::path target = folder / "cur" / mailbox::name_with_flags(name, flags);
+  location = "cur/" + mailbox::name_with_flags(name, flags);
+  fs::path target = folder / location;
   if (::link(source.c_str(), target.c_str()) == 0) return {};
   std::error_code ec;
   fs::copy_file(source, folder / "tmp" / base, ec);

@@ -62,12 +62,14 @@ class Mailstore {
   std::error_code subscribe(std::string_view name, bool on);
 
   // Writes a message (its bytes as the client sent them; CRLF line ends are stored as LF) into
-  // the folder at `folder` with `flags` and the mtime `internal_date`; `base` gets its base name.
+  // the folder at `folder` with `flags` and the mtime `internal_date`; `location` gets where it
+  // is relative to the folder ("cur/<name>", as FolderIndex::add_files takes it).
   std::error_code add_message(const std::filesystem::path& folder, std::string_view bytes,
-                              const mailbox::MaildirFlags& flags, int64_t internal_date, std::string& base);
-  // A copy of the message file `source` in the folder at `folder` (a hard link when possible).
+                              const mailbox::MaildirFlags& flags, int64_t internal_date, std::string& location);
+  // A copy of the message file `source` in the folder at `folder` (a hard link when possible);
+  // `location` as for add_message.
   std::error_code copy_message(const std::filesystem::path& source, const std::filesystem::path& folder,
-                               const mailbox::MaildirFlags& flags, std::string& base);
+                               const mailbox::MaildirFlags& flags, std::string& location);
 
  private:
   std::string unique_base(uint64_t size, uint64_t vsize);

@@ -52,6 +52,9 @@ struct Server {
   bool stopping = false;
   std::unique_ptr<ipc::ChannelPool> directory;
   std::shared_ptr<const ServerTls> tls;
+  // One in-memory index per folder for all sessions; folders no session holds are kept up to
+  // this many messages in all (about 300 bytes each), so reconnecting clients find them ready.
+  std::shared_ptr<mailbox::IndexCache> indexes = std::make_shared<mailbox::IndexCache>(200000);
 };
 
 void load_tls(Server& server) {
@@ -211,6 +214,7 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
   settings.tls_available = server.tls != nullptr;
   settings.plaintext_auth_without_tls = cfg->imap.plaintext_auth_without_tls;
   settings.max_auth_failures = cfg->imap.max_auth_failures;
+  settings.indexes = server.indexes;
   imap::Session session(settings);
   // Before login no command takes a large literal (APPEND is refused then): an unauthenticated
   // client gets the small limits, so it cannot make the service hold 64 MiB.

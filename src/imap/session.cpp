@@ -61,7 +61,9 @@ std::string sequence_text(const std::vector<uint32_t>& numbers) {
 
 }  // namespace
 
-Session::Session(SessionSettings settings) : settings_(std::move(settings)) {}
+Session::Session(SessionSettings settings)
+    : settings_(std::move(settings)),
+      indexes_(settings_.indexes ? settings_.indexes : std::make_shared<mailbox::IndexCache>(0)) {}
 
 std::string Session::wire_name(std::string_view name) const {
   return mime::imap_string(utf8_ ? std::string(name) : encode_mutf7(name).value_or(std::string(name)));
@@ -323,7 +325,7 @@ Response Session::select(const Command& c, bool read_only) {
   if (c.select.condstore) condstore_ = true;
   auto path = store_->folder_path(c.mailbox);
   if (!path || !store_->exists(c.mailbox)) return no(c, "[NONEXISTENT] mailbox does not exist", closed);
-  auto index = std::make_unique<mailbox::FolderIndex>(*path);
+  auto index = indexes_->open(*path);
   if (auto ec = index->sync(now_seconds()))
     return no(c, "[UNAVAILABLE] the mailbox cannot be read, try again later (" + ec.message() + ")", closed);
   index_ = std::move(index);
@@ -443,8 +445,9 @@ Response Session::list(const Command& c) {
 Response Session::status(const Command& c) {
   auto path = store_->folder_path(c.mailbox);
   if (!path || !store_->exists(c.mailbox)) return no(c, "[NONEXISTENT] mailbox does not exist");
-  mailbox::FolderIndex index(*path);
-  if (auto ec = index.sync(now_seconds()))
+  std::shared_ptr<mailbox::FolderIndex> shared = indexes_->open(*path);
+  const mailbox::FolderIndex& index = *shared;
+  if (auto ec = shared->sync(now_seconds()))
     return no(c, "[UNAVAILABLE] the mailbox cannot be read, try again later (" + ec.message() + ")");
   uint64_t unseen = 0, deleted = 0, size = 0;
   for (const auto& entry : index.messages()) {
@@ -523,7 +526,7 @@ Response Session::subscribe(const Command& c, bool on) {
 Response Session::append(const Command& c) {
   auto path = store_->folder_path(c.mailbox);
   if (!path || !store_->exists(c.mailbox)) return no(c, "[TRYCREATE] mailbox does not exist");
-  std::vector<std::string> bases;
+  std::vector<std::string> locations;
   uint64_t total = 0;
   for (const AppendMessage& m : c.messages) total += m.size;
   std::string quota_error;
@@ -540,27 +543,22 @@ Response Session::append(const Command& c) {
       return no(c, "[LIMIT] the target mailbox has 26 keywords already");
     if (defined)
       if (auto ec = save_keywords(*path, map)) return no(c, "[SERVERBUG] cannot save keywords: " + ec.message());
-    std::string base;
+    std::string location;
     std::string_view bytes = std::string_view(append_text_).substr(m.offset, m.size);
     int64_t when = m.internal_date ? m.internal_date->unix_seconds() : now_seconds();
-    if (auto ec = store_->add_message(*path, bytes, flags, when, base)) {
+    if (auto ec = store_->add_message(*path, bytes, flags, when, location)) {
       if (ec == std::errc::no_space_on_device || ec.value() == EDQUOT)
         return no(c, "[OVERQUOTA] not enough disk space to store the message");
       return no(c, "[SERVERBUG] cannot store the message: " + ec.message());
     }
-    bases.push_back(base);
-    record_added(mailbox::parse_maildir_name(base)->size.value_or(m.size), 1);
+    record_added(mailbox::parse_maildir_name(location.substr(4))->size.value_or(m.size), 1);
+    locations.push_back(std::move(location));
   }
-  mailbox::FolderIndex target(*path);
+  std::shared_ptr<mailbox::FolderIndex> target = indexes_->open(*path);
   std::string code;
-  if (!target.sync(now_seconds())) {
-    std::vector<uint32_t> uids;
-    for (const auto& base : bases)
-      for (const auto& entry : target.messages())
-        if (entry.base == base) uids.push_back(entry.uid);
-    if (uids.size() == bases.size())
-      code = "[APPENDUID " + std::to_string(target.uidvalidity()) + " " + sequence_text(uids) + "] ";
-  }
+  std::vector<uint32_t> uids;
+  if (!target->add_files(locations, now_seconds(), uids) && std::find(uids.begin(), uids.end(), 0u) == uids.end())
+    code = "[APPENDUID " + std::to_string(target->uidvalidity()) + " " + sequence_text(uids) + "] ";
   std::string out = state_ == State::selected ? sync_and_report(true) : std::string();
   return ok(c, code + "APPEND completed", std::move(out));
 }
@@ -782,7 +780,7 @@ Response Session::copy(const Command& c, bool move) {
   auto target_path = store_->folder_path(c.mailbox);
   if (!target_path || !store_->exists(c.mailbox)) return no(c, "[TRYCREATE] mailbox does not exist");
   std::vector<uint32_t> source_uids;
-  std::vector<std::string> bases;
+  std::vector<std::string> locations;
   if (!move) {  // a MOVE within the account ends with the same usage
     uint64_t bytes = 0;
     for (size_t i : chosen)
@@ -799,7 +797,9 @@ Response Session::copy(const Command& c, bool move) {
   for (size_t i : chosen) {
     const mailbox::IndexEntry* entry = entry_at(i);
     if (!entry) continue;
-    std::string base;
+    std::string location;
+    const uint32_t uid = entry->uid;
+    const uint64_t size = entry->size;
     std::filesystem::path source = index_->path_of(*entry);
     MaildirFlags flags = entry->flags;
     FlagList named;
@@ -810,30 +810,26 @@ Response Session::copy(const Command& c, bool move) {
     if (target_defined)
       if (auto ec = save_keywords(*target_path, target_map))
         return no(c, "[SERVERBUG] cannot save keywords: " + ec.message());
-    std::error_code ec = store_->copy_message(source, *target_path, flags, base);
+    std::error_code ec = store_->copy_message(source, *target_path, flags, location);
     if (ec == std::errc::no_such_file_or_directory) {
-      // Renamed by a flag change elsewhere: look it up once more.
-      mailbox::FolderIndex fresh(index_->folder());
-      if (!fresh.sync(now_seconds()))
-        if (const mailbox::IndexEntry* again = fresh.find(entry->uid))
-          ec = store_->copy_message(fresh.path_of(*again), *target_path, flags, base);
+      // Renamed by a flag change elsewhere: look it up once more (the view stays as it is).
+      if (!index_->sync(now_seconds()))
+        if (const mailbox::IndexEntry* again = index_->find(uid))
+          ec = store_->copy_message(index_->path_of(*again), *target_path, flags, location);
     }
     if (ec) return no(c, "[SERVERBUG] cannot copy a message: " + ec.message());
-    source_uids.push_back(entry->uid);
-    bases.push_back(base);
-    copied_bytes += entry->size;
+    source_uids.push_back(uid);
+    locations.push_back(std::move(location));
+    copied_bytes += size;
   }
   // A MOVE adds the copies and removes the originals (expunge_uids records that half).
-  record_added(copied_bytes, bases.size());
+  record_added(copied_bytes, locations.size());
   std::string code;
-  mailbox::FolderIndex target(*target_path);
-  if (!bases.empty() && !target.sync(now_seconds())) {
-    std::vector<uint32_t> uids;
-    for (const auto& base : bases)
-      for (const auto& entry : target.messages())
-        if (entry.base == base) uids.push_back(entry.uid);
-    if (uids.size() == bases.size())
-      code = "[COPYUID " + std::to_string(target.uidvalidity()) + " " + sequence_text(source_uids) + " " +
+  std::vector<uint32_t> uids;
+  if (!locations.empty()) {
+    std::shared_ptr<mailbox::FolderIndex> target = indexes_->open(*target_path);
+    if (!target->add_files(locations, now_seconds(), uids) && std::find(uids.begin(), uids.end(), 0u) == uids.end())
+      code = "[COPYUID " + std::to_string(target->uidvalidity()) + " " + sequence_text(source_uids) + " " +
              sequence_text(uids) + "] ";
   }
   if (!move) {

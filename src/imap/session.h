@@ -26,6 +26,7 @@
 #include "imap/keywords.h"
 #include "imap/mailstore.h"
 #include "mailbox/index.h"
+#include "mailbox/index_cache.h"
 
 namespace tern::imap {
 
@@ -36,6 +37,8 @@ struct SessionSettings {
   bool plaintext_auth_without_tls = false;  // LOGIN and AUTHENTICATE PLAIN before TLS
   uint32_t max_auth_failures = 3;
   uint64_t append_limit = 64ull << 20;  // APPENDLIMIT (octets of one message)
+  // The process's folder indexes, shared by its sessions; null: this session keeps its own.
+  std::shared_ptr<mailbox::IndexCache> indexes;
 };
 
 enum class State { not_authenticated, authenticated, selected, logout };
@@ -145,7 +148,8 @@ class Session {
                   bool& defined) const;
   const mailbox::IndexEntry* entry_at(size_t position) const;
   // The message file of view position `position` (looked up again when another session renamed
-  // it); false when it is gone.
+  // it: that syncs the folder's index, so pointers into it are void afterwards); false when it
+  // is gone.
   bool read_message(size_t position, std::string& bytes) const;
   // Removes the view positions whose UIDs were expunged, answering "* n EXPUNGE" for each.
   std::string remove_from_view(const std::vector<uint32_t>& uids);
@@ -162,7 +166,8 @@ class Session {
   // The selected mailbox.
   std::string selected_name_;
   bool read_only_ = false;
-  std::unique_ptr<mailbox::FolderIndex> index_;
+  std::shared_ptr<mailbox::IndexCache> indexes_;
+  std::shared_ptr<mailbox::FolderIndex> index_;  // shared with the other sessions of the folder
   std::vector<ViewEntry> view_;
   KeywordMap keywords_;               // the selected folder's dovecot-keywords
   std::vector<uint32_t> saved_uids_;  // SEARCH RETURN (SAVE), RFC 5182

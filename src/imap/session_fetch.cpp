@@ -199,11 +199,11 @@ bool Session::read_message(size_t position, std::string& bytes) const {
   const mailbox::IndexEntry* entry = entry_at(position);
   if (!entry) return false;
   if (read_path(index_->path_of(*entry), bytes)) return true;
-  // Another session renamed it (a flag change): find it again without changing our view.
-  mailbox::FolderIndex fresh(index_->folder());
-  if (fresh.sync(now_seconds())) return false;
-  const mailbox::IndexEntry* again = fresh.find(entry->uid);
-  return again && read_path(fresh.path_of(*again), bytes);
+  // Another program renamed it (a flag change): find it again without changing our view.
+  const uint32_t uid = entry->uid;
+  if (index_->sync(now_seconds())) return false;
+  const mailbox::IndexEntry* again = index_->find(uid);
+  return again && read_path(index_->path_of(*again), bytes);
 }
 
 Response Session::search(const Command& c) {
@@ -326,7 +326,7 @@ Response Session::fetch(const Command& c) {
     std::string bytes;
     mime::Message parsed;
     if (needs_file) {
-      if (!read_message(i, bytes)) {
+      if (!read_message(i, bytes) || !(entry = entry_at(i))) {  // read_message may sync: look again
         some_gone = true;
         continue;
       }

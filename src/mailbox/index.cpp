@@ -12,6 +12,7 @@
 #include <ctime>
 #include <limits>
 #include <optional>
+#include <unordered_map>
 
 namespace tern::mailbox {
 namespace {
@@ -175,31 +176,128 @@ bool FolderIndex::read_stamp(Stamp& out) const {
 
 std::error_code FolderIndex::sync(int64_t now, SyncReport* report) {
   Stamp current;
-  if (loaded_ && stamp_ && read_stamp(current) && current == *stamp_) {
+  if (loaded_ && stamp_ && read_stamp(current) && current.same_index(*stamp_) && current.same_cur(*stamp_) &&
+      current.same_new(*stamp_)) {
     if (report) *report = SyncReport{};
     return {};
   }
   FolderLock lock;
   if (auto error = lock.acquire(folder_)) return error;
+  return refresh_locked(now, report, lock.created());
+}
+
+std::error_code FolderIndex::refresh_locked(int64_t now, SyncReport* report, bool first_use) {
   // The directories' times are taken before listing, so a change made while listing shows as a
   // difference next time; the index's after this sync may have written it.
   struct stat new_st, cur_st;
   bool dirs_known = ::stat((folder_ / "new").c_str(), &new_st) == 0 && ::stat((folder_ / "cur").c_str(), &cur_st) == 0;
-  std::error_code error = sync_locked(now, report, lock.created());
+  Stamp before;
+  if (dirs_known && loaded_ && stamp_ && read_stamp(before) && before.same_index(*stamp_)) {
+    before.new_sec = new_st.st_mtim.tv_sec;
+    before.new_nsec = new_st.st_mtim.tv_nsec;
+    before.cur_sec = cur_st.st_mtim.tv_sec;
+    before.cur_nsec = cur_st.st_mtim.tv_nsec;
+    if (before.same_cur(*stamp_) && before.same_new(*stamp_)) {
+      if (report) *report = SyncReport{};
+      return {};
+    }
+  }
+  bool done = false;
+  std::error_code error;
+  if (dirs_known && loaded_ && stamp_ && before.same_index(*stamp_) && before.same_cur(*stamp_))
+    error = sync_new_locked(report, done);
+  if (!error && !done) error = sync_locked(now, report, first_use);
   stamp_.reset();
   if (error) return error;
   timespec wall{};
   ::clock_gettime(CLOCK_REALTIME, &wall);
   // A directory changed within the last seconds may change again without its mtime moving.
-  bool settled = dirs_known && wall.tv_sec - new_st.st_mtim.tv_sec >= 2 && wall.tv_sec - cur_st.st_mtim.tv_sec >= 2;
   Stamp after;
-  if (!settled || !read_stamp(after)) return {};
-  after.new_sec = new_st.st_mtim.tv_sec;
-  after.new_nsec = new_st.st_mtim.tv_nsec;
+  if (!dirs_known || wall.tv_sec - cur_st.st_mtim.tv_sec < 2 || !read_stamp(after)) return {};
   after.cur_sec = cur_st.st_mtim.tv_sec;
   after.cur_nsec = cur_st.st_mtim.tv_nsec;
+  bool new_settled = wall.tv_sec - new_st.st_mtim.tv_sec >= 2;
+  after.new_sec = new_settled ? new_st.st_mtim.tv_sec : -1;
+  after.new_nsec = new_settled ? new_st.st_mtim.tv_nsec : -1;
   stamp_ = after;
   return {};
+}
+
+std::error_code FolderIndex::sync_new_locked(SyncReport* report, bool& done) {
+  std::vector<ListedFile> files;
+  if (auto error = list_subdir(folder_, true, files)) return error;
+  NewListingChanges changes;
+  if (!merge_new_listing(state_, std::move(files), changes)) return {};  // UIDs ran out: a full sync renumbers
+  done = true;
+  for (auto& entry : state_.entries) {
+    if (entry.vsize != 0 || entry.size == 0 || !entry.location.starts_with("new/")) continue;
+    if (auto vsize = count_vsize(folder_ / entry.location)) entry.vsize = *vsize;
+  }
+  if (report) *report = SyncReport{SyncReport::Source::index, false, changes.added, changes.expunged, changes.changed};
+  if (changes.modified()) return write_index(state_);
+  return {};
+}
+
+bool FolderIndex::index_header_unchanged() const {
+  if (!loaded_) return false;
+  int fd = ::open((folder_ / index_file_name).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buffer[128];
+  ssize_t n;
+  do n = ::pread(fd, buffer, sizeof buffer, 0);
+  while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) return false;
+  std::string_view head(buffer, static_cast<size_t>(n));
+  size_t end = head.find('\n');
+  if (end == std::string_view::npos) return false;
+  auto header = parse_index(head.substr(0, end + 1));
+  return header && header.value->uidvalidity == state_.uidvalidity && header.value->next_uid == state_.next_uid &&
+         header.value->highest_modseq == state_.highest_modseq;
+}
+
+std::error_code FolderIndex::add_files(const std::vector<std::string>& locations, int64_t now,
+                                       std::vector<uint32_t>& uids) {
+  uids.assign(locations.size(), 0);
+  FolderLock lock;
+  if (auto error = lock.acquire(folder_)) return error;
+  bool fast = index_header_unchanged() && uint64_t{state_.next_uid} + locations.size() < std::numeric_limits<uint32_t>::max();
+  if (!fast) {
+    // Someone else changed the index: the listing finds the files and numbers them.
+    if (auto error = sync_locked(now, nullptr, lock.created())) return error;
+    std::unordered_map<std::string_view, uint32_t> by_base;
+    for (const auto& entry : state_.entries) by_base.emplace(entry.base, entry.uid);
+    for (size_t i = 0; i < locations.size(); ++i) {
+      auto name = parse_maildir_name(std::string_view(locations[i]).substr(4));
+      if (!name) continue;
+      if (auto found = by_base.find(name->base); found != by_base.end()) uids[i] = found->second;
+    }
+    return {};
+  }
+  const uint64_t modseq = state_.highest_modseq + 1;
+  bool added = false;
+  for (size_t i = 0; i < locations.size(); ++i) {
+    const std::string& location = locations[i];
+    if (location.size() < 5 || (location.compare(0, 4, "new/") != 0 && location.compare(0, 4, "cur/") != 0))
+      std::abort();  // callers name files they put into new/ or cur/
+    auto name = parse_maildir_name(std::string_view(location).substr(4));
+    struct stat st;
+    if (!name || ::lstat((folder_ / location).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    IndexEntry entry;
+    entry.uid = state_.next_uid++;
+    entry.modseq = modseq;
+    entry.size = name->size.value_or(static_cast<uint64_t>(st.st_size));
+    entry.vsize = name->vsize ? *name->vsize : count_vsize(folder_ / location).value_or(0);
+    entry.flags = name->flags;
+    entry.base = name->base;
+    entry.location = location;
+    uids[i] = entry.uid;
+    state_.entries.push_back(std::move(entry));
+    added = true;
+  }
+  if (!added) return {};
+  state_.highest_modseq = modseq;
+  return write_index(state_);
 }
 
 std::error_code FolderIndex::write_index(const IndexState& state) {
@@ -238,13 +336,19 @@ std::error_code FolderIndex::sync_locked(int64_t now, SyncReport* report, bool f
   SyncReport& out = report ? *report : local;
   out = SyncReport{};
 
-  std::string text;
-  bool missing = false;
-  if (auto error = read_file(folder_ / index_file_name, text, missing)) return error;
+  // When nobody changed the index since this object read or wrote it, what it holds is the file
+  // (and where each message was): merge the listing into that instead of reading it again.
+  const bool warm = index_header_unchanged();
   IndexState base;
   bool must_write = false;
-  auto stored = missing ? Parsed<IndexState>{} : parse_index(text);
-  if (stored) {
+  std::string text;
+  bool missing = false;
+  if (!warm)
+    if (auto error = read_file(folder_ / index_file_name, text, missing)) return error;
+  auto stored = warm || missing ? Parsed<IndexState>{} : parse_index(text);
+  if (warm) {
+    base = std::move(state_);
+  } else if (stored) {
     base = std::move(*stored.value);
   } else {
     must_write = true;
@@ -283,8 +387,14 @@ std::error_code FolderIndex::sync_locked(int64_t now, SyncReport* report, bool f
   }
 
   std::vector<ListedFile> files;
-  if (auto error = list_maildir(folder_, files)) return error;
-  MergeResult merged = merge_listing(base, std::move(files), uidvalidity_from(now, base.uidvalidity));
+  if (auto error = list_maildir(folder_, files)) {
+    if (warm) state_ = std::move(base);
+    return error;
+  }
+  // The earlier view, for the report when the merge did not start from it.
+  IndexState earlier = warm ? IndexState{} : std::move(state_);
+  const uint32_t fresh_uidvalidity = uidvalidity_from(now, base.uidvalidity);
+  MergeResult merged = merge_listing(std::move(base), std::move(files), fresh_uidvalidity);
   // Sizes with CRLF line ends are counted once per message and kept in the index.
   for (auto& entry : merged.state.entries) {
     if (entry.vsize != 0 || entry.size == 0) continue;
@@ -294,24 +404,34 @@ std::error_code FolderIndex::sync_locked(int64_t now, SyncReport* report, bool f
     }
   }
   if (merged.modified() || must_write)
-    if (auto error = write_index(merged.state)) return error;
+    if (auto error = write_index(merged.state)) {
+      // New UIDs that were not written must not be shown. A warm view went into the merge:
+      // read everything again next time.
+      state_ = std::move(earlier);
+      if (warm) loaded_ = false;
+      return error;
+    }
 
   // The report compares with this object's earlier view, not with the file: other sessions may
   // have changed the folder since.
-  if (!loaded_ || merged.state.uidvalidity != state_.uidvalidity) {
+  if (warm && !merged.renumbered) {
+    out.added = std::move(merged.added);  // the merge started from the earlier view
+    out.expunged = std::move(merged.expunged);
+    out.changed = std::move(merged.changed);
+  } else if (!loaded_ || merged.state.uidvalidity != (warm ? 0 : earlier.uidvalidity)) {
     out.uidvalidity_changed = loaded_;
     out.added = uids_of(merged.state);
   } else {
+    std::vector<uint32_t> before = uids_of(earlier);
     for (const auto& entry : merged.state.entries) {
-      const IndexEntry* before = find(entry.uid);
-      if (!before)
+      if (!std::binary_search(before.begin(), before.end(), entry.uid))
         out.added.push_back(entry.uid);
-      else if (entry.modseq > state_.highest_modseq)
+      else if (entry.modseq > earlier.highest_modseq)
         out.changed.push_back(entry.uid);
     }
     std::vector<uint32_t> now_listed = uids_of(merged.state);
-    for (const auto& entry : state_.entries)
-      if (!std::binary_search(now_listed.begin(), now_listed.end(), entry.uid)) out.expunged.push_back(entry.uid);
+    for (uint32_t uid : before)
+      if (!std::binary_search(now_listed.begin(), now_listed.end(), uid)) out.expunged.push_back(uid);
   }
   state_ = std::move(merged.state);
   loaded_ = true;
@@ -323,7 +443,7 @@ std::error_code FolderIndex::set_flags(uint32_t uid, const MaildirFlags& wanted,
   const MaildirFlags flags = parse_flag_letters(format_flag_letters(wanted)).value_or(MaildirFlags{});
   FolderLock lock;
   if (auto error = lock.acquire(folder_)) return error;
-  if (auto error = sync_locked(now, report, lock.created())) return error;
+  if (auto error = refresh_locked(now, report, lock.created())) return error;
   for (int attempt = 0;; ++attempt) {
     auto found = std::lower_bound(state_.entries.begin(), state_.entries.end(), uid,
                                   [](const IndexEntry& entry, uint32_t wanted) { return entry.uid < wanted; });
@@ -338,6 +458,7 @@ std::error_code FolderIndex::set_flags(uint32_t uid, const MaildirFlags& wanted,
       if (::rename(path_of(entry).c_str(), (folder_ / location).c_str()) != 0) {
         // Another Maildir program renamed it meanwhile (they take no lock): look again once.
         if (errno == ENOENT && attempt == 0) {
+          stamp_.reset();  // the folder changed unseen: list it all
           if (auto error = sync_locked(now, nullptr, false)) return error;
           continue;
         }
@@ -356,7 +477,7 @@ std::error_code FolderIndex::expunge(const std::vector<uint32_t>& uids, int64_t 
                                      SyncReport* report) {
   FolderLock lock;
   if (auto error = lock.acquire(folder_)) return error;
-  if (auto error = sync_locked(now, report, lock.created())) return error;
+  if (auto error = refresh_locked(now, report, lock.created())) return error;
   std::vector<uint32_t> wanted = uids;
   std::sort(wanted.begin(), wanted.end());
   std::vector<uint32_t> gone;

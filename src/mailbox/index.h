@@ -48,7 +48,7 @@ class FolderIndex {
   // changed and shows the result. `now` (Unix seconds) becomes the UIDVALIDITY when one is needed.
   // When new/, cur/ and tern-index are provably unchanged since this object's last sync (three
   // stat calls), nothing is listed and the report is empty: IDLE and NOOP stay cheap in large
-  // folders.
+  // folders. When only new/ changed (a delivery), only new/ is listed.
   std::error_code sync(int64_t now, SyncReport* report = nullptr);
 
   // Gives the message `uid` these flags: renames its file into cur/ with the new letters and
@@ -60,6 +60,14 @@ class FolderIndex {
   // `removed` gets the UIDs actually removed, ascending. Syncs first (`report` as for sync()).
   std::error_code expunge(const std::vector<uint32_t>& uids, int64_t now, std::vector<uint32_t>* removed = nullptr,
                           SyncReport* report = nullptr);
+
+  // Gives UIDs to message files this process has just put into the folder (`locations` relative
+  // to it: "cur/<name>" or "new/<name>"), in order, and records them, for APPEND's and COPY's
+  // UIDPLUS answers. When tern-index is as this object last read or wrote it (one process adding
+  // to a folder: the common case) nothing is listed, so an APPEND to a large folder costs one
+  // index write rather than a listing. Otherwise it syncs first. `uids` gets one UID per location,
+  // 0 for a file that is gone.
+  std::error_code add_files(const std::vector<std::string>& locations, int64_t now, std::vector<uint32_t>& uids);
 
   // The view of the last successful operation. Entries' `location` is relative to the folder.
   const std::vector<IndexEntry>& messages() const { return state_.entries; }
@@ -75,26 +83,43 @@ class FolderIndex {
   const std::filesystem::path& folder() const { return folder_; }
 
  private:
+  // Does tern-index still begin with this object's UIDVALIDITY, next UID and highest MODSEQ?
+  // Every write that hands out a UID, changes flags or expunges raises one of them, so when they
+  // match, nobody changed what this object knows (only where files are, which it finds again).
+  bool index_header_unchanged() const;
+
   // `first_use`: the lock file did not exist before this operation.
   std::error_code sync_locked(int64_t now, SyncReport* report, bool first_use);
   std::error_code write_index(const IndexState& state);
 
-  // What the folder looked like at the last full sync: when new/, cur/ and tern-index are
-  // unchanged since, and the directories' mtimes were already two seconds old then (so a later
-  // change cannot share their timestamp), sync() need not list the folder again.
+  // What the folder looked like at the last sync. A directory's mtime is only trusted when it
+  // was already two seconds old then (a later change cannot share its timestamp); one that was
+  // not is recorded as -1 and counts as changed. With tern-index and cur/ unchanged, sync()
+  // lists only new/ (where deliveries land); with new/ unchanged too, nothing.
   struct Stamp {
-    int64_t new_sec = 0, new_nsec = 0, cur_sec = 0, cur_nsec = 0;
+    int64_t new_sec = -1, new_nsec = -1, cur_sec = -1, cur_nsec = -1;
     uint64_t index_ino = 0, index_size = 0;
     int64_t index_sec = 0, index_nsec = 0;
     bool operator==(const Stamp&) const = default;
+    bool same_new(const Stamp& o) const { return new_sec >= 0 && new_sec == o.new_sec && new_nsec == o.new_nsec; }
+    bool same_cur(const Stamp& o) const { return cur_sec >= 0 && cur_sec == o.cur_sec && cur_nsec == o.cur_nsec; }
+    bool same_index(const Stamp& o) const {
+      return index_ino == o.index_ino && index_size == o.index_size && index_sec == o.index_sec &&
+             index_nsec == o.index_nsec;
+    }
   };
   // The current stamp; false when a stat fails.
   bool read_stamp(Stamp& out) const;
+  // Brings the view up to date, holding the lock: lists nothing when the stamp shows nothing
+  // changed, new/ alone when only new/ did, else everything; then stamps what it saw.
+  std::error_code refresh_locked(int64_t now, SyncReport* report, bool first_use);
+  // Lists new/ alone (merge_new_listing); `done` false when a full listing is needed instead.
+  std::error_code sync_new_locked(SyncReport* report, bool& done);
 
   std::filesystem::path folder_;
   IndexState state_;
   bool loaded_ = false;
-  std::optional<Stamp> stamp_;  // set by a full sync that found the directories settled
+  std::optional<Stamp> stamp_;  // set by a sync that found cur/ settled
 };
 
 // The files of new/ and cur/ of `folder` as merge_listing takes them. Sizes come from ",S=" or

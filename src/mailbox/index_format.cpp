@@ -4,11 +4,24 @@
 #include <iterator>
 #include <limits>
 #include <set>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace tern::mailbox {
 namespace {
 
 constexpr uint32_t uid_max = std::numeric_limits<uint32_t>::max();
+
+// Files without an entry are numbered in order of delivery time (the number a base name starts
+// with; names without one last), then base name.
+void sort_for_numbering(std::vector<const ListedFile*>& fresh) {
+  std::sort(fresh.begin(), fresh.end(), [](const ListedFile* a, const ListedFile* b) {
+    auto ta = delivery_time(a->name.base).value_or(std::numeric_limits<int64_t>::max());
+    auto tb = delivery_time(b->name.base).value_or(std::numeric_limits<int64_t>::max());
+    if (ta != tb) return ta < tb;
+    return a->name.base < b->name.base;
+  });
+}
 
 // Splits off the word before the next single space; false when there is no space.
 bool take_word(std::string_view& rest, std::string_view& word) {
@@ -36,7 +49,10 @@ Parsed<IndexState> parse_index(std::string_view text) {
     return fail(static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) + 1, "truncated line");
   IndexState state;
   size_t line_number = 0;
-  std::set<std::string_view> bases;
+  const size_t lines = static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+  state.entries.reserve(lines);
+  std::unordered_set<std::string_view> bases;  // a hash set: indexes of 100,000 lines are common
+  bases.reserve(lines);
   uint32_t last_uid = 0;
   while (!text.empty()) {
     size_t lf = text.find('\n');
@@ -163,56 +179,59 @@ std::string format_index(const IndexState& state) {
   return text;
 }
 
-MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, uint32_t fresh_uidvalidity) {
-  // One file per base name, cur/ before new/ (false < true).
-  std::sort(files.begin(), files.end(), [](const ListedFile& a, const ListedFile& b) {
-    if (a.name.base != b.name.base) return a.name.base < b.name.base;
-    return a.in_new < b.in_new;
-  });
-  files.erase(std::unique(files.begin(), files.end(),
-                          [](const ListedFile& a, const ListedFile& b) { return a.name.base == b.name.base; }),
-              files.end());
+MergeResult merge_listing(IndexState old, std::vector<ListedFile> files, uint32_t fresh_uidvalidity) {
+  // One file per base name, the cur/ one when a base is listed in both. A hash map rather than a
+  // sort of the listing: folders of 100,000 messages are merged at every sync that lists.
+  std::unordered_map<std::string_view, size_t> by_base;
+  by_base.reserve(files.size());
+  std::vector<bool> taken(files.size(), false);  // matched by an entry, or a duplicate
+  for (size_t i = 0; i < files.size(); ++i) {
+    auto [found, inserted] = by_base.emplace(files[i].name.base, i);
+    if (inserted) continue;
+    size_t& kept = found->second;
+    if (files[kept].in_new && !files[i].in_new) {  // the key still points into files[kept]: same bytes
+      taken[kept] = true;
+      kept = i;
+    } else {
+      taken[i] = true;
+    }
+  }
   auto location = [](const ListedFile& file) { return (file.in_new ? "new/" : "cur/") + file.file_name; };
 
   MergeResult result;
   IndexState& state = result.state;
   state.uidvalidity = old.uidvalidity;
   state.next_uid = old.next_uid;
-  state.vanished = old.vanished;
+  state.vanished = std::move(old.vanished);
   state.forgotten_modseq = old.forgotten_modseq;
+  state.entries.reserve(files.size());
   const uint64_t modseq = old.highest_modseq + 1;
-  std::vector<bool> taken(files.size(), false);
-  for (const auto& entry : old.entries) {
-    auto found =
-        std::lower_bound(files.begin(), files.end(), entry.base,
-                         [](const ListedFile& file, const std::string& base) { return file.name.base < base; });
-    if (found == files.end() || found->name.base != entry.base) {
+  for (auto& entry : old.entries) {
+    auto found = by_base.find(entry.base);
+    if (found == by_base.end()) {
       result.expunged.push_back(entry.uid);
       continue;
     }
-    taken[static_cast<size_t>(found - files.begin())] = true;
-    IndexEntry kept = entry;
-    kept.flags = found->name.flags;
-    kept.size = found->size;
+    const ListedFile& file = files[found->second];
+    taken[found->second] = true;
+    // The entry moves over (old is ours): no copy of its strings.
+    bool changed = file.name.flags != entry.flags || file.size != entry.size || entry.modseq == 0;
     // The counted vsize stays valid while the file keeps its size (Maildir files never change).
-    kept.vsize = found->vsize ? found->vsize : found->size == entry.size ? entry.vsize : 0;
-    kept.location = location(*found);
-    if (kept.flags != entry.flags || kept.size != entry.size || entry.modseq == 0) {
-      kept.modseq = modseq;
-      result.changed.push_back(kept.uid);
+    entry.vsize = file.vsize ? file.vsize : file.size == entry.size ? entry.vsize : 0;
+    entry.flags = file.name.flags;
+    entry.size = file.size;
+    entry.location = location(file);
+    if (changed) {
+      entry.modseq = modseq;
+      result.changed.push_back(entry.uid);
     }
-    state.entries.push_back(std::move(kept));
+    state.entries.push_back(std::move(entry));
   }
 
   std::vector<const ListedFile*> fresh;
   for (size_t i = 0; i < files.size(); ++i)
     if (!taken[i]) fresh.push_back(&files[i]);
-  std::sort(fresh.begin(), fresh.end(), [](const ListedFile* a, const ListedFile* b) {
-    auto ta = delivery_time(a->name.base).value_or(std::numeric_limits<int64_t>::max());
-    auto tb = delivery_time(b->name.base).value_or(std::numeric_limits<int64_t>::max());
-    if (ta != tb) return ta < tb;
-    return a->name.base < b->name.base;
-  });
+  sort_for_numbering(fresh);
 
   // UIDs go up to 2^32-2 (Dovecot never uses 2^32-1 either).
   if (uint64_t{state.next_uid} + fresh.size() > uid_max) {
@@ -245,6 +264,58 @@ MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, 
   state.highest_modseq = result.modified() ? modseq : old.highest_modseq;
   if (!result.renumbered) record_vanished(state, result.expunged, modseq);
   return result;
+}
+
+bool merge_new_listing(IndexState& state, std::vector<ListedFile> new_files, NewListingChanges& changes) {
+  changes = NewListingChanges{};
+  std::unordered_map<std::string_view, size_t> by_base;
+  std::vector<bool> taken(new_files.size(), false);
+  for (size_t i = 0; i < new_files.size(); ++i)
+    if (!by_base.emplace(new_files[i].name.base, i).second) taken[i] = true;  // one file per base
+  for (const auto& entry : state.entries) {
+    if (!entry.location.starts_with("new/")) continue;
+    if (auto found = by_base.find(entry.base); found != by_base.end()) taken[found->second] = true;
+  }
+  std::vector<const ListedFile*> fresh;
+  for (size_t i = 0; i < new_files.size(); ++i)
+    if (!taken[i]) fresh.push_back(&new_files[i]);
+  if (uint64_t{state.next_uid} + fresh.size() > uid_max) return false;
+  sort_for_numbering(fresh);
+
+  const uint64_t modseq = state.highest_modseq + 1;
+  std::erase_if(state.entries, [&](IndexEntry& entry) {
+    if (!entry.location.starts_with("new/")) return false;
+    auto found = by_base.find(entry.base);
+    if (found == by_base.end()) {
+      changes.expunged.push_back(entry.uid);
+      return true;
+    }
+    const ListedFile& file = new_files[found->second];
+    if (file.name.flags != entry.flags || file.size != entry.size) {
+      entry.flags = file.name.flags;
+      entry.vsize = file.vsize ? file.vsize : file.size == entry.size ? entry.vsize : 0;
+      entry.size = file.size;
+      entry.modseq = modseq;
+      changes.changed.push_back(entry.uid);
+    }
+    entry.location = "new/" + file.file_name;
+    return false;
+  });
+  for (const ListedFile* file : fresh) {
+    IndexEntry entry;
+    entry.uid = state.next_uid++;
+    entry.modseq = modseq;
+    entry.size = file->size;
+    entry.vsize = file->vsize;
+    entry.flags = file->name.flags;
+    entry.base = file->name.base;
+    entry.location = "new/" + file->file_name;
+    changes.added.push_back(entry.uid);
+    state.entries.push_back(std::move(entry));
+  }
+  if (changes.modified()) state.highest_modseq = modseq;
+  record_vanished(state, changes.expunged, modseq);
+  return true;
 }
 
 IndexState state_from_uidlist(const UidList& list) {

@@ -126,7 +126,23 @@ class CrlfSize {
   bool after_cr_ = false;
 };
 
-MergeResult merge_listing(const IndexState& old, std::vector<ListedFile> files, uint32_t fresh_uidvalidity);
+MergeResult merge_listing(IndexState old, std::vector<ListedFile> files, uint32_t fresh_uidvalidity);
+
+// What changed in a merge_new_listing.
+struct NewListingChanges {
+  std::vector<uint32_t> added;     // ascending
+  std::vector<uint32_t> expunged;  // entries located in new/ whose file is gone, ascending
+  std::vector<uint32_t> changed;   // entries in new/ whose flags or size changed, ascending
+  bool modified() const { return !added.empty() || !expunged.empty() || !changed.empty(); }
+};
+
+// merge_listing for a folder whose cur/ is known unchanged since `state` came from a full
+// listing (every entry's location set): only new/ was listed (`new_files`). Entries located in
+// new/ follow that listing, kept or expunged; entries in cur/ stay as they are; files without an
+// entry get UIDs as merge_listing gives them, and every change the same new MODSEQ. Works in
+// place: a delivery to a large folder costs a listing of new/, not of the whole folder. False,
+// with `state` untouched, when the new UIDs would run out (merge_listing renumbers then).
+bool merge_new_listing(IndexState& state, std::vector<ListedFile> new_files, NewListingChanges& changes);
 
 // An index to merge with a listing, from another server's UID list: its UIDVALIDITY, next UID
 // and UIDs (later lines win when a base name is listed twice); no flags or sizes yet.

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "mailbox/index.h"
+#include "mailbox/index_cache.h"
 #include "mailbox/index_format.h"
 #include "mailbox/maildir_name.h"
 #include "mailbox/uidlist.h"
@@ -544,6 +545,47 @@ TEST_F(StoreFolder, UnchangedSettledFolderIsNotListedAgain) {
   EXPECT_EQ(report.added, (std::vector<uint32_t>{4}));
 }
 
+TEST_F(StoreFolder, ADeliveryToASettledFolderListsOnlyNew) {
+  write("new/1700000001.M1P1Q1.h", "1");
+  write("cur/1700000000.M1P1Q1.h:2,S", "0");
+  auto age = [&](const char* dir) {
+    timespec times[2] = {{1700000000, 0}, {1700000000, 0}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, (root_ / dir).c_str(), times, 0), 0);
+  };
+  age("new");
+  age("cur");
+  FolderIndex index(root_);
+  SyncReport report;
+  ASSERT_FALSE(index.sync(1764000000, &report));
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{1, 2}));
+  // A file slipped into cur/ with its mtime put back is not seen: only new/ is listed, where a
+  // delivery arrived and the message in new/ was removed by another program.
+  write("cur/1700000005.M1P1Q1.h:2,", "5");
+  age("cur");
+  fs::remove(root_ / "new/1700000001.M1P1Q1.h");
+  write("new/1700000003.M1P1Q1.h,S=2,W=3", "3\n");
+  write("new/1700000002.M1P1Q1.h", "2");
+  ASSERT_FALSE(index.sync(1764000001, &report));
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{3, 4}));
+  EXPECT_EQ(report.expunged, (std::vector<uint32_t>{2}));
+  ASSERT_EQ(index.messages().size(), 3u);
+  EXPECT_EQ(index.find(3)->base, "1700000002.M1P1Q1.h");  // numbered by delivery time
+  EXPECT_EQ(index.find(3)->vsize, 1u);
+  EXPECT_EQ(index.find(4)->vsize, 3u);
+  EXPECT_EQ(index.find(4)->location, "new/1700000003.M1P1Q1.h,S=2,W=3");
+  EXPECT_EQ(index.highest_modseq(), 2u);
+  EXPECT_EQ(index.vanished(), (std::vector<VanishedEntry>{{2, 2}}));
+  // What it wrote is what a full listing (another reader) agrees with, but for the hidden file.
+  FolderIndex other(root_);
+  ASSERT_FALSE(other.sync(1764000002, &report));
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{1, 3, 4, 5}));
+  EXPECT_EQ(other.find(5)->base, "1700000005.M1P1Q1.h");
+  // Any change of cur/ (its mtime moves) makes the next sync list everything again.
+  write("cur/1700000006.M1P1Q1.h:2,", "6");
+  ASSERT_FALSE(index.sync(1764000003, &report));
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{5, 6}));
+}
+
 TEST_F(StoreFolder, ReportsWhatOthersChanged) {
   write("new/1.a.h", "1");
   write("new/2.a.h", "2");
@@ -578,6 +620,87 @@ TEST_F(StoreFolder, ReportsWhatOthersChanged) {
   EXPECT_EQ(first.find(1)->flags.system, flag_replied | flag_seen);
 
   EXPECT_EQ(first.set_flags(2, letters("S"), 100), std::errc::no_such_file_or_directory);
+}
+
+TEST_F(StoreFolder, AddedFilesTakeTheNextUidsWithoutAListing) {
+  write("new/1.a.h", "1");
+  FolderIndex index(root_);
+  ASSERT_FALSE(index.sync(100));
+  // A delivery arrives unseen; then this process adds two files of its own.
+  write("new/2.a.h", "22");
+  write("cur/3.a.h,S=3,W=4:2,S", "3\n3");
+  write("cur/4.a.h:2,", "4444");
+  std::vector<uint32_t> uids;
+  ASSERT_FALSE(index.add_files({"cur/3.a.h,S=3,W=4:2,S", "cur/4.a.h:2,", "cur/gone.a.h:2,"}, 100, uids));
+  EXPECT_EQ(uids, (std::vector<uint32_t>{2, 3, 0}));  // the delivery is not listed, so not numbered yet
+  ASSERT_EQ(index.messages().size(), 3u);
+  EXPECT_EQ(index.find(2)->vsize, 4u);  // from W=
+  EXPECT_EQ(index.find(3)->vsize, 4u);  // counted
+  EXPECT_EQ(index.find(2)->flags.system, flag_seen);
+  EXPECT_EQ(index.find(3)->location, "cur/4.a.h:2,");
+  EXPECT_EQ(index.highest_modseq(), 2u);
+  EXPECT_EQ(read("tern-index"),
+            "tern-index 1 100 4 2\n"
+            "1 1 1 1 - :1.a.h\n"
+            "2 2 3 4 S :3.a.h,S=3,W=4\n"
+            "3 2 4 4 - :4.a.h\n");
+  // The next sync numbers the delivery after them, and another reader agrees.
+  SyncReport report;
+  ASSERT_FALSE(index.sync(100, &report));
+  EXPECT_EQ(report.added, (std::vector<uint32_t>{4}));
+  EXPECT_EQ(index.find(4)->base, "2.a.h");
+  FolderIndex other(root_);
+  ASSERT_FALSE(other.sync(100));
+  EXPECT_EQ(other.messages(), index.messages());
+}
+
+TEST_F(StoreFolder, AddedFilesAfterAnotherWriterAreFoundByASync) {
+  write("new/1.a.h", "1");
+  FolderIndex mine(root_), theirs(root_);
+  ASSERT_FALSE(mine.sync(100));
+  ASSERT_FALSE(theirs.sync(100));
+  // Another session numbers a file first: this object's view of the index is out of date.
+  write("cur/2.a.h:2,", "2");
+  std::vector<uint32_t> uids;
+  ASSERT_FALSE(theirs.add_files({"cur/2.a.h:2,"}, 100, uids));
+  EXPECT_EQ(uids, (std::vector<uint32_t>{2}));
+  write("cur/3.a.h:2,F", "3");
+  ASSERT_FALSE(mine.add_files({"cur/3.a.h:2,F"}, 100, uids));
+  EXPECT_EQ(uids, (std::vector<uint32_t>{3}));
+  EXPECT_EQ(mine.find(2)->base, "2.a.h");  // found by the listing, with the UID the other gave it
+  EXPECT_EQ(mine.next_uid(), 4u);
+  ASSERT_FALSE(theirs.sync(100));
+  EXPECT_EQ(theirs.messages(), mine.messages());
+}
+
+TEST_F(StoreFolder, IndexCacheSharesOneIndexAndKeepsIdleOnesWithinItsBound) {
+  write("new/1.a.h", "1");
+  write("new/2.a.h", "2");
+  fs::path second = root_ / ".Sent";
+  for (const char* sub : {"tmp", "new", "cur"}) fs::create_directories(second / sub);
+  std::ofstream(second / "new/3.a.h") << "3";
+
+  IndexCache cache(2);
+  std::shared_ptr<FolderIndex> a = cache.open(root_);
+  ASSERT_FALSE(a->sync(100));
+  EXPECT_EQ(cache.open(root_ / "."), a);  // the same folder, however spelled
+  // An index nobody holds stays while the idle ones hold at most 2 messages.
+  a.reset();
+  std::shared_ptr<FolderIndex> b = cache.open(second);
+  ASSERT_FALSE(b->sync(100));
+  EXPECT_EQ(cache.size(), 2u);
+  EXPECT_EQ(cache.open(root_)->messages().size(), 2u);  // kept, already synced
+  b.reset();  // now 3 idle messages; the next open drops the least recently used (.Sent)
+  std::shared_ptr<FolderIndex> third = cache.open(root_ / ".Drafts");
+  EXPECT_EQ(cache.size(), 2u);
+  EXPECT_EQ(cache.open(root_)->messages().size(), 2u);
+  EXPECT_TRUE(cache.open(second)->messages().empty());  // read afresh when opened again
+
+  IndexCache none(0);
+  std::shared_ptr<FolderIndex> held = none.open(root_);
+  none.open(second);  // nobody holds it: dropped at the next open
+  EXPECT_EQ(none.open(root_), held);
+  EXPECT_EQ(none.size(), 1u);
 }
 
 TEST_F(StoreFolder, SetFlagsSurvivesARenameBehindItsBack) {
