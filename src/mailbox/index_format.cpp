@@ -4,13 +4,48 @@
 #include <iterator>
 #include <limits>
 #include <set>
-#include <unordered_map>
 #include <unordered_set>
 
 namespace tern::mailbox {
 namespace {
 
 constexpr uint32_t uid_max = std::numeric_limits<uint32_t>::max();
+
+// The base names of a listing, each to its position + 1 (0: none): open addressing over one
+// array, because folders of 100,000 messages are merged at every sync that lists, and a
+// node-based map costs a cache miss or two per name more.
+class BaseTable {
+ public:
+  explicit BaseTable(const std::vector<ListedFile>& files) : files_(files) {
+    size_t capacity = 16;
+    while (capacity < files.size() * 2) capacity <<= 1;
+    slots_.assign(capacity, 0);
+    mask_ = capacity - 1;
+  }
+  // The slot for `base`: its position + 1, or 0 where it may be added.
+  uint32_t& slot(std::string_view base) {
+    for (size_t i = std::hash<std::string_view>{}(base) & mask_;; i = (i + 1) & mask_) {
+      uint32_t& slot = slots_[i];
+      if (slot == 0 || files_[slot - 1].name.base == base) return slot;
+    }
+  }
+
+ private:
+  const std::vector<ListedFile>& files_;
+  std::vector<uint32_t> slots_;
+  size_t mask_;
+};
+
+// "new/<name>" or "cur/<name>", written only when it changed: most syncs find most files where
+// they were.
+void set_location(IndexEntry& entry, const ListedFile& file) {
+  std::string_view dir = file.in_new ? "new/" : "cur/";
+  std::string_view now = entry.location;
+  if (now.size() == dir.size() + file.file_name.size() && now.starts_with(dir) && now.substr(4) == file.file_name)
+    return;
+  entry.location.assign(dir);
+  entry.location += file.file_name;
+}
 
 // Files without an entry are numbered in order of delivery time (the number a base name starts
 // with; names without one last), then base name.
@@ -180,53 +215,47 @@ std::string format_index(const IndexState& state) {
 }
 
 MergeResult merge_listing(IndexState old, std::vector<ListedFile> files, uint32_t fresh_uidvalidity) {
-  // One file per base name, the cur/ one when a base is listed in both. A hash map rather than a
-  // sort of the listing: folders of 100,000 messages are merged at every sync that lists.
-  std::unordered_map<std::string_view, size_t> by_base;
-  by_base.reserve(files.size());
+  // One file per base name, the cur/ one when a base is listed in both.
+  BaseTable by_base(files);
   std::vector<bool> taken(files.size(), false);  // matched by an entry, or a duplicate
   for (size_t i = 0; i < files.size(); ++i) {
-    auto [found, inserted] = by_base.emplace(files[i].name.base, i);
-    if (inserted) continue;
-    size_t& kept = found->second;
-    if (files[kept].in_new && !files[i].in_new) {  // the key still points into files[kept]: same bytes
-      taken[kept] = true;
-      kept = i;
+    uint32_t& slot = by_base.slot(files[i].name.base);
+    if (slot == 0) {
+      slot = static_cast<uint32_t>(i) + 1;
+    } else if (files[slot - 1].in_new && !files[i].in_new) {
+      taken[slot - 1] = true;
+      slot = static_cast<uint32_t>(i) + 1;
     } else {
       taken[i] = true;
     }
   }
-  auto location = [](const ListedFile& file) { return (file.in_new ? "new/" : "cur/") + file.file_name; };
 
+  // The entries are updated where they are (old is ours): no copy of 100,000 strings.
   MergeResult result;
-  IndexState& state = result.state;
-  state.uidvalidity = old.uidvalidity;
-  state.next_uid = old.next_uid;
-  state.vanished = std::move(old.vanished);
-  state.forgotten_modseq = old.forgotten_modseq;
-  state.entries.reserve(files.size());
   const uint64_t modseq = old.highest_modseq + 1;
-  for (auto& entry : old.entries) {
-    auto found = by_base.find(entry.base);
-    if (found == by_base.end()) {
+  const uint64_t old_highest = old.highest_modseq;
+  std::erase_if(old.entries, [&](IndexEntry& entry) {
+    uint32_t slot = by_base.slot(entry.base);
+    if (slot == 0) {
       result.expunged.push_back(entry.uid);
-      continue;
+      return true;
     }
-    const ListedFile& file = files[found->second];
-    taken[found->second] = true;
-    // The entry moves over (old is ours): no copy of its strings.
+    const ListedFile& file = files[slot - 1];
+    taken[slot - 1] = true;
     bool changed = file.name.flags != entry.flags || file.size != entry.size || entry.modseq == 0;
     // The counted vsize stays valid while the file keeps its size (Maildir files never change).
     entry.vsize = file.vsize ? file.vsize : file.size == entry.size ? entry.vsize : 0;
     entry.flags = file.name.flags;
     entry.size = file.size;
-    entry.location = location(file);
+    set_location(entry, file);
     if (changed) {
       entry.modseq = modseq;
       result.changed.push_back(entry.uid);
     }
-    state.entries.push_back(std::move(entry));
-  }
+    return false;
+  });
+  IndexState& state = result.state;
+  state = std::move(old);
 
   std::vector<const ListedFile*> fresh;
   for (size_t i = 0; i < files.size(); ++i)
@@ -236,9 +265,10 @@ MergeResult merge_listing(IndexState old, std::vector<ListedFile> files, uint32_
   // UIDs go up to 2^32-2 (Dovecot never uses 2^32-1 either).
   if (uint64_t{state.next_uid} + fresh.size() > uid_max) {
     result.renumbered = true;
-    result.expunged.clear();
     result.changed.clear();
-    for (const auto& entry : old.entries) result.expunged.push_back(entry.uid);
+    // Every old UID is void: those whose file went and those kept under a new number.
+    for (const auto& entry : state.entries) result.expunged.push_back(entry.uid);
+    std::sort(result.expunged.begin(), result.expunged.end());
     state.uidvalidity = fresh_uidvalidity;
     state.next_uid = 1;
     state.vanished.clear();  // a new UIDVALIDITY: clients resynchronise from scratch
@@ -257,24 +287,29 @@ MergeResult merge_listing(IndexState old, std::vector<ListedFile> files, uint32_
     entry.vsize = file->vsize;
     entry.flags = file->name.flags;
     entry.base = file->name.base;
-    entry.location = location(*file);
+    set_location(entry, *file);
     result.added.push_back(entry.uid);
     state.entries.push_back(std::move(entry));
   }
-  state.highest_modseq = result.modified() ? modseq : old.highest_modseq;
+  state.highest_modseq = result.modified() ? modseq : old_highest;
   if (!result.renumbered) record_vanished(state, result.expunged, modseq);
   return result;
 }
 
 bool merge_new_listing(IndexState& state, std::vector<ListedFile> new_files, NewListingChanges& changes) {
   changes = NewListingChanges{};
-  std::unordered_map<std::string_view, size_t> by_base;
+  BaseTable by_base(new_files);
   std::vector<bool> taken(new_files.size(), false);
-  for (size_t i = 0; i < new_files.size(); ++i)
-    if (!by_base.emplace(new_files[i].name.base, i).second) taken[i] = true;  // one file per base
+  for (size_t i = 0; i < new_files.size(); ++i) {
+    uint32_t& slot = by_base.slot(new_files[i].name.base);
+    if (slot == 0)
+      slot = static_cast<uint32_t>(i) + 1;
+    else
+      taken[i] = true;  // one file per base
+  }
   for (const auto& entry : state.entries) {
     if (!entry.location.starts_with("new/")) continue;
-    if (auto found = by_base.find(entry.base); found != by_base.end()) taken[found->second] = true;
+    if (uint32_t slot = by_base.slot(entry.base)) taken[slot - 1] = true;
   }
   std::vector<const ListedFile*> fresh;
   for (size_t i = 0; i < new_files.size(); ++i)
@@ -285,12 +320,12 @@ bool merge_new_listing(IndexState& state, std::vector<ListedFile> new_files, New
   const uint64_t modseq = state.highest_modseq + 1;
   std::erase_if(state.entries, [&](IndexEntry& entry) {
     if (!entry.location.starts_with("new/")) return false;
-    auto found = by_base.find(entry.base);
-    if (found == by_base.end()) {
+    uint32_t slot = by_base.slot(entry.base);
+    if (slot == 0) {
       changes.expunged.push_back(entry.uid);
       return true;
     }
-    const ListedFile& file = new_files[found->second];
+    const ListedFile& file = new_files[slot - 1];
     if (file.name.flags != entry.flags || file.size != entry.size) {
       entry.flags = file.name.flags;
       entry.vsize = file.vsize ? file.vsize : file.size == entry.size ? entry.vsize : 0;
@@ -298,7 +333,7 @@ bool merge_new_listing(IndexState& state, std::vector<ListedFile> new_files, New
       entry.modseq = modseq;
       changes.changed.push_back(entry.uid);
     }
-    entry.location = "new/" + file.file_name;
+    set_location(entry, file);
     return false;
   });
   for (const ListedFile* file : fresh) {
@@ -309,7 +344,7 @@ bool merge_new_listing(IndexState& state, std::vector<ListedFile> new_files, New
     entry.vsize = file->vsize;
     entry.flags = file->name.flags;
     entry.base = file->name.base;
-    entry.location = "new/" + file->file_name;
+    set_location(entry, *file);
     changes.added.push_back(entry.uid);
     state.entries.push_back(std::move(entry));
   }
