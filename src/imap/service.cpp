@@ -281,7 +281,15 @@ asio::awaitable<void> run_session(Server& server, std::shared_ptr<Connection> c)
     }
     imap::ParseResult parsed = imap::parse_command(event.command, session.parse_options());
     imap::Response r = session.handle(event.command, parsed);
+    // A long FETCH or SEARCH comes in slices: each is sent, then the other sessions run.
+    while (open && r.action == imap::Action::more) {
+      if (!r.out.empty()) open = co_await send(c, r.out, timeout_seconds());
+      co_await asio::post(server.io, asio::use_awaitable);
+      r = session.resume();
+    }
+    if (!open) break;
     switch (r.action) {
+      case imap::Action::more:  // ended by the loop above
       case imap::Action::none:
         open = co_await send(c, r.out, timeout_seconds());
         if (session.wants_raw_line()) reader.expect_raw_line(session.pending_tag());

@@ -43,7 +43,10 @@ struct SessionSettings {
 
 enum class State { not_authenticated, authenticated, selected, logout };
 
-enum class Action { none, authenticate, start_tls, idle, close };
+// `more`: a long FETCH or SEARCH handled in slices, so that one client's command neither holds
+// the other sessions of the process up nor builds its whole answer in memory. Send `out`, let
+// the others run, then call resume() until the action is another one.
+enum class Action { none, authenticate, start_tls, idle, close, more };
 
 struct Response {
   std::string out;  // wire bytes: untagged responses, continuation requests and the tagged reply
@@ -72,6 +75,9 @@ class Session {
   Response handle_auth_line(std::string_view line);
   bool wants_raw_line() const { return awaiting_sasl_; }
   const std::string& pending_tag() const { return pending_tag_; }
+
+  // After Action::more: the next slice of the command under way.
+  Response resume();
 
   // After Action::authenticate.
   const std::string& pending_user() const { return user_; }
@@ -117,6 +123,14 @@ class Session {
   Response expunge(const Command& c);
   Response search(const Command& c);
   Response fetch(const Command& c);
+  // The slices after fetch() and search() prepared `slicing_`; `out` is what is ready to send.
+  Response continue_fetch(std::string out);
+  Response continue_search();
+  // The command's last reply: the slicing ends.
+  Response abandon(Response last) {
+    slicing_.reset();
+    return last;
+  }
   Response store(const Command& c);
   Response copy(const Command& c, bool move);
   Response close_mailbox(const Command& c, bool expunge_deleted);
@@ -182,6 +196,18 @@ class Session {
   // The mailbox name as the client reads it: modified UTF-7, or UTF-8 after ENABLE UTF8=ACCEPT.
   std::string wire_name(std::string_view name) const;
   std::string_view append_text_;  // the command being handled (APPEND's octets)
+
+  // The FETCH or SEARCH under way across Action::more, and how far it got. The view cannot change
+  // meanwhile (the session runs no other command); the shared index can, so every slice looks
+  // each message up again.
+  struct Slicing {
+    Command command;
+    size_t next = 0;                  // FETCH: into `chosen`; SEARCH: view position
+    std::vector<size_t> chosen;       // FETCH: the view positions named
+    bool needs_file = false, sets_seen = false, asks_modseq = false, some_gone = false;
+    std::vector<uint32_t> saved_sequences, found_numbers, found_uids;  // SEARCH
+  };
+  std::optional<Slicing> slicing_;
 };
 
 }  // namespace tern::imap

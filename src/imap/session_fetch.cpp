@@ -68,6 +68,11 @@ struct Candidate {
   }
 };
 
+// A long FETCH or SEARCH stops after this much work and returns Action::more: the service sends
+// what is ready and lets the other sessions run before it resumes.
+constexpr std::chrono::milliseconds slice_time{20};
+constexpr size_t slice_bytes = 1 << 20;
+
 bool in_set(const SequenceSet& set, uint32_t value, uint32_t largest, const std::vector<uint32_t>* saved) {
   if (set.saved) return saved && std::binary_search(saved->begin(), saved->end(), value);
   for (const SequenceRange& r : set.ranges) {
@@ -210,30 +215,40 @@ Response Session::search(const Command& c) {
   if (!c.search.charset.empty() && c.search.charset != "UTF-8" && c.search.charset != "US-ASCII")
     return no(c, "[BADCHARSET (UTF-8 US-ASCII)] unsupported charset " + c.search.charset);
   if (c.search.keys.empty()) return bad(c, "empty search program");
-  std::vector<uint32_t> saved_sequences;
+  slicing_.emplace();
+  slicing_->command = c;
   if (saved_valid_)
     for (size_t i = 0; i < view_.size(); ++i)
       if (std::binary_search(saved_uids_.begin(), saved_uids_.end(), view_[i].uid))
-        saved_sequences.push_back(static_cast<uint32_t>(i + 1));
+        slicing_->saved_sequences.push_back(static_cast<uint32_t>(i + 1));
+  return continue_search();
+}
+
+Response Session::continue_search() {
+  Slicing& run = *slicing_;
+  const Command& c = run.command;
   Matcher matcher{c.search.keys,
                   static_cast<uint32_t>(view_.size()),
                   view_.empty() ? 0 : view_.back().uid,
                   saved_valid_ ? &saved_uids_ : nullptr,
-                  saved_valid_ ? &saved_sequences : nullptr,
+                  saved_valid_ ? &run.saved_sequences : nullptr,
                   &keywords_};
-  std::vector<uint32_t> found_numbers, found_uids;
-  for (size_t i = 0; i < view_.size(); ++i) {
+  const auto started = std::chrono::steady_clock::now();
+  for (; run.next < view_.size(); ++run.next) {
+    if (std::chrono::steady_clock::now() - started > slice_time) return {"", Action::more};
+    const size_t i = run.next;
     Candidate m;
     m.entry = entry_at(i);
     if (!m.entry) continue;  // expunged by another session: not reported yet, not matched
     m.sequence = static_cast<uint32_t>(i + 1);
     m.path = index_->path_of(*m.entry);
     if (matcher.match(0, m)) {
-      found_numbers.push_back(m.sequence);
-      found_uids.push_back(m.entry->uid);
+      run.found_numbers.push_back(m.sequence);
+      run.found_uids.push_back(m.entry->uid);
     }
   }
-  const std::vector<uint32_t>& found = c.uid ? found_uids : found_numbers;
+  const std::vector<uint32_t>& found_uids = run.found_uids;
+  const std::vector<uint32_t>& found = c.uid ? run.found_uids : run.found_numbers;
   // RFC 7162 3.1.5: a search with MODSEQ reports the highest MODSEQ of what it found.
   bool with_modseq = std::any_of(c.search.keys.begin(), c.search.keys.end(),
                                  [](const SearchKey& k) { return k.kind == SearchKeyKind::modseq; });
@@ -277,7 +292,7 @@ Response Session::search(const Command& c) {
     }
   }
   if (c.uid) out += sync_and_report(true);
-  return ok(c, "SEARCH completed", std::move(out));
+  return abandon(ok(c, "SEARCH completed", std::move(out)));
 }
 
 Response Session::fetch(const Command& c) {
@@ -311,12 +326,28 @@ Response Session::fetch(const Command& c) {
         needs_file = true;
     }
   }
-  sets_seen = sets_seen && !read_only_;
-  std::string out;
+  slicing_.emplace();
+  slicing_->command = c;
+  slicing_->chosen = std::move(chosen);
+  slicing_->needs_file = needs_file;
+  slicing_->sets_seen = sets_seen && !read_only_;
+  slicing_->asks_modseq = asks_modseq;
   // RFC 7162 3.2.6: UID FETCH ... (CHANGEDSINCE n VANISHED) first names what was expunged since.
+  std::string out;
   if (c.fetch.vanished) out += vanished_since(*c.fetch.changed_since, &c.sequence);
-  bool some_gone = false;
-  for (size_t i : chosen) {
+  return continue_fetch(std::move(out));
+}
+
+Response Session::continue_fetch(std::string out) {
+  Slicing& run = *slicing_;
+  const Command& c = run.command;
+  const bool needs_file = run.needs_file, sets_seen = run.sets_seen, asks_modseq = run.asks_modseq;
+  bool& some_gone = run.some_gone;
+  const auto started = std::chrono::steady_clock::now();
+  for (; run.next < run.chosen.size(); ++run.next) {
+    if (out.size() >= slice_bytes || std::chrono::steady_clock::now() - started > slice_time)
+      return {std::move(out), Action::more};
+    const size_t i = run.chosen[run.next];
     const mailbox::IndexEntry* entry = entry_at(i);
     if (!entry) {
       some_gone = true;
@@ -387,7 +418,7 @@ Response Session::fetch(const Command& c) {
           std::optional<std::string> data = item.attribute == FetchAttribute::binary
                                                 ? binary_bytes(bytes, parsed, item.section, unknown)
                                                 : section_bytes(bytes, parsed, item.section);
-          if (unknown) return no(c, "[UNKNOWN-CTE] the part's Content-Transfer-Encoding cannot be decoded", out);
+          if (unknown) return abandon(no(c, "[UNKNOWN-CTE] the part's Content-Transfer-Encoding cannot be decoded", out));
           std::string value = data.value_or("");
           if (item.partial)
             value = item.partial_origin >= value.size() ? std::string()
@@ -399,7 +430,7 @@ Response Session::fetch(const Command& c) {
         case FetchAttribute::binary_size: {
           bool unknown = false;
           auto data = binary_bytes(bytes, parsed, item.section, unknown);
-          if (unknown) return no(c, "[UNKNOWN-CTE] the part's Content-Transfer-Encoding cannot be decoded", out);
+          if (unknown) return abandon(no(c, "[UNKNOWN-CTE] the part's Content-Transfer-Encoding cannot be decoded", out));
           parts.push_back(section_item_name(item) + " " + std::to_string(data ? data->size() : 0));
           break;
         }
@@ -417,8 +448,14 @@ Response Session::fetch(const Command& c) {
     out += line + joined + ")\r\n";
   }
   if (c.uid) out += sync_and_report(true);
-  if (some_gone) return no(c, "[EXPUNGEISSUED] some of the messages no longer exist", std::move(out));
-  return ok(c, "FETCH completed", std::move(out));
+  if (some_gone) return abandon(no(c, "[EXPUNGEISSUED] some of the messages no longer exist", std::move(out)));
+  return abandon(ok(c, "FETCH completed", std::move(out)));
+}
+
+Response Session::resume() {
+  if (!slicing_) std::abort();  // resume() only follows Action::more
+  if (slicing_->command.verb == Verb::search) return continue_search();
+  return continue_fetch({});
 }
 
 std::string Session::idle_updates() { return state_ == State::selected ? sync_and_report(true) : std::string(); }

@@ -307,10 +307,10 @@ bool merge_new_listing(IndexState& state, std::vector<ListedFile> new_files, New
     else
       taken[i] = true;  // one file per base
   }
-  for (const auto& entry : state.entries) {
-    if (!entry.location.starts_with("new/")) continue;
+  // A file of an entry is not new; nor is one whose base an entry in cur/ has (the cur/ file wins,
+  // as in merge_listing).
+  for (const auto& entry : state.entries)
     if (uint32_t slot = by_base.slot(entry.base)) taken[slot - 1] = true;
-  }
   std::vector<const ListedFile*> fresh;
   for (size_t i = 0; i < new_files.size(); ++i)
     if (!taken[i]) fresh.push_back(&new_files[i]);

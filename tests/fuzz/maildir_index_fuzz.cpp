@@ -3,6 +3,7 @@
 // renamed names keep their base name, accepted lists and indexes have ascending UIDs below the next
 // UID, an index formats back to the same index, and merging an index with a listing of exactly its
 // own messages keeps every UID. Links only tern_mailbox_parse.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -79,6 +80,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     MergeResult merged = merge_listing(state, std::move(files), state.uidvalidity + 1);
     if (!merged.added.empty() || !merged.changed.empty() || merged.renumbered) std::abort();
     if (merged.state.entries.size() != listed || merged.expunged.size() != state.entries.size() - listed) std::abort();
+    // Listing new/ alone, empty, changes nothing either: every entry is in cur/. A file in new/
+    // that is no entry's gets the next UID.
+    IndexState only_new = merged.state;
+    NewListingChanges changes;
+    if (!merge_new_listing(only_new, {}, changes) || changes.modified() || only_new.entries != merged.state.entries)
+      std::abort();
+    ListedFile delivered;
+    delivered.in_new = true;
+    delivered.file_name = "1.fuzz-delivery.h";
+    delivered.name = *parse_maildir_name(delivered.file_name);
+    bool known = std::any_of(only_new.entries.begin(), only_new.entries.end(),
+                             [](const IndexEntry& e) { return e.base == "1.fuzz-delivery.h"; });
+    uint32_t next = only_new.next_uid;
+    if (merge_new_listing(only_new, {delivered}, changes) &&
+        (known ? changes.modified()
+               : changes.added != std::vector<uint32_t>{next} ||
+                     only_new.entries.back().location != "new/1.fuzz-delivery.h"))
+      std::abort();
   } else if (index.error.line == 0 || index.error.message.empty()) {
     std::abort();
   }

@@ -52,6 +52,10 @@ class ImapSession : public ::testing::Test {
                        ? session_->handle_auth_line(event.line)
                        : session_->handle(event.command, parse_command(event.command, session_->parse_options()));
       out += r.out;
+      for (; r.action == Action::more; out += r.out) {
+        ++slices_;
+        r = session_->resume();
+      }
       if (r.action == Action::authenticate)
         out += session_->complete_auth(AuthVerdict::ok, "alice@example.test", maildir_.string(), quota_).out;
       if (session_->wants_raw_line()) reader.expect_raw_line(session_->pending_tag());
@@ -71,6 +75,7 @@ class ImapSession : public ::testing::Test {
   }
 
   fs::path root_, maildir_;
+  size_t slices_ = 0;  // Action::more answers seen
   tern::deliver::Quota quota_;
   std::unique_ptr<Session> session_;
 };
@@ -193,6 +198,61 @@ TEST_F(ImapSession, ChangesByOthersAreReportedAtTheRightTime) {
   EXPECT_EQ(run("i IDLE"), "+ idling\r\n* 3 EXISTS\r\n");
   EXPECT_EQ(session_->idle_updates(), "");
   EXPECT_EQ(session_->idle_done("DONE").out, "i OK IDLE terminated\r\n");
+}
+
+TEST_F(ImapSession, LongFetchAndSearchComeInSlicesWhileOthersChangeTheFolder) {
+  // 1,200 messages of 2,000 octets (2,002 with CRLF): FETCH of every body is 2.4 MB, three slices.
+  const std::string body(1980, 'x');
+  for (int i = 1; i <= 1200; ++i) {
+    std::string text = "Subject: m" + std::to_string(i) + "\n\n" + (i % 100 == 0 ? "needle " : "") + body;
+    text.resize(2000, 'y');
+    deliver("cur/" + std::to_string(1700000000 + i) + ".M1P1Q1.h:2,S", text);
+  }
+  login();
+  run("s SELECT INBOX");
+  std::string all = run("f FETCH 1:* (BODY.PEEK[])");
+  EXPECT_GE(slices_, 2u);  // 1 MiB of answer per slice at most
+  size_t lines = 0;
+  for (size_t at = all.find("FETCH (BODY[] {2002}\r\n"); at != std::string::npos;
+       at = all.find("FETCH (BODY[] {2002}\r\n", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 1200u);
+  EXPECT_NE(all.find("* 1200 FETCH (BODY[] {2002}\r\nSubject: m1200\r\n"), std::string::npos);
+  EXPECT_TRUE(all.ends_with(")\r\nf OK FETCH completed\r\n"));
+  EXPECT_EQ(run("q SEARCH BODY needle"), "* SEARCH 100 200 300 400 500 600 700 800 900 1000 1100 1200\r\nq OK SEARCH completed\r\n");
+
+  // Between two slices another session of the process (sharing the folder's index) expunges
+  // messages: the rest of the FETCH skips them and says so; the view keeps its numbers.
+  auto indexes = std::make_shared<tern::mailbox::IndexCache>(0);
+  SessionSettings settings;
+  settings.hostname = "mail.example.test";
+  settings.tls_active = true;
+  settings.indexes = indexes;
+  session_ = std::make_unique<Session>(settings);
+  login();
+  run("s SELECT INBOX");
+  std::unique_ptr<Session> mine = std::move(session_);
+  session_ = std::make_unique<Session>(settings);
+  login();
+  run("t SELECT INBOX");
+  EXPECT_EQ(run("d STORE 1199:1200 +FLAGS.SILENT (\\Deleted)"), "d OK STORE completed\r\n");
+  std::unique_ptr<Session> other = std::move(session_);
+  session_ = std::move(mine);
+  CommandReader reader;
+  reader.feed("g FETCH 1:* (BODY.PEEK[])\r\n");
+  ReadEvent event = reader.next();
+  Response r = session_->handle(event.command, parse_command(event.command, session_->parse_options()));
+  ASSERT_EQ(r.action, Action::more);
+  std::string out = r.out;
+  std::swap(session_, other);
+  EXPECT_EQ(run("e EXPUNGE"), "* 1200 EXPUNGE\r\n* 1199 EXPUNGE\r\ne OK EXPUNGE completed\r\n");
+  std::swap(session_, other);
+  for (r = session_->resume(); r.action == Action::more; r = session_->resume()) out += r.out;
+  out += r.out;
+  EXPECT_NE(out.find("* 1198 FETCH (BODY[] {2002}"), std::string::npos);
+  EXPECT_EQ(out.find("* 1199 FETCH"), std::string::npos);
+  EXPECT_TRUE(out.ends_with(")\r\ng NO [EXPUNGEISSUED] some of the messages no longer exist\r\n"));
+  EXPECT_EQ(run("n NOOP"), "* 1200 EXPUNGE\r\n* 1199 EXPUNGE\r\nn OK NOOP completed\r\n");
 }
 
 TEST_F(ImapSession, MailboxesAppendCopyMove) {
