@@ -15,6 +15,8 @@ on tern and then on Dovecot:
   SELECT INBOX on the fresh mailbox (each server builds its index), SELECT again on a new
   connection (median of 3); FETCH 1:* (UID FLAGS RFC822.SIZE) twice (the CRLF sizes are counted
   by reading every file once: tern does it in its first SELECT, Dovecot in its first FETCH);
+  FETCH 1:* (ENVELOPE BODYSTRUCTURE) twice (the second answered from each server's cache, and
+  checked to be the same bytes as the first);
   SEARCH TEXT <a word planted in about 1% of the messages> twice, the second with a NOOP sent on
   another connection a third of the way in (how long another user waits); APPENDS APPENDs of a
   4096-octet message on one connection (LITERAL+, nothing selected) into the big INBOX and into a
@@ -865,6 +867,27 @@ def bench(args, tern_bin, work, vmail, servers):
     # FETCH of RFC822.SIZE: the sum is the first-use cost of both.
     res.add("first SELECT + first FETCH", {k: first[k] + fetch1[k] for k in first}, "s", "low")
     res.add("FETCH 1:* (UID FLAGS RFC822.SIZE), again", fetch2, "s", "low")
+    # ENVELOPE and BODYSTRUCTURE of every message (a client's first look at a folder): both
+    # servers parse every message the first time and answer the second from their caches
+    # (tern's tern-cache, Dovecot's dovecot.index.cache). The second answer must be the first.
+    structure1, structure2, first_answer = {}, {}, {}
+    for label, store in (("first", structure1), ("again", structure2)):
+        for s in both:
+            secs, r = conns[s.name].command("FETCH 1:* (ENVELOPE BODYSTRUCTURE)")
+            store[s.name] = secs
+            got = r.count(b" FETCH (ENVELOPE (")
+            print(f"  {s.name}: FETCH 1:* (ENVELOPE BODYSTRUCTURE) {label} {fmt(secs, 's')} "
+                  f"({len(r) / 1e6:.1f} MB of answer)", flush=True)
+            if got != n:
+                res.problem(s.name, f"FETCH ENVELOPE answered {got} messages, expected {n}")
+            untagged = r[:r.rfind(b"\r\n", 0, len(r) - 2) + 2]  # the tagged line differs
+            if label == "first":
+                first_answer[s.name] = untagged
+            elif untagged != first_answer[s.name]:
+                res.problem(s.name, "FETCH ENVELOPE BODYSTRUCTURE answered differently the second time")
+    first_answer.clear()
+    res.add("FETCH 1:* (ENVELOPE BODYSTRUCTURE), first", structure1, "s", "low")
+    res.add("FETCH 1:* (ENVELOPE BODYSTRUCTURE), again", structure2, "s", "low")
     noop = {}
     for label, store in (("first", search1), ("again", search2)):
         for s in both:

@@ -68,6 +68,22 @@ struct Candidate {
   }
 };
 
+// The structure cache's kinds (mailbox/structure_cache.h) of ENVELOPE, BODY and BODYSTRUCTURE,
+// and which of them an item is (-1: none).
+constexpr char structure_kinds[3] = {'E', 'B', 'S'};
+int structure_index(FetchAttribute attribute) {
+  switch (attribute) {
+    case FetchAttribute::envelope:
+      return 0;
+    case FetchAttribute::body:
+      return 1;
+    case FetchAttribute::body_structure:
+      return 2;
+    default:
+      return -1;
+  }
+}
+
 // A long FETCH or SEARCH stops after this much work and returns Action::more: the service sends
 // what is ready and lets the other sessions run before it resumes.
 constexpr std::chrono::milliseconds slice_time{20};
@@ -322,6 +338,10 @@ Response Session::fetch(const Command& c) {
         sets_seen = sets_seen || !item.peek;
         needs_file = true;
         break;
+      case FetchAttribute::envelope:
+      case FetchAttribute::body:
+      case FetchAttribute::body_structure:
+        break;  // from the folder's structure cache, else the file (continue_fetch)
       default:
         needs_file = true;
     }
@@ -345,8 +365,10 @@ Response Session::continue_fetch(std::string out) {
   bool& some_gone = run.some_gone;
   const auto started = std::chrono::steady_clock::now();
   for (; run.next < run.chosen.size(); ++run.next) {
-    if (out.size() >= slice_bytes || std::chrono::steady_clock::now() - started > slice_time)
+    if (out.size() >= slice_bytes || std::chrono::steady_clock::now() - started > slice_time) {
+      index_->structures().flush();  // a cache: a failure only costs time
       return {std::move(out), Action::more};
+    }
     const size_t i = run.chosen[run.next];
     const mailbox::IndexEntry* entry = entry_at(i);
     if (!entry) {
@@ -354,14 +376,29 @@ Response Session::continue_fetch(std::string out) {
       continue;
     }
     if (c.fetch.changed_since && entry->modseq <= *c.fetch.changed_since) continue;
+    // ENVELOPE, BODY and BODYSTRUCTURE (in that order) come from the folder's structure cache;
+    // the file is read for those it lacks, which are then added to it.
+    std::optional<std::string> structure[3];
+    bool read_file = needs_file;
+    const uint32_t uid = entry->uid, uidvalidity = index_->uidvalidity();
+    for (const FetchItem& item : c.fetch.items)
+      if (int k = structure_index(item.attribute); k >= 0 && !structure[k]) {
+        structure[k] = index_->structures().find(uidvalidity, uid, structure_kinds[k]);
+        read_file = read_file || !structure[k];
+      }
     std::string bytes;
     mime::Message parsed;
-    if (needs_file) {
+    if (read_file) {
       if (!read_message(i, bytes) || !(entry = entry_at(i))) {  // read_message may sync: look again
         some_gone = true;
         continue;
       }
       parsed = mime::parse_message(bytes);
+      for (const FetchItem& item : c.fetch.items)
+        if (int k = structure_index(item.attribute); k >= 0 && !structure[k]) {
+          structure[k] = k == 0 ? mime::render_envelope(parsed) : mime::render_body(parsed, k == 2);
+          index_->structures().add(uidvalidity, uid, structure_kinds[k], *structure[k]);  // a cache: failures only cost time
+        }
     }
     bool flags_changed = false;
     if (sets_seen && !(view_[i].flags & mailbox::flag_seen)) {
@@ -393,13 +430,13 @@ Response Session::continue_fetch(std::string out) {
           parts.push_back("INTERNALDATE \"" + internal_date_text(mtime_of(index_->path_of(*entry))) + "\"");
           break;
         case FetchAttribute::envelope:
-          parts.push_back("ENVELOPE " + mime::render_envelope(parsed));
+          parts.push_back("ENVELOPE " + *structure[0]);
           break;
         case FetchAttribute::body:
-          parts.push_back("BODY " + mime::render_body(parsed, false));
+          parts.push_back("BODY " + *structure[1]);
           break;
         case FetchAttribute::body_structure:
-          parts.push_back("BODYSTRUCTURE " + mime::render_body(parsed, true));
+          parts.push_back("BODYSTRUCTURE " + *structure[2]);
           break;
         case FetchAttribute::rfc822:
           parts.push_back("RFC822 " + literal(to_crlf(bytes)));
@@ -447,6 +484,7 @@ Response Session::continue_fetch(std::string out) {
     for (const auto& p : parts) joined += (joined.empty() ? "" : " ") + p;
     out += line + joined + ")\r\n";
   }
+  index_->structures().flush();
   if (c.uid) out += sync_and_report(true);
   if (some_gone) return abandon(no(c, "[EXPUNGEISSUED] some of the messages no longer exist", std::move(out)));
   return abandon(ok(c, "FETCH completed", std::move(out)));

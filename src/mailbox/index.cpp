@@ -238,6 +238,11 @@ std::error_code FolderIndex::sync_new_locked(SyncReport* report, bool& done) {
   return {};
 }
 
+StructureCache& FolderIndex::structures() {
+  if (!structures_) structures_ = std::make_unique<StructureCache>(folder_);
+  return *structures_;
+}
+
 bool FolderIndex::index_header_unchanged() const {
   if (!loaded_) return false;
   int fd = ::open((folder_ / index_file_name).c_str(), O_RDONLY | O_CLOEXEC);
@@ -495,6 +500,7 @@ std::error_code FolderIndex::expunge(const std::vector<uint32_t>& uids, int64_t 
     ++state_.highest_modseq;
     record_vanished(state_, gone, state_.highest_modseq);
     if (auto error = write_index(state_); error && !failure) failure = error;
+    if (structures_) structures_->compact(state_.uidvalidity, uids_of(state_));  // the lock is held
   }
   if (removed) *removed = std::move(gone);
   return failure;

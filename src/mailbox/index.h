@@ -19,12 +19,14 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "mailbox/index_format.h"
+#include "mailbox/structure_cache.h"
 
 namespace tern::mailbox {
 
@@ -81,6 +83,10 @@ class FolderIndex {
   const std::vector<VanishedEntry>& vanished() const { return state_.vanished; }
   uint64_t forgotten_modseq() const { return state_.forgotten_modseq; }
   const std::filesystem::path& folder() const { return folder_; }
+  // The folder's cached ENVELOPE/BODY/BODYSTRUCTURE texts (structure_cache.h), opened on first
+  // use; an expunge through this object drops the records of expunged messages when they are
+  // most of the file.
+  StructureCache& structures();
 
  private:
   // Does tern-index still begin with this object's UIDVALIDITY, next UID and highest MODSEQ?
@@ -120,6 +126,7 @@ class FolderIndex {
   IndexState state_;
   bool loaded_ = false;
   std::optional<Stamp> stamp_;  // set by a sync that found cur/ settled
+  std::unique_ptr<StructureCache> structures_;
 };
 
 // The files of new/ and cur/ of `folder` as merge_listing takes them. Sizes come from ",S=" or

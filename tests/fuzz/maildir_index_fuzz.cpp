@@ -12,6 +12,7 @@
 
 #include "mailbox/index_format.h"
 #include "mailbox/maildir_name.h"
+#include "mailbox/structure_cache.h"
 #include "mailbox/uidlist.h"
 
 using namespace tern::mailbox;
@@ -50,6 +51,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (name->info == '2' && again->extra != name->extra) std::abort();
     }
     if (parse_flag_letters(format_flag_letters(name->flags)) != name->flags) std::abort();
+  }
+
+  // tern-cache: every record found lies inside the bytes, in order, and ends in LF.
+  for (bool header : {true, false}) {
+    ParsedCache cache = parse_structure_cache(text, header, 5);
+    if (cache.valid_end < 5 || cache.valid_end - 5 > text.size()) std::abort();
+    uint64_t previous_end = 5;
+    for (const CacheRecord& r : cache.records) {
+      if (r.offset < previous_end || r.offset - 5 + r.length + 1 > text.size()) std::abort();
+      if (text[r.offset - 5 + r.length] != '\n' || r.uid == 0) std::abort();
+      // Written again, it reads back the same (the number may have had leading zeros).
+      std::string record = format_cache_record(r.uid, r.kind, text.substr(r.offset - 5, r.length));
+      ParsedCache again = parse_structure_cache(record, false);
+      if (again.records.size() != 1 || again.records[0].uid != r.uid || again.valid_end != record.size()) std::abort();
+      previous_end = r.offset + r.length + 1;
+    }
   }
 
   check_uidlist(parse_dovecot_uidlist(text));

@@ -255,6 +255,36 @@ TEST_F(ImapSession, LongFetchAndSearchComeInSlicesWhileOthersChangeTheFolder) {
   EXPECT_EQ(run("n NOOP"), "* 1200 EXPUNGE\r\n* 1199 EXPUNGE\r\nn OK NOOP completed\r\n");
 }
 
+TEST_F(ImapSession, EnvelopeAndBodystructureComeFromTheFoldersCache) {
+  deliver("cur/1700000001.M1P1Q1.h:2,S", "Subject: cached\nFrom: a@example.test\n\nbody\n");
+  login();
+  run("s SELECT INBOX");
+  const std::string envelope =
+      "(NIL \"cached\" ((NIL NIL \"a\" \"example.test\")) ((NIL NIL \"a\" \"example.test\")) ((NIL NIL \"a\" "
+      "\"example.test\")) NIL NIL NIL NIL NIL)";
+  const std::string structure = "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1 NIL NIL NIL NIL)";
+  EXPECT_EQ(run("f FETCH 1 (ENVELOPE BODYSTRUCTURE)"),
+            "* 1 FETCH (ENVELOPE " + envelope + " BODYSTRUCTURE " + structure + ")\r\nf OK FETCH completed\r\n");
+  std::ifstream in(maildir_ / "tern-cache", std::ios::binary);
+  std::stringstream file;
+  file << in.rdbuf();
+  EXPECT_NE(file.str().find("1 E " + std::to_string(envelope.size()) + "\n" + envelope + "\n"), std::string::npos);
+  EXPECT_NE(file.str().find("1 S " + std::to_string(structure.size()) + "\n" + structure + "\n"), std::string::npos);
+  // The next FETCH reads the cache, not the message: a record put there is what it answers.
+  fs::remove(maildir_ / "tern-cache");
+  std::string uidvalidity = file.str().substr(13, file.str().find('\n') - 13);
+  std::ofstream(maildir_ / "tern-cache", std::ios::binary)
+      << "tern-cache 1 " << uidvalidity << "\n1 E 5\n(NIL)\n";
+  SessionSettings settings;
+  settings.hostname = "mail.example.test";
+  settings.tls_active = true;
+  session_ = std::make_unique<Session>(settings);  // a new session: its own view of the cache file
+  login();
+  run("s SELECT INBOX");
+  EXPECT_EQ(run("f2 FETCH 1 (ENVELOPE BODYSTRUCTURE)"),
+            "* 1 FETCH (ENVELOPE (NIL) BODYSTRUCTURE " + structure + ")\r\nf2 OK FETCH completed\r\n");
+}
+
 TEST_F(ImapSession, MailboxesAppendCopyMove) {
   login();
   EXPECT_EQ(run("c1 CREATE Work.Reports"), "c1 OK CREATE completed\r\n");

@@ -15,6 +15,7 @@
 
 #include "mailbox/index.h"
 #include "mailbox/index_cache.h"
+#include "mailbox/structure_cache.h"
 #include "mailbox/index_format.h"
 #include "mailbox/maildir_name.h"
 #include "mailbox/uidlist.h"
@@ -701,6 +702,81 @@ TEST_F(StoreFolder, IndexCacheSharesOneIndexAndKeepsIdleOnesWithinItsBound) {
   none.open(second);  // nobody holds it: dropped at the next open
   EXPECT_EQ(none.open(root_), held);
   EXPECT_EQ(none.size(), 1u);
+}
+
+TEST(StructureCacheFormat, RecordsReadBackAndATornOrDamagedTailIsIgnored) {
+  std::string text = "tern-cache 1 77\n" + format_cache_record(3, 'E', "(NIL \"a\nb\")") +
+                     format_cache_record(4, 'S', "(\"text\" \"plain\")");
+  EXPECT_EQ(format_cache_record(3, 'E', "xy"), "3 E 2\nxy\n");
+  ParsedCache parsed = parse_structure_cache(text, true);
+  EXPECT_EQ(parsed.uidvalidity, 77u);
+  ASSERT_EQ(parsed.records.size(), 2u);
+  EXPECT_EQ(parsed.records[0].uid, 3u);
+  EXPECT_EQ(parsed.records[0].kind, 'E');
+  EXPECT_EQ(text.substr(parsed.records[0].offset, parsed.records[0].length), "(NIL \"a\nb\")");
+  EXPECT_EQ(parsed.valid_end, text.size());
+  // A record cut short (a crash mid-write) or a broken one ends what is read.
+  EXPECT_EQ(parse_structure_cache(text + "5 B 10\nabc", true).valid_end, text.size());
+  EXPECT_EQ(parse_structure_cache(text + "5 X 1\na\n6 E 1\nb\n", true).records.size(), 2u);
+  EXPECT_EQ(parse_structure_cache(text + "5 E 1\nab\n", true).records.size(), 2u);
+  EXPECT_EQ(parse_structure_cache("tern-cache 2 77\n", true).uidvalidity, 0u);
+  EXPECT_EQ(parse_structure_cache("tern-cache 1 0\n", true).uidvalidity, 0u);
+  // The bytes after the last record, with offsets from where they start.
+  ParsedCache tail = parse_structure_cache("9 B 2\nzz\n", false, 100);
+  ASSERT_EQ(tail.records.size(), 1u);
+  EXPECT_EQ(tail.records[0].offset, 106u);
+  EXPECT_EQ(tail.valid_end, 109u);
+}
+
+TEST_F(StoreFolder, StructureCacheKeepsRecordsAcrossObjectsAndUidvalidities) {
+  StructureCache first(root_);
+  EXPECT_EQ(first.find(7, 1, 'E'), std::nullopt);  // no file yet
+  ASSERT_FALSE(first.add(7, 1, 'E', "(envelope one)"));
+  ASSERT_FALSE(first.add(7, 1, 'S', "(structure\none)"));
+  EXPECT_EQ(first.find(7, 1, 'S'), "(structure\none)");  // waiting to be written, already found
+  EXPECT_EQ(read("tern-cache"), "tern-cache 1 7\n");
+  ASSERT_FALSE(first.flush());  // both records in one write
+  EXPECT_EQ(first.find(7, 1, 'S'), "(structure\none)");
+  EXPECT_EQ(read("tern-cache"), "tern-cache 1 7\n1 E 14\n(envelope one)\n1 S 15\n(structure\none)\n");
+
+  // Another process reads them, and catches up with what the first appends later.
+  StructureCache second(root_);
+  EXPECT_EQ(second.find(7, 1, 'E'), "(envelope one)");
+  EXPECT_EQ(second.find(8, 1, 'E'), std::nullopt);  // another UIDVALIDITY: not these messages
+  ASSERT_FALSE(first.add(7, 2, 'E', "(envelope two)"));
+  ASSERT_FALSE(first.flush());
+  EXPECT_EQ(second.find(7, 2, 'E'), "(envelope two)");
+
+  // A torn record at the end is cut off before the next one is written.
+  { std::ofstream(root_ / "tern-cache", std::ios::app) << "3 E 40\n(cut"; }
+  ASSERT_FALSE(second.add(7, 4, 'B', "(body four)"));
+  ASSERT_FALSE(second.flush());
+  EXPECT_EQ(StructureCache(root_).find(7, 4, 'B'), "(body four)");
+  EXPECT_EQ(read("tern-cache").find("(cut"), std::string::npos);
+
+  // Three dead records are not worth a rewrite (StructureCacheCompactsAfterManyExpunges).
+  ASSERT_FALSE(second.compact(7, {2}));
+  EXPECT_NE(read("tern-cache").find("(envelope one)"), std::string::npos);
+  EXPECT_EQ(second.records(), 4u);
+  ASSERT_FALSE(first.add(9, 1, 'E', "(new numbering)"));  // a new UIDVALIDITY starts the file again
+  ASSERT_FALSE(first.flush());
+  EXPECT_EQ(read("tern-cache"), "tern-cache 1 9\n1 E 15\n(new numbering)\n");
+  EXPECT_EQ(second.find(7, 2, 'E'), "(envelope two)");  // what it knew it still reads (its open file)
+  EXPECT_EQ(StructureCache(root_).find(7, 2, 'E'), std::nullopt);
+}
+
+TEST_F(StoreFolder, StructureCacheCompactsAfterManyExpunges) {
+  StructureCache cache(root_);
+  for (uint32_t uid = 1; uid <= 200; ++uid) ASSERT_FALSE(cache.add(5, uid, 'E', "(e" + std::to_string(uid) + ")"));
+  ASSERT_FALSE(cache.flush());
+  size_t before = read("tern-cache").size();
+  ASSERT_FALSE(cache.compact(5, {1, 2, 3}));  // 197 dead records of 200: rewritten
+  EXPECT_EQ(read("tern-cache"), "tern-cache 1 5\n1 E 4\n(e1)\n2 E 4\n(e2)\n3 E 4\n(e3)\n");
+  EXPECT_LT(read("tern-cache").size(), before);
+  EXPECT_EQ(cache.records(), 3u);
+  EXPECT_EQ(cache.find(5, 2, 'E'), "(e2)");
+  ASSERT_FALSE(cache.compact(5, {1, 2}));  // one dead record: not worth a rewrite
+  EXPECT_EQ(cache.records(), 3u);
 }
 
 TEST_F(StoreFolder, SetFlagsSurvivesARenameBehindItsBack) {
