@@ -31,12 +31,14 @@ void IndexCache::trim() {
       idle.emplace_back(cached.last_used, &folder);
       idle_messages += weight(*cached.index);
     }
-  if (idle_messages <= keep_messages_) return;
+  size_t idle_folders = idle.size();
+  if (idle_messages <= keep_messages_ && idle_folders <= max_idle_folders) return;
   std::sort(idle.begin(), idle.end());
   for (const auto& [last_used, folder] : idle) {
-    if (idle_messages <= keep_messages_) break;
+    if (idle_messages <= keep_messages_ && idle_folders <= max_idle_folders) break;
     auto found = entries_.find(*folder);
     idle_messages -= weight(*found->second.index);
+    --idle_folders;
     entries_.erase(found);
   }
 }

@@ -3,8 +3,9 @@
 // (a client's next connection, STATUS of a folder another session holds) needs no new reading.
 //
 // Sessions hold a shared_ptr for as long as they use a folder. Indexes no session holds are kept
-// too, the most recently used first, while their messages add up to at most `keep_messages`; the
-// rest are freed. Every user still syncs before trusting what it reads (FolderIndex::sync costs
+// too, the most recently used first, while their messages add up to at most `keep_messages` and
+// they are at most max_idle_folders (each may hold a descriptor of its tern-cache); the rest are
+// freed. Every user still syncs before trusting what it reads (FolderIndex::sync costs
 // three stat calls when nothing changed), so a kept index is never stale for long.
 //
 // Not thread-safe: one per event loop, like the sessions that use it.
@@ -22,6 +23,8 @@ namespace tern::mailbox {
 
 class IndexCache {
  public:
+  static constexpr size_t max_idle_folders = 1000;
+
   explicit IndexCache(size_t keep_messages) : keep_messages_(keep_messages) {}
 
   // The folder's index, shared with every other user of this cache; not synced yet.

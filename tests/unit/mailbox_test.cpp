@@ -697,6 +697,11 @@ TEST_F(StoreFolder, IndexCacheSharesOneIndexAndKeepsIdleOnesWithinItsBound) {
   EXPECT_EQ(cache.open(root_)->messages().size(), 2u);
   EXPECT_TRUE(cache.open(second)->messages().empty());  // read afresh when opened again
 
+  // However small, at most max_idle_folders idle indexes stay (each may hold a descriptor).
+  IndexCache many(1000000);
+  for (int i = 0; i < 1100; ++i) many.open(root_ / ("f" + std::to_string(i)));
+  EXPECT_EQ(many.size(), IndexCache::max_idle_folders + 1);  // and the one just opened
+
   IndexCache none(0);
   std::shared_ptr<FolderIndex> held = none.open(root_);
   none.open(second);  // nobody holds it: dropped at the next open
