@@ -276,7 +276,8 @@ std::string Mailstore::unique_base(uint64_t size, uint64_t vsize) {
 }
 
 std::error_code Mailstore::add_message(const fs::path& folder, std::string_view bytes,
-                                       const mailbox::MaildirFlags& flags, int64_t internal_date, std::string& location) {
+                                       const mailbox::MaildirFlags& flags, int64_t internal_date,
+                                       std::string& location) {
   std::string stored;  // tern stores LF line ends (as deliver does)
   stored.reserve(bytes.size());
   for (size_t i = 0; i < bytes.size(); ++i) {

@@ -202,8 +202,8 @@ class Session {
   // each message up again.
   struct Slicing {
     Command command;
-    size_t next = 0;                  // FETCH: into `chosen`; SEARCH: view position
-    std::vector<size_t> chosen;       // FETCH: the view positions named
+    size_t next = 0;             // FETCH: into `chosen`; SEARCH: view position
+    std::vector<size_t> chosen;  // FETCH: the view positions named
     bool needs_file = false, sets_seen = false, asks_modseq = false, some_gone = false;
     std::vector<uint32_t> saved_sequences, found_numbers, found_uids;  // SEARCH
   };

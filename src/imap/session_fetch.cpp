@@ -397,7 +397,8 @@ Response Session::continue_fetch(std::string out) {
       for (const FetchItem& item : c.fetch.items)
         if (int k = structure_index(item.attribute); k >= 0 && !structure[k]) {
           structure[k] = k == 0 ? mime::render_envelope(parsed) : mime::render_body(parsed, k == 2);
-          index_->structures().add(uidvalidity, uid, structure_kinds[k], *structure[k]);  // a cache: failures only cost time
+          index_->structures().add(uidvalidity, uid, structure_kinds[k],
+                                   *structure[k]);  // a cache: failures only cost time
         }
     }
     bool flags_changed = false;
@@ -455,7 +456,8 @@ Response Session::continue_fetch(std::string out) {
           std::optional<std::string> data = item.attribute == FetchAttribute::binary
                                                 ? binary_bytes(bytes, parsed, item.section, unknown)
                                                 : section_bytes(bytes, parsed, item.section);
-          if (unknown) return abandon(no(c, "[UNKNOWN-CTE] the part's Content-Transfer-Encoding cannot be decoded", out));
+          if (unknown)
+            return abandon(no(c, "[UNKNOWN-CTE] the part's Content-Transfer-Encoding cannot be decoded", out));
           std::string value = data.value_or("");
           if (item.partial)
             value = item.partial_origin >= value.size() ? std::string()
@@ -467,7 +469,8 @@ Response Session::continue_fetch(std::string out) {
         case FetchAttribute::binary_size: {
           bool unknown = false;
           auto data = binary_bytes(bytes, parsed, item.section, unknown);
-          if (unknown) return abandon(no(c, "[UNKNOWN-CTE] the part's Content-Transfer-Encoding cannot be decoded", out));
+          if (unknown)
+            return abandon(no(c, "[UNKNOWN-CTE] the part's Content-Transfer-Encoding cannot be decoded", out));
           parts.push_back(section_item_name(item) + " " + std::to_string(data ? data->size() : 0));
           break;
         }

@@ -18,7 +18,8 @@ ParsedCache parse_structure_cache(std::string_view text, bool header, uint64_t b
   if (header) {
     size_t lf = text.find('\n');
     if (lf == std::string_view::npos || !text.starts_with(cache_header_prefix)) return out;
-    auto uidvalidity = parse_decimal<uint32_t>(text.substr(cache_header_prefix.size(), lf - cache_header_prefix.size()));
+    auto uidvalidity =
+        parse_decimal<uint32_t>(text.substr(cache_header_prefix.size(), lf - cache_header_prefix.size()));
     if (!uidvalidity || *uidvalidity == 0) return out;
     out.uidvalidity = *uidvalidity;
     at = lf + 1;

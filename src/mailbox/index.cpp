@@ -266,7 +266,8 @@ std::error_code FolderIndex::add_files(const std::vector<std::string>& locations
   uids.assign(locations.size(), 0);
   FolderLock lock;
   if (auto error = lock.acquire(folder_)) return error;
-  bool fast = index_header_unchanged() && uint64_t{state_.next_uid} + locations.size() < std::numeric_limits<uint32_t>::max();
+  bool fast =
+      index_header_unchanged() && uint64_t{state_.next_uid} + locations.size() < std::numeric_limits<uint32_t>::max();
   if (!fast) {
     // Someone else changed the index: the listing finds the files and numbers them.
     if (auto error = sync_locked(now, nullptr, lock.created())) return error;

@@ -24,7 +24,7 @@ class BaseTable {
   }
   // The slot for `base`: its position + 1, or 0 where it may be added.
   uint32_t& slot(std::string_view base) {
-    for (size_t i = std::hash<std::string_view>{}(base) & mask_;; i = (i + 1) & mask_) {
+    for (size_t i = std::hash<std::string_view>{}(base)&mask_;; i = (i + 1) & mask_) {
       uint32_t& slot = slots_[i];
       if (slot == 0 || files_[slot - 1].name.base == base) return slot;
     }
@@ -45,6 +45,23 @@ void set_location(IndexEntry& entry, const ListedFile& file) {
     return;
   entry.location.assign(dir);
   entry.location += file.file_name;
+}
+
+// Entries for listed files that had none, with the next UIDs in the order of `fresh`.
+void number_fresh(IndexState& state, const std::vector<const ListedFile*>& fresh, uint64_t modseq,
+                  std::vector<uint32_t>& added) {
+  for (const ListedFile* file : fresh) {
+    IndexEntry entry;
+    entry.uid = state.next_uid++;
+    entry.modseq = modseq;
+    entry.size = file->size;
+    entry.vsize = file->vsize;
+    entry.flags = file->name.flags;
+    entry.base = file->name.base;
+    set_location(entry, *file);
+    added.push_back(entry.uid);
+    state.entries.push_back(std::move(entry));
+  }
 }
 
 // Files without an entry are numbered in order of delivery time (the number a base name starts
@@ -279,18 +296,7 @@ MergeResult merge_listing(IndexState old, std::vector<ListedFile> files, uint32_
       result.added.push_back(entry.uid);
     }
   }
-  for (const ListedFile* file : fresh) {
-    IndexEntry entry;
-    entry.uid = state.next_uid++;
-    entry.modseq = modseq;
-    entry.size = file->size;
-    entry.vsize = file->vsize;
-    entry.flags = file->name.flags;
-    entry.base = file->name.base;
-    set_location(entry, *file);
-    result.added.push_back(entry.uid);
-    state.entries.push_back(std::move(entry));
-  }
+  number_fresh(state, fresh, modseq, result.added);
   state.highest_modseq = result.modified() ? modseq : old_highest;
   if (!result.renumbered) record_vanished(state, result.expunged, modseq);
   return result;
@@ -336,18 +342,7 @@ bool merge_new_listing(IndexState& state, std::vector<ListedFile> new_files, New
     set_location(entry, file);
     return false;
   });
-  for (const ListedFile* file : fresh) {
-    IndexEntry entry;
-    entry.uid = state.next_uid++;
-    entry.modseq = modseq;
-    entry.size = file->size;
-    entry.vsize = file->vsize;
-    entry.flags = file->name.flags;
-    entry.base = file->name.base;
-    set_location(entry, *file);
-    changes.added.push_back(entry.uid);
-    state.entries.push_back(std::move(entry));
-  }
+  number_fresh(state, fresh, modseq, changes.added);
   if (changes.modified()) state.highest_modseq = modseq;
   record_vanished(state, changes.expunged, modseq);
   return true;

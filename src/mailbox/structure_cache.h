@@ -37,9 +37,9 @@ struct CacheRecord {
 };
 
 struct ParsedCache {
-  uint32_t uidvalidity = 0;       // 0: no usable header
+  uint32_t uidvalidity = 0;  // 0: no usable header
   std::vector<CacheRecord> records;
-  uint64_t valid_end = 0;         // the parse stopped here: a torn or damaged record follows
+  uint64_t valid_end = 0;  // the parse stopped here: a torn or damaged record follows
 };
 
 // Pure. `text` is a whole file (with its header) when `header` is true, else bytes that follow
@@ -82,8 +82,8 @@ class StructureCache {
   uint64_t ino_ = 0;
   uint64_t parsed_to_ = 0;  // the bytes up to here are known records
   uint32_t uidvalidity_ = 0;
-  std::unordered_map<uint64_t, std::pair<uint64_t, uint32_t>> records_;  // key -> (offset, length)
-  std::string pending_;  // records added but not written yet
+  std::unordered_map<uint64_t, std::pair<uint64_t, uint32_t>> records_;          // key -> (offset, length)
+  std::string pending_;                                                          // records added but not written yet
   std::unordered_map<uint64_t, std::pair<uint64_t, uint32_t>> pending_records_;  // key -> (offset in pending_, length)
 };
 

@@ -219,7 +219,8 @@ TEST_F(ImapSession, LongFetchAndSearchComeInSlicesWhileOthersChangeTheFolder) {
   EXPECT_EQ(lines, 1200u);
   EXPECT_NE(all.find("* 1200 FETCH (BODY[] {2002}\r\nSubject: m1200\r\n"), std::string::npos);
   EXPECT_TRUE(all.ends_with(")\r\nf OK FETCH completed\r\n"));
-  EXPECT_EQ(run("q SEARCH BODY needle"), "* SEARCH 100 200 300 400 500 600 700 800 900 1000 1100 1200\r\nq OK SEARCH completed\r\n");
+  EXPECT_EQ(run("q SEARCH BODY needle"),
+            "* SEARCH 100 200 300 400 500 600 700 800 900 1000 1100 1200\r\nq OK SEARCH completed\r\n");
 
   // Between two slices another session of the process (sharing the folder's index) expunges
   // messages: the rest of the FETCH skips them and says so; the view keeps its numbers.
@@ -273,8 +274,7 @@ TEST_F(ImapSession, EnvelopeAndBodystructureComeFromTheFoldersCache) {
   // The next FETCH reads the cache, not the message: a record put there is what it answers.
   fs::remove(maildir_ / "tern-cache");
   std::string uidvalidity = file.str().substr(13, file.str().find('\n') - 13);
-  std::ofstream(maildir_ / "tern-cache", std::ios::binary)
-      << "tern-cache 1 " << uidvalidity << "\n1 E 5\n(NIL)\n";
+  std::ofstream(maildir_ / "tern-cache", std::ios::binary) << "tern-cache 1 " << uidvalidity << "\n1 E 5\n(NIL)\n";
   SessionSettings settings;
   settings.hostname = "mail.example.test";
   settings.tls_active = true;

@@ -15,9 +15,9 @@
 
 #include "mailbox/index.h"
 #include "mailbox/index_cache.h"
-#include "mailbox/structure_cache.h"
 #include "mailbox/index_format.h"
 #include "mailbox/maildir_name.h"
+#include "mailbox/structure_cache.h"
 #include "mailbox/uidlist.h"
 
 using namespace tern::mailbox;
